@@ -1,0 +1,73 @@
+# The one entry point. `make run` and `make test` install whatever is missing first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+export UV_PYTHON_DOWNLOADS := never
+export JUPYTER_PLATFORM_DIRS := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+APT_PACKAGES := bubblewrap chromium socat python3-seccomp python3-venv nodejs npm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP := .venv/.stamp
+
+.PHONY: install run test test-all lint bench services system-packages assets templates clean
+
+install: system-packages $(STAMP) assets templates
+
+# Debian packages the sandbox, the browser test and the front-end need; skipped when present.
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+# uv is bootstrapped with pip when missing (its installer script cannot be fetched everywhere).
+$(STAMP): pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+	  python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $(STAMP)
+
+assets: src/fragments/web/static/vendor/.stamp
+
+src/fragments/web/static/vendor/.stamp: frontend/package.json frontend/package-lock.json frontend/copy-vendor.mjs
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	node frontend/copy-vendor.mjs
+	@touch $@
+
+templates: $(STAMP)
+	.venv/bin/fragments templates build code-interpreter-v1
+
+run: install
+	.venv/bin/fragments serve --host $(HOST) --port $(PORT)
+
+# PostgreSQL and Redis are started when down and never stopped (see NOTES.md).
+services:
+	@command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 && \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true
+	@command -v redis-cli >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && \
+	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+	    --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+
+test: install services
+	.venv/bin/pytest -m "not slow"
+
+test-all: install services
+	.venv/bin/pytest
+
+lint: $(STAMP)
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+	.venv/bin/mypy
+
+bench: install
+	.venv/bin/python -m bench
+
+clean:
+	rm -rf .venv frontend/node_modules src/fragments/web/static/vendor

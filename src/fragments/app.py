@@ -1,0 +1,104 @@
+"""The application factory: routers, middleware and a lifespan that builds the typed State."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from fragments import __version__
+from fragments.config import Settings
+from fragments.errors import error_body, install_error_handlers
+from fragments.http_limits import BodyLimitMiddleware, SecurityHeadersMiddleware
+from fragments.llm.catalogue import load_catalogue
+from fragments.observability import configure_logging
+from fragments.sandbox.factory import create_sandbox_service
+from fragments.sandbox.templates import TEMPLATES
+from fragments.state import State, StateDep
+
+
+def _static_dir() -> str:
+    return str(resources.files("fragments.web").joinpath("static"))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing connects until the lifespan runs."""
+    settings = settings or Settings()
+    configure_logging()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=10)) as http:
+            sandboxes = await create_sandbox_service(settings)
+            app.state.fragments = State(settings=settings, http=http, sandboxes=sandboxes)
+            try:
+                yield
+            finally:
+                await sandboxes.aclose()
+
+    app = FastAPI(
+        title="Fragments",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+
+    # Previews are one origin per sandbox under the preview domain (DESIGN.md).
+    domain = settings.resolved_preview_domain
+    frame_src = f"http://*.{domain} https://*.{domain}"
+    app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_src)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(state: StateDep) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await state.sandboxes.check()
+            checks["sandbox"] = "ok"
+        except Exception as exc:  # every failure is reported, none is raised
+            checks["sandbox"] = f"unavailable: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        if ok:
+            return JSONResponse({"status": "ready", "checks": checks})
+        body = error_body("not_ready", "A dependency is not ready: " + ", ".join(
+            f"{k} ({v})" for k, v in checks.items() if v != "ok"
+        ) + ".")
+        return JSONResponse({**body, "checks": checks}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    @app.get("/api/models")
+    async def models() -> list[dict[str, object]]:
+        return [m.to_public() for m in load_catalogue()]
+
+    @app.get("/api/templates")
+    async def templates() -> dict[str, dict[str, object]]:
+        return {tid: t.to_public() for tid, t in TEMPLATES.items()}
+
+    from fragments.chat.router import router as chat_router
+    from fragments.sandbox.router import router as sandbox_router
+
+    app.include_router(chat_router)
+    app.include_router(sandbox_router)
+
+    static_dir = _static_dir()
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(f"{static_dir}/index.html", headers={"Cache-Control": "no-cache"})
+
+    return app

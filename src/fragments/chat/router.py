@@ -1,0 +1,5 @@
+"""POST /api/chat (placeholder until the chat stream lands)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

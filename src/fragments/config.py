@@ -1,0 +1,160 @@
+"""Settings, read once from the environment (prefix FRAGMENTS_) plus the providers' usual variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderId = Literal[
+    "anthropic",
+    "openai",
+    "google",
+    "mistral",
+    "groq",
+    "fireworks",
+    "togetherai",
+    "xai",
+    "deepseek",
+    "ollama",
+]
+PROVIDER_IDS: tuple[ProviderId, ...] = (
+    "anthropic",
+    "openai",
+    "google",
+    "mistral",
+    "groq",
+    "fireworks",
+    "togetherai",
+    "xai",
+    "deepseek",
+    "ollama",
+)
+
+
+def _env(name: str) -> AliasChoices:
+    # Provider variables keep their usual names (no FRAGMENTS_ prefix), as their SDKs document.
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Everything the app can be configured with; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAGMENTS_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    preview_domain: str | None = None
+    port: int = 8000
+
+    # Request limits (DESIGN.md: 1 MB of JSON not counting images, 5 MB an image, 20 MB a body).
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_json_bytes: int = 1024 * 1024
+    max_image_bytes: int = 5 * 1024 * 1024
+    max_messages: int = 500
+    max_message_parts: int = 100
+
+    # Streaming: partials are validated and emitted on this timer, never per provider chunk.
+    partial_interval_seconds: float = 0.05
+    first_event_timeout_seconds: float = 30.0
+    stream_idle_timeout_seconds: float = 60.0
+
+    # Local sandbox.
+    sandbox_root: Path = Path("/var/tmp/fragments")
+    sandbox_python: Path = Path("/usr/bin/python3")
+    sandbox_run_timeout_seconds: float = 60.0
+    sandbox_output_cap_bytes: int = 2 * 1024 * 1024
+    sandbox_memory_bytes: int = 1024 * 1024 * 1024
+    sandbox_max_processes: int = 128
+    sandbox_lifetime_seconds: float = 15 * 60
+
+    # Providers: keys and platform base URLs, under their usual names.
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
+    google_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GOOGLE_GENERATIVE_AI_API_KEY")
+    )
+    google_base_url: str | None = Field(None, validation_alias=_env("GOOGLE_BASE_URL"))
+    mistral_api_key: SecretStr | None = Field(None, validation_alias=_env("MISTRAL_API_KEY"))
+    mistral_base_url: str | None = Field(None, validation_alias=_env("MISTRAL_BASE_URL"))
+    groq_api_key: SecretStr | None = Field(None, validation_alias=_env("GROQ_API_KEY"))
+    groq_base_url: str | None = Field(None, validation_alias=_env("GROQ_BASE_URL"))
+    fireworks_api_key: SecretStr | None = Field(None, validation_alias=_env("FIREWORKS_API_KEY"))
+    fireworks_base_url: str | None = Field(None, validation_alias=_env("FIREWORKS_BASE_URL"))
+    together_api_key: SecretStr | None = Field(None, validation_alias=_env("TOGETHER_API_KEY"))
+    together_base_url: str | None = Field(None, validation_alias=_env("TOGETHER_BASE_URL"))
+    xai_api_key: SecretStr | None = Field(None, validation_alias=_env("XAI_API_KEY"))
+    xai_base_url: str | None = Field(None, validation_alias=_env("XAI_BASE_URL"))
+    deepseek_api_key: SecretStr | None = Field(None, validation_alias=_env("DEEPSEEK_API_KEY"))
+    deepseek_base_url: str | None = Field(None, validation_alias=_env("DEEPSEEK_BASE_URL"))
+    ollama_base_url: str = Field(
+        "http://127.0.0.1:11434/v1", validation_alias=_env("OLLAMA_BASE_URL")
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'fragments.db'}"
+
+    @property
+    def resolved_preview_domain(self) -> str:
+        """Where preview origins live: `<port>-<sandbox_id>.<this>`."""
+        return self.preview_domain or f"localhost:{self.port}"
+
+    def provider_key(self, provider: ProviderId) -> str | None:
+        """The platform's API key for a provider, if configured."""
+        secret: SecretStr | None
+        match provider:
+            case "anthropic":
+                secret = self.anthropic_api_key
+            case "openai":
+                secret = self.openai_api_key
+            case "google":
+                secret = self.google_api_key
+            case "mistral":
+                secret = self.mistral_api_key
+            case "groq":
+                secret = self.groq_api_key
+            case "fireworks":
+                secret = self.fireworks_api_key
+            case "togetherai":
+                secret = self.together_api_key
+            case "xai":
+                secret = self.xai_api_key
+            case "deepseek":
+                secret = self.deepseek_api_key
+            case "ollama":
+                secret = None
+        return secret.get_secret_value() if secret else None
+
+    def provider_base_url(self, provider: ProviderId) -> str | None:
+        """The platform's base URL override for a provider (`<PROVIDER>_BASE_URL`)."""
+        match provider:
+            case "anthropic":
+                return self.anthropic_base_url
+            case "openai":
+                return self.openai_base_url
+            case "google":
+                return self.google_base_url
+            case "mistral":
+                return self.mistral_base_url
+            case "groq":
+                return self.groq_base_url
+            case "fireworks":
+                return self.fireworks_base_url
+            case "togetherai":
+                return self.together_base_url
+            case "xai":
+                return self.xai_base_url
+            case "deepseek":
+                return self.deepseek_base_url
+            case "ollama":
+                return self.ollama_base_url

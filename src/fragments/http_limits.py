@@ -1,0 +1,106 @@
+"""ASGI middleware: refuse oversized bodies early (before they are buffered) and set security
+headers on every response."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fragments.errors import error_body
+
+
+async def _send_json(send: Send, status: int, code: str, detail: str) -> None:
+    body = json.dumps(error_body(code, detail)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """413 for a body over `max_bytes`, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"The request body is larger than {self.max_bytes // (1024 * 1024)} MB."
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    announced = int(value)
+                except ValueError:
+                    await _send_json(send, 400, "bad_request", "Invalid Content-Length header.")
+                    return
+                if announced > self.max_bytes:
+                    await _send_json(send, 413, "payload_too_large", detail)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_json(send, 413, "payload_too_large", detail)
+
+
+class SecurityHeadersMiddleware:
+    """A tight CSP for the app's own pages; previews live on their own origins."""
+
+    def __init__(self, app: ASGIApp, frame_src: str) -> None:
+        self.app = app
+        csp = (
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; connect-src 'self'; "
+            f"frame-src {frame_src}; object-src 'none'; base-uri 'self'; frame-ancestors 'self'"
+        )
+        self.headers = [
+            (b"content-security-policy", csp.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + self.headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
