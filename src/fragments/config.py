@@ -42,7 +42,9 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Everything the app can be configured with; see the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="FRAGMENTS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FRAGMENTS_", extra="ignore", populate_by_name=True
+    )
 
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path(".data")
