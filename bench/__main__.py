@@ -1,0 +1,30 @@
+"""`make bench`: prints the figures the issues ask for, measured in one run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("parts", nargs="*", default=["overhead", "sandbox", "capacity"],
+                        help="which benchmarks: overhead, sandbox, capacity")
+    parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
+    args = parser.parse_args()
+    from bench import chat_stream
+
+    if "overhead" in args.parts:
+        chat_stream.overhead()
+    if "sandbox" in args.parts:
+        from bench import sandbox_runs
+
+        sandbox_runs.cold_vs_warm()
+    if "capacity" in args.parts:
+        chat_stream.capacity(args.workers)
+
+
+if __name__ == "__main__":
+    main()
