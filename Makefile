@@ -30,7 +30,8 @@ system-packages:
 # uv is bootstrapped with pip when missing (its installer script cannot be fetched everywhere).
 $(STAMP): pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
-	  python3 -m pip install --quiet uv
+	  python3 -m pip install --quiet uv 2>/dev/null || \
+	  python3 -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --frozen
 	@touch $(STAMP)
 
