@@ -1,0 +1,70 @@
+// Copies the browser-ready ES modules the UI imports from node_modules into the Python package's
+// static folder. No bundler: each file is copied as published, except that bare specifiers
+// (`from "preact"`) are rewritten to relative paths, since the page has no import map (an inline
+// one would need a CSP exception). Run from anywhere: `node frontend/copy-vendor.mjs`.
+
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const modules = join(here, "node_modules");
+const out = join(here, "..", "src", "fragments", "web", "static", "vendor");
+
+const HLJS = "@highlightjs/cdn-assets";
+const LANGUAGES = ["python", "typescript", "javascript", "xml", "json", "bash", "css"];
+
+// [source under node_modules, destination under vendor/, {bare specifier: relative path}]
+const files = [
+  ["preact/dist/preact.mjs", "preact.js"],
+  ["preact/hooks/dist/hooks.mjs", "preact-hooks.js", { preact: "./preact.js" }],
+  ["htm/dist/htm.mjs", "htm.js"],
+  ["marked/lib/marked.esm.js", "marked.js"],
+  ["dompurify/dist/purify.es.mjs", "purify.js"],
+  [`${HLJS}/es/core.min.js`, "highlight/core.js"],
+  ...LANGUAGES.map((lang) => [`${HLJS}/es/languages/${lang}.min.js`, `highlight/${lang}.js`]),
+];
+
+const licenses = {
+  preact: "preact/LICENSE",
+  htm: "htm/LICENSE",
+  marked: "marked/LICENSE",
+  dompurify: "dompurify/LICENSE",
+  "highlight.js": `${HLJS}/LICENSE`,
+};
+
+function rewrite(text, specifiers) {
+  let result = text;
+  for (const [bare, relative] of Object.entries(specifiers)) {
+    // Minified (`from"preact"`) and spaced (`from 'preact'`) forms, both quote styles.
+    const pattern = new RegExp(`(from\\s*|import\\s*\\(?\\s*)(["'])${bare}\\2`, "g");
+    const before = result;
+    result = result.replace(pattern, `$1$2${relative}$2`);
+    if (result === before) throw new Error(`no import of "${bare}" found to rewrite`);
+  }
+  return result;
+}
+
+function stripSourceMap(text) {
+  // The maps are not copied; a dangling reference only makes devtools complain.
+  return text.replace(/\n?\/\/# sourceMappingURL=\S+\s*$/, "\n");
+}
+
+rmSync(out, { recursive: true, force: true });
+mkdirSync(join(out, "highlight"), { recursive: true });
+mkdirSync(join(out, "licenses"), { recursive: true });
+
+for (const [source, destination, specifiers] of files) {
+  const text = readFileSync(join(modules, source), "utf8");
+  writeFileSync(join(out, destination), stripSourceMap(rewrite(text, specifiers ?? {})));
+}
+for (const [name, source] of Object.entries(licenses)) {
+  copyFileSync(join(modules, source), join(out, "licenses", `${name}.txt`));
+}
+
+const versions = {};
+for (const name of ["preact", "htm", "marked", "dompurify", HLJS]) {
+  versions[name] = JSON.parse(readFileSync(join(modules, name, "package.json"), "utf8")).version;
+}
+writeFileSync(join(out, "versions.json"), JSON.stringify(versions, null, 2) + "\n");
+console.log(`vendor files copied to ${out}:`, versions);
