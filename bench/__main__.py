@@ -10,8 +10,12 @@ os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("parts", nargs="*", default=["overhead", "sandbox", "capacity"],
-                        help="which benchmarks: overhead, sandbox, capacity")
+    parser.add_argument(
+        "parts",
+        nargs="*",
+        default=["overhead", "sandbox", "capacity"],
+        help="which benchmarks: overhead, sandbox, capacity",
+    )
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
     args = parser.parse_args()
     from bench import chat_stream

@@ -12,9 +12,12 @@ import argparse
 import asyncio
 import json
 
-FRAGMENT_CODE = "\n".join(
-    f"values_{i} = [x * {i} for x in range(10)]  # step {i} of the analysis" for i in range(42)
-) + "\nprint(sum(values_1))\n"
+FRAGMENT_CODE = (
+    "\n".join(
+        f"values_{i} = [x * {i} for x in range(10)]  # step {i} of the analysis" for i in range(42)
+    )
+    + "\nprint(sum(values_1))\n"
+)
 
 FRAGMENT = {
     "commentary": "I'll compute a few series with list comprehensions and print a summary.",
@@ -36,25 +39,74 @@ def _chunks(text: str, size: int) -> list[str]:
 
 def _encode_events(payload: str, chunk_size: int, tool_mode: bool) -> list[bytes]:
     events: list[bytes] = []
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
-            "model": "bench"}
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "bench",
+    }
     if tool_mode:
-        first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
-            {"index": 0, "id": "call_bench", "type": "function",
-             "function": {"name": "fragment", "arguments": ""}}]}, "finish_reason": None}]}
+        first = {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_bench",
+                                "type": "function",
+                                "function": {"name": "fragment", "arguments": ""},
+                            }
+                        ],
+                    },
+                    "finish_reason": None,
+                }
+            ],
+        }
         events.append(first)  # type: ignore[arg-type]
     for piece in _chunks(payload, chunk_size):
         if tool_mode:
             delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
         else:
             delta = {"content": piece}
-        events.append({**base, "choices": [{"index": 0, "delta": delta,  # type: ignore[arg-type]
-                                             "finish_reason": None}]})
-    events.append({**base, "choices": [{"index": 0, "delta": {},  # type: ignore[arg-type]
-                                        "finish_reason": "tool_calls" if tool_mode else "stop"}]})
-    events.append({**base, "choices": [], "usage": {  # type: ignore[arg-type]
-        "prompt_tokens": 900, "completion_tokens": len(payload) // 4,
-        "total_tokens": 900 + len(payload) // 4}})
+        events.append(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": delta,  # type: ignore[arg-type]
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+    events.append(
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {},  # type: ignore[arg-type]
+                    "finish_reason": "tool_calls" if tool_mode else "stop",
+                }
+            ],
+        }
+    )
+    events.append(
+        {
+            **base,
+            "choices": [],
+            "usage": {  # type: ignore[arg-type]
+                "prompt_tokens": 900,
+                "completion_tokens": len(payload) // 4,
+                "total_tokens": 900 + len(payload) // 4,
+            },
+        }
+    )
     out = []
     for ev in events:
         body = b"data: " + json.dumps(ev, separators=(",", ":")).encode() + b"\n\n"
@@ -81,8 +133,10 @@ class FakeServer:
                         length = int(line.split(b":", 1)[1])
                 body = await reader.readexactly(length) if length else b""
                 events = self.tool_events if b'"tools"' in body else self.text_events
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                             b"transfer-encoding: chunked\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n"
+                )
                 for event in events:
                     writer.write(event)
                     await writer.drain()

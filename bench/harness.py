@@ -48,8 +48,17 @@ def fake_provider(chunk_size: int, delay: float) -> Iterator[int]:
     """Run bench.fake_stream in its own process; yields its port."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_stream", "--port", str(port),
-         "--chunk-size", str(chunk_size), "--delay", str(delay)],
+        [
+            sys.executable,
+            "-m",
+            "bench.fake_stream",
+            "--port",
+            str(port),
+            "--chunk-size",
+            str(chunk_size),
+            "--delay",
+            str(delay),
+        ],
         cwd=ROOT,
     )
     try:
@@ -61,7 +70,9 @@ def fake_provider(chunk_size: int, delay: float) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def service(provider_port: int, workers: int, data_dir: Path) -> Iterator[tuple[int, psutil.Process]]:
+def service(
+    provider_port: int, workers: int, data_dir: Path
+) -> Iterator[tuple[int, psutil.Process]]:
     """Run `fragments serve` against the fake provider; yields its port and process."""
     port = free_port()
     env = {
@@ -72,9 +83,19 @@ def service(provider_port: int, workers: int, data_dir: Path) -> Iterator[tuple[
         "JUPYTER_PLATFORM_DIRS": "1",
     }
     proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "fragments"), "serve", "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        [
+            str(ROOT / ".venv" / "bin" / "fragments"),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -27,17 +27,19 @@ def chat_body(model_id: str = "bench-model") -> bytes:
     ).encode()
 
 
-async def stream_chat(host: str, port: int, body: bytes, timeout: float = 120.0) -> StreamTiming:
+async def stream_chat(host: str, port: int, body: bytes, limit: float = 120.0) -> StreamTiming:
     """Send one chat request and time its first `partial` and its end, without parsing JSON."""
     start = time.perf_counter()
     first: float | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(
                 b"POST /api/chat HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
                 b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                b"Connection: close\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
                 + body
             )
             await writer.drain()

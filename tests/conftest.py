@@ -11,7 +11,7 @@ import pytest
 # jupyter_core warns at import without this, and filterwarnings=error would make that fatal.
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
-from fragments.config import Settings  # noqa: E402
+from fragments.config import Settings
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def anyio_backend() -> str:
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "data"
     path.mkdir()
-    yield path
+    return path
 
 
 @pytest.fixture

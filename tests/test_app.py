@@ -30,8 +30,16 @@ def test_models_cover_every_provider(client: httpx.Client) -> None:
     models = client.get("/api/models").json()
     providers = {m["providerId"] for m in models}
     assert providers == {
-        "anthropic", "openai", "google", "mistral", "groq",
-        "fireworks", "togetherai", "xai", "deepseek", "ollama",
+        "anthropic",
+        "openai",
+        "google",
+        "mistral",
+        "groq",
+        "fireworks",
+        "togetherai",
+        "xai",
+        "deepseek",
+        "ollama",
     }
     for m in models:
         assert set(m) == {"id", "name", "provider", "providerId", "multiModal"}
@@ -60,8 +68,10 @@ def test_announced_oversized_body_is_413(client: httpx.Client, settings: Setting
     resp = client.post(
         "/api/chat",
         content=b"{}",
-        headers={"content-length": str(settings.max_body_bytes + 1),
-                 "content-type": "application/json"},
+        headers={
+            "content-length": str(settings.max_body_bytes + 1),
+            "content-type": "application/json",
+        },
     )
     assert resp.status_code == 413
     assert resp.json()["error"] == "payload_too_large"

@@ -74,11 +74,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ok = all(v == "ok" for v in checks.values())
         if ok:
             return JSONResponse({"status": "ready", "checks": checks})
-        body = error_body("not_ready", "A dependency is not ready: " + ", ".join(
-            f"{k} ({v})" for k, v in checks.items() if v != "ok"
-        ) + ".")
-        return JSONResponse({**body, "checks": checks}, status_code=503,
-                            headers={"Retry-After": "5"})
+        body = error_body(
+            "not_ready",
+            "A dependency is not ready: "
+            + ", ".join(f"{k} ({v})" for k, v in checks.items() if v != "ok")
+            + ".",
+        )
+        return JSONResponse(
+            {**body, "checks": checks}, status_code=503, headers={"Retry-After": "5"}
+        )
 
     @app.get("/api/models")
     async def models() -> list[dict[str, object]]:

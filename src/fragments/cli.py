@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Fragments: chat with a model, get a running app in a sandbox.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Fragments: chat with a model, get a running app in a sandbox.", no_args_is_help=True
+)
 templates_app = typer.Typer(help="Prepare sandbox template environments.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
 
@@ -18,8 +19,13 @@ app.add_typer(templates_app, name="templates")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (1 keeps sandboxes in one "
-                                              "process; more raise streaming capacity).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes (1 keeps sandboxes in one "
+            "process; more raise streaming capacity)."
+        ),
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the app (UI and API)."""
@@ -43,8 +49,9 @@ def serve(
 
 @templates_app.command("build")
 def templates_build(
-    name: Annotated[str | None, typer.Argument(help="Template id; all buildable when omitted.")]
-    = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Template id; all buildable when omitted.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
 ) -> None:
     """Build template environments once, into the sandbox cache folder."""

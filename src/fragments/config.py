@@ -1,4 +1,4 @@
-"""Settings, read once from the environment (prefix FRAGMENTS_) plus the providers' usual variables."""
+"""Settings from the environment: FRAGMENTS_* plus the providers' usual variables."""
 
 from __future__ import annotations
 

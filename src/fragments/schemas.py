@@ -84,7 +84,9 @@ class ModelRef(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     id: str = Field(min_length=1)
-    provider_id: str | None = Field(None, validation_alias=AliasChoices("providerId", "provider_id"))
+    provider_id: str | None = Field(
+        None, validation_alias=AliasChoices("providerId", "provider_id")
+    )
     provider: str | None = None
     name: str | None = None
 

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import cast
 
 from fragments.config import PROVIDER_IDS, ProviderId
 from fragments.errors import BadRequest
@@ -53,7 +52,7 @@ def load_catalogue() -> tuple[CatalogueModel, ...]:
             id=m["id"],
             name=m["name"],
             provider=m["provider"],
-            provider_id=cast(ProviderId, m["providerId"]),
+            provider_id=m["providerId"],
             multimodal=bool(m["multiModal"]),
         )
         for m in raw["models"]
@@ -64,8 +63,9 @@ def resolve_provider(ref: ModelRef) -> ProviderId:
     """`providerId` wins; else `provider` matched case-insensitively against ids and names."""
     if ref.provider_id:
         pid = ref.provider_id.strip().lower()
-        if pid in PROVIDER_IDS:
-            return cast(ProviderId, pid)
+        for known in PROVIDER_IDS:
+            if known == pid:
+                return known
         raise BadRequest(
             f"Unknown provider '{ref.provider_id[:40]}'; use one of: {', '.join(PROVIDER_IDS)}.",
             code="unknown_model",
@@ -82,9 +82,7 @@ def resolve_provider(ref: ModelRef) -> ProviderId:
     for model in load_catalogue():
         if model.id == ref.id:
             return model.provider_id
-    raise BadRequest(
-        "The model has no provider; send model.providerId.", code="unknown_model"
-    )
+    raise BadRequest("The model has no provider; send model.providerId.", code="unknown_model")
 
 
 def resolve_model(ref: ModelRef, *, has_base_url: bool) -> CatalogueModel:
