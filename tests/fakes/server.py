@@ -1,0 +1,110 @@
+"""Run any ASGI app with uvicorn on 127.0.0.1 in a background thread with its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+
+class ServerThread:
+    """`with ServerThread(app) as server: server.url` — a real HTTP server on a free port.
+
+    The server owns its loop, so it serves sync tests, async tests (whose loop it never blocks)
+    and processes that only know its URL. `on_stop` runs in the server's loop before shutdown,
+    so streams that wait forever can be released.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._on_stop = on_stop
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "server not started"
+        return self._loop
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            interface="asgi3",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            # Connections to a fake are many and short in benches; keep them cheap.
+            timeout_keep_alive=30,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), name=f"server-{self.port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if self._error is not None or not self._thread.is_alive():
+                raise RuntimeError(f"server failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start within 10 s")
+            time.sleep(0.005)
+
+    def _run(self, sock: socket.socket) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            assert self._server is not None
+            loop.run_until_complete(self._server.serve(sockets=[sock]))
+        except BaseException as exc:  # reported to start() / stop()
+            self._error = exc
+        finally:
+            loop.close()
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        if self._on_stop is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_stop)
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> ServerThread:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
