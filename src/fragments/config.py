@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     sandbox_memory_bytes: int = 1024 * 1024 * 1024
     sandbox_max_processes: int = 128
     sandbox_lifetime_seconds: float = 15 * 60
+    sandbox_cpus: float = 1.0
+    # Sandbox n runs as uid sandbox_uid_base + n (n < sandbox_max_count): a uid per sandbox.
+    sandbox_uid_base: int = 100_000
+    sandbox_max_count: int = 32
+    sandbox_start_timeout_seconds: float = 30.0
+    sandbox_interrupt_grace_seconds: float = 3.0
+    sandbox_seccomp: bool = True
 
     # Providers: keys and platform base URLs, under their usual names.
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))

@@ -4,12 +4,23 @@ warm pool plug in behind the same protocol later)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Literal, Protocol
 
+from fragments.errors import BadRequest, FragmentsError
+from fragments.sandbox.templates import Template, get_template
 from fragments.schemas import Fragment, InterpreterResult, WebResult
 
 Phase = Literal["acquiring", "installing", "starting", "running"]
 PhaseCallback = Callable[[Phase], Awaitable[None]]
+
+
+class SandboxUnavailable(FragmentsError):
+    """The backend cannot run sandboxes right now (busy, broken or shutting down)."""
+
+    status_code = 503
+    code = "sandbox_unavailable"
 
 
 class SandboxService(Protocol):
@@ -31,3 +42,53 @@ class SandboxService(Protocol):
     async def aclose(self) -> None:
         """Kill every sandbox and release resources."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """What a sandbox runs for a fragment: the template, the files to write, the entry code."""
+
+    template: Template
+    files: tuple[tuple[str, str], ...]
+    code: str
+    entry: str
+
+
+def check_path(path: str) -> str:
+    """A fragment file path, or BadRequest: relative, inside the workspace, no NUL."""
+    if "\x00" in path:
+        raise BadRequest("A file path contains a NUL character.", code="invalid_path")
+    if len(path) > 1024:
+        raise BadRequest("A file path is longer than 1024 characters.", code="invalid_path")
+    shown = path[:80]
+    if path.startswith(("/", "\\", "~")) or PurePosixPath(path).is_absolute():
+        raise BadRequest(
+            f"The file path '{shown}' is absolute; paths must be relative to the app's folder.",
+            code="invalid_path",
+        )
+    parts = PurePosixPath(path.replace("\\", "/")).parts
+    if ".." in parts:
+        raise BadRequest(
+            f"The file path '{shown}' leaves the app's folder ('..' is not allowed).",
+            code="invalid_path",
+        )
+    return path
+
+
+def prepare_program(fragment: Fragment) -> Program:
+    """Validate a fragment (template, paths) and pick what to run; raises BadRequest."""
+    template = get_template(fragment.template)
+    if fragment.file_path:
+        check_path(fragment.file_path)
+    files: list[tuple[str, str]] = []
+    for entry in fragment.files:
+        if not entry.file_path.strip() or entry.file_path.endswith("/"):
+            raise BadRequest("Every file in 'files' needs a file_path.", code="invalid_path")
+        files.append((check_path(entry.file_path), entry.file_content))
+    if not files:
+        return Program(template, (), fragment.code, fragment.file_path or template.file)
+    contents = dict(files)
+    entry_path = fragment.file_path if fragment.file_path in contents else ""
+    if not entry_path:
+        entry_path = template.file if template.file in contents else files[0][0]
+    return Program(template, tuple(files), contents[entry_path], entry_path)

@@ -1,16 +1,304 @@
-"""Placeholder local service, replaced by the real backend."""
+"""The local sandbox backend: confined Jupyter kernels on this machine, one per conversation.
+
+A conversation (owner) keeps its sandbox, and so its variables, between runs until it is idle
+for `sandbox_lifetime_seconds`, asks for a restart, or the app stops; a request without an owner
+gets a fresh sandbox that is killed after its run. A sandbox is never handed to another owner,
+and runs on one sandbox are serialized. Each sandbox has its own uid (`sandbox_uid_base + slot`),
+reserved across processes with a lock file, so two apps on one machine never share one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+import structlog
+import zmq
+import zmq.asyncio
+
 from fragments.config import Settings
-from fragments.errors import UpstreamError
-from fragments.schemas import Fragment, InterpreterResult, WebResult
-from fragments.sandbox.service import PhaseCallback
+from fragments.sandbox.local.build import (
+    TemplateBuildError,
+    TemplateEnv,
+    build_template,
+    ensure_traversable,
+    find_env,
+    is_buildable,
+)
+from fragments.sandbox.local.confine import prepare_etc
+from fragments.sandbox.local.kernel import KernelConfig, KernelSandbox, SandboxStartError
+from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
+from fragments.sandbox.local.seccomp import seccomp_filter
+from fragments.sandbox.service import Phase, PhaseCallback, SandboxUnavailable, prepare_program
+from fragments.sandbox.templates import Template
+from fragments.schemas import ExecutionError, Fragment, InterpreterResult, WebResult
+
+log = structlog.get_logger(__name__)
+
+# ZeroMQ refuses (and disconnects) an inbound message above this size: a hostile cell cannot
+# make the app buffer an arbitrarily large single output message.
+_MIN_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _instance_alive(name: str) -> bool:
+    pid, _, _ = name.partition("-")
+    return pid.isdigit() and _pid_alive(int(pid))
+
+
+def web_unavailable(template: Template) -> WebResult:
+    """The answer for templates whose live preview this backend cannot serve yet."""
+    return WebResult(
+        sandbox_id=None,
+        template=template.id,
+        url=None,
+        error=ExecutionError(
+            name="NotAvailable",
+            value=(
+                f"Live previews of {template.name} apps are not available in local sandboxes "
+                "yet; only the Python interpreter (code-interpreter-v1) runs here for now."
+            ),
+        ),
+    )
 
 
 class LocalSandboxService:
+    """SandboxService over confined local kernels (see the module docstring)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._ready = False
+        self._setup_lock = asyncio.Lock()
+        self._build_lock = asyncio.Lock()
+        self._acquire_lock = asyncio.Lock()
+        self._by_id: dict[str, KernelSandbox] = {}
+        self._by_owner: dict[str, KernelSandbox] = {}
+        self._users: dict[str, int] = {}
+        self._slots: dict[int, IO[str]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._context: zmq.asyncio.Context | None = None
+        self._config: KernelConfig | None = None
+        self._checked_at = 0.0
+        self._closed = False
+        self.instance = f"{os.getpid()}-{secrets.token_hex(3)}"
+
+    # ---- set-up ------------------------------------------------------------------------------
+
+    @property
+    def run_root(self) -> Path:
+        return self.settings.sandbox_root / "run"
+
+    async def _setup(self) -> KernelConfig:
+        if self._config is not None:
+            return self._config
+        async with self._setup_lock:
+            if self._config is None:
+                self._config = await asyncio.to_thread(self._setup_sync)
+                self._context = self._make_context()
+                self._reaper = asyncio.create_task(self._reap_forever())
+            return self._config
+
+    def _setup_sync(self) -> KernelConfig:
+        s = self.settings
+        root = s.sandbox_root
+        try:
+            ensure_traversable(root)
+        except TemplateBuildError as exc:
+            raise SandboxUnavailable(str(exc)) from exc
+        root.chmod(0o755)
+        for sub in ("run", "slots"):
+            (root / sub).mkdir(mode=0o711, exist_ok=True)
+        self._remove_stale()
+        run_root = self.run_root / self.instance
+        run_root.mkdir(mode=0o711)
+        etc = prepare_etc(root)
+        seccomp = seccomp_filter(root) if s.sandbox_seccomp else None
+        backend = limits_backend()
+        log.info(
+            "sandbox_backend_ready",
+            root=str(root),
+            limits=backend,
+            seccomp=seccomp is not None,
+        )
+        return KernelConfig(
+            run_root=run_root,
+            etc=etc,
+            uid_base=s.sandbox_uid_base,
+            caps=Caps(
+                memory_bytes=s.sandbox_memory_bytes,
+                max_processes=s.sandbox_max_processes,
+                cpus=s.sandbox_cpus,
+            ),
+            limits_backend=backend,
+            seccomp=seccomp,
+            start_timeout=s.sandbox_start_timeout_seconds,
+            run_timeout=s.sandbox_run_timeout_seconds,
+            interrupt_grace=s.sandbox_interrupt_grace_seconds,
+            output_cap=s.sandbox_output_cap_bytes,
+        )
+
+    def _remove_stale(self) -> None:
+        """Folders and cgroups left by app processes that died without cleaning up."""
+        for path in self.run_root.iterdir():
+            if not _instance_alive(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+        remove_stale_cgroups(lambda name: not _instance_alive(name))
+
+    def _make_context(self) -> zmq.asyncio.Context:
+        context = zmq.asyncio.Context()
+        max_message = max(_MIN_MAX_MESSAGE, 4 * self.settings.sandbox_output_cap_bytes)
+        context.setsockopt(zmq.MAXMSGSIZE, max_message)
+        # ipc sockets do not exist until the kernel binds them: retry connecting quickly.
+        context.setsockopt(zmq.RECONNECT_IVL, 10)
+        context.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        context.setsockopt(zmq.LINGER, 0)
+        return context
+
+    # ---- slots (one uid per sandbox) ----------------------------------------------------------
+
+    def _take_slot(self) -> int | None:
+        slots_dir = self.settings.sandbox_root / "slots"
+        for slot in range(self.settings.sandbox_max_count):
+            if slot in self._slots:
+                continue
+            handle = open(slots_dir / f"{self.settings.sandbox_uid_base + slot}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            self._slots[slot] = handle
+            return slot
+        return None
+
+    def _release_slot(self, slot: int) -> None:
+        handle = self._slots.pop(slot, None)
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    # ---- templates ---------------------------------------------------------------------------
+
+    async def _ensure_env(self, template: Template, phase: PhaseCallback) -> TemplateEnv:
+        env = find_env(self.settings, template)
+        if env is not None:
+            return env
+        async with self._build_lock:
+            env = find_env(self.settings, template)
+            if env is not None:
+                return env
+            await phase("installing")
+            log.info("sandbox_template_build", template=template.id)
+            try:
+                return await asyncio.to_thread(build_template, self.settings, template.id)
+            except TemplateBuildError as exc:
+                raise SandboxUnavailable(
+                    f"The {template.id} sandbox environment could not be built: {exc}"
+                ) from exc
+
+    # ---- sandboxes ---------------------------------------------------------------------------
+
+    async def _acquire(
+        self, owner: str | None, env: TemplateEnv, restart: bool, config: KernelConfig
+    ) -> KernelSandbox:
+        async with self._acquire_lock:
+            if self._closed:
+                raise SandboxUnavailable("The sandbox service is shutting down.")
+            if owner is not None:
+                current = self._by_owner.get(owner)
+                if current is not None and (
+                    restart or current.closed or current.env.path != env.path
+                ):
+                    self._forget(current)
+                    asyncio.create_task(self._close(current))  # noqa: RUF006
+                    current = None
+                if current is not None:
+                    self._users[current.id] += 1
+                    return current
+            slot = self._take_slot()
+            if slot is None:
+                victim = self._least_recent_idle()
+                if victim is not None:
+                    self._forget(victim)
+                    await self._close(victim)
+                    slot = self._take_slot()
+            if slot is None:
+                raise SandboxUnavailable(
+                    "Every sandbox is busy right now; please try again in a few seconds.",
+                    headers={"Retry-After": "5"},
+                )
+            sandbox = KernelSandbox(
+                sandbox_id=secrets.token_hex(8),
+                owner=owner,
+                slot=slot,
+                env=env,
+                config=config,
+                context=self._require_context(),
+            )
+            self._by_id[sandbox.id] = sandbox
+            self._users[sandbox.id] = 1
+            if owner is not None:
+                self._by_owner[owner] = sandbox
+            return sandbox
+
+    def _require_context(self) -> zmq.asyncio.Context:
+        assert self._context is not None
+        return self._context
+
+    def _least_recent_idle(self) -> KernelSandbox | None:
+        idle = [s for s in self._by_id.values() if self._users.get(s.id, 0) == 0]
+        return min(idle, key=lambda s: s.last_used, default=None)
+
+    def _forget(self, sandbox: KernelSandbox) -> None:
+        self._by_id.pop(sandbox.id, None)
+        if sandbox.owner is not None and self._by_owner.get(sandbox.owner) is sandbox:
+            del self._by_owner[sandbox.owner]
+
+    async def _close(self, sandbox: KernelSandbox) -> None:
+        # Wait for a run in progress only briefly: closing kills it, which ends it anyway.
+        try:
+            await asyncio.shield(sandbox.close())
+        except Exception:
+            log.exception("sandbox_close_failed", sandbox_id=sandbox.id)
+        finally:
+            self._users.pop(sandbox.id, None)
+            self._release_slot(sandbox.slot)
+
+    async def _reap_forever(self) -> None:
+        lifetime = self.settings.sandbox_lifetime_seconds
+        interval = max(0.5, min(30.0, lifetime / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            expired = [
+                s
+                for s in list(self._by_id.values())
+                if self._users.get(s.id, 0) == 0 and now - s.last_used > lifetime
+            ]
+            for sandbox in expired:
+                idle = round(now - sandbox.last_used)
+                log.info("sandbox_reaped", sandbox_id=sandbox.id, idle_seconds=idle)
+                self._forget(sandbox)
+                await self._close(sandbox)
+
+    # ---- the protocol ------------------------------------------------------------------------
 
     async def execute(
         self,
@@ -20,10 +308,134 @@ class LocalSandboxService:
         restart: bool = False,
         on_phase: PhaseCallback | None = None,
     ) -> InterpreterResult | WebResult:
-        raise UpstreamError("Local sandboxes are not available yet.")
+        """Run a fragment in the owner's sandbox (see the module docstring)."""
+        program = prepare_program(fragment)
+        if program.template.runtime == "web" or not is_buildable(program.template):
+            return web_unavailable(program.template)
+
+        async def phase(name: Phase) -> None:
+            if on_phase is not None:
+                await on_phase(name)
+
+        await phase("acquiring")
+        config = await self._setup()
+        env = await self._ensure_env(program.template, phase)
+        sandbox = await self._acquire(owner, env, restart, config)
+        try:
+            async with sandbox.lock:
+                if sandbox.closed:
+                    raise SandboxUnavailable(
+                        "The sandbox was closed while the run waited; please try again.",
+                        headers={"Retry-After": "1"},
+                    )
+                if not sandbox.alive:
+                    await phase("starting")
+                    try:
+                        await sandbox.start()
+                    except SandboxStartError as exc:
+                        log.error("sandbox_start_failed", sandbox_id=sandbox.id, error=str(exc))
+                        raise SandboxUnavailable(
+                            f"The sandbox could not start: {exc}", headers={"Retry-After": "5"}
+                        ) from exc
+                await phase("running")
+                if program.files:
+                    error = await sandbox.write_files(list(program.files))
+                    if error is not None:
+                        return InterpreterResult(
+                            sandbox_id=sandbox.id, template=program.template.id, error=error
+                        )
+                    if not sandbox.alive:
+                        await sandbox.start()
+                return await sandbox.run(program.code)
+        finally:
+            self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
+            if owner is None:
+                self._forget(sandbox)
+                await self._close(sandbox)
 
     async def check(self) -> None:
-        return None
+        """Raise unless a confined process can start and the interpreter template is usable."""
+        config = await self._setup()
+        now = time.monotonic()
+        if now - self._checked_at < 10:
+            return
+        await asyncio.to_thread(self._probe_confinement, config)
+        from fragments.sandbox.templates import TEMPLATES
+
+        template = TEMPLATES["code-interpreter-v1"]
+        if find_env(self.settings, template) is None:
+            python = self.settings.sandbox_python
+            if not os.access(python, os.X_OK):
+                raise SandboxUnavailable(
+                    f"the interpreter template is not built and {python} is missing"
+                )
+            if shutil.which("uv") is None:
+                raise SandboxUnavailable("the interpreter template is not built and uv is missing")
+        self._checked_at = now
+
+    def _probe_confinement(self, config: KernelConfig) -> None:
+        # The uid just past the slots' range is never a sandbox's: a probe cannot disturb one.
+        uid = str(config.uid_base + self.settings.sandbox_max_count)
+        command = [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--no-new-privs",
+            "bwrap",
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--",
+            "/usr/bin/true",
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SandboxUnavailable(f"bubblewrap cannot run ({exc})") from exc
+        if done.returncode != 0:
+            reason = done.stderr.decode(errors="replace").strip()[:200]
+            raise SandboxUnavailable(f"bubblewrap cannot run ({reason or done.returncode})")
 
     async def aclose(self) -> None:
-        return None
+        """Kill every sandbox and release their uids, caps and folders."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        sandboxes = list(self._by_id.values())
+        self._by_id.clear()
+        self._by_owner.clear()
+        await asyncio.gather(*(self._close(s) for s in sandboxes), return_exceptions=True)
+        for slot in list(self._slots):
+            self._release_slot(slot)
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
+        if self._config is not None:
+            await asyncio.to_thread(shutil.rmtree, self._config.run_root, True)
+
+    # ---- introspection (tests, bench) --------------------------------------------------------
+
+    def sandbox_for(self, owner: str) -> KernelSandbox | None:
+        return self._by_owner.get(owner)
+
+    @property
+    def sandboxes(self) -> list[KernelSandbox]:
+        return list(self._by_id.values())
