@@ -1,0 +1,341 @@
+// The page: state, the chat turn (POST /api/chat as SSE) and the sandbox run that follows it.
+import { ApiError, getModels, getTemplates, runSandbox, streamChat } from "../lib/api.js";
+import { html, useCallback, useEffect, useMemo, useRef, useState } from "../lib/html.js";
+import { loadPrefs, requestConfig, savePrefs } from "../lib/prefs.js";
+import { ChatInput } from "./ChatInput.js";
+import { ErrorBanner, MessageList } from "./Chat.js";
+import { Header, modelKey } from "./Header.js";
+import { Panel } from "./Panel.js";
+import { SettingsDialog } from "./SettingsDialog.js";
+
+let counter = 0;
+const newId = (prefix) => `${prefix}-${Date.now().toString(36)}-${(counter++).toString(36)}`;
+
+const hasBody = (fragment) =>
+  Boolean(fragment && (fragment.code || fragment.files?.length || fragment.file_path));
+
+/** The history as the API wants it; only complete answers go back to the model. */
+function toWire(messages) {
+  const wire = [];
+  for (const m of messages) {
+    if (m.role === "user") wire.push({ role: "user", content: m.content });
+    else if (m.final && m.object) {
+      wire.push({
+        role: "assistant",
+        content: [{ type: "text", text: m.object.commentary || "" }],
+        object: m.object,
+      });
+    }
+  }
+  return wire;
+}
+
+function useSystemDark() {
+  const query = useMemo(() => window.matchMedia("(prefers-color-scheme: dark)"), []);
+  const [dark, setDark] = useState(query.matches);
+  useEffect(() => {
+    const onChange = (e) => setDark(e.matches);
+    query.addEventListener("change", onChange);
+    return () => query.removeEventListener("change", onChange);
+  }, [query]);
+  return dark;
+}
+
+export function App() {
+  const [prefs, setPrefs] = useState(loadPrefs);
+  const [models, setModels] = useState([]);
+  const [templates, setTemplates] = useState({});
+  const [messages, setMessagesState] = useState([]);
+  const [input, setInput] = useState("");
+  const [streaming, setStreaming] = useState(false);
+  const [error, setError] = useState(null);
+  const [selectedId, setSelectedId] = useState(null);
+  const [tab, setTab] = useState("code");
+  const [settingsOpen, setSettingsOpen] = useState(false);
+
+  // Refs hold what async handlers must read fresh: the messages, the conversation, aborts, and a
+  // generation number that "New chat" bumps so late events of an old stream are ignored.
+  const messagesRef = useRef(messages);
+  const conversationRef = useRef(null);
+  const chatAbort = useRef(null);
+  const sandboxAborts = useRef(new Map());
+  const generation = useRef(0);
+
+  const setMessages = useCallback((update) => {
+    messagesRef.current = update(messagesRef.current);
+    setMessagesState(messagesRef.current);
+  }, []);
+  const patch = useCallback(
+    (id, change) =>
+      setMessages((list) =>
+        list.map((m) =>
+          m.id === id ? (typeof change === "function" ? change(m) : { ...m, ...change }) : m),
+      ),
+    [setMessages],
+  );
+
+  // ---- preferences, theme, catalogue ------------------------------------------------------
+
+  const updatePrefs = useCallback((change) => {
+    setPrefs((old) => {
+      const next = { ...old, ...change };
+      savePrefs(next);
+      return next;
+    });
+  }, []);
+
+  const systemDark = useSystemDark();
+  const theme = prefs.theme || (systemDark ? "dark" : "light");
+  useEffect(() => {
+    document.documentElement.dataset.theme = theme;
+  }, [theme]);
+
+  useEffect(() => {
+    getModels()
+      .then(setModels)
+      .catch((e) => setError({ detail: `The model list did not load: ${e.detail || e.message}` }));
+    getTemplates()
+      .then(setTemplates)
+      .catch((e) => setError({ detail: `The template list did not load: ${e.detail || e.message}` }));
+  }, []);
+
+  const model = useMemo(
+    () => models.find((m) => modelKey(m) === prefs.model) || models[0] || null,
+    [models, prefs.model],
+  );
+  const customModel = (prefs.customModel || "").trim();
+  const multiModal = Boolean(customModel || model?.multiModal);
+
+  // ---- sandbox ------------------------------------------------------------------------------
+
+  const startSandbox = useCallback(async (messageId, fragment, { fragmentId, restart } = {}) => {
+    const gen = generation.current;
+    sandboxAborts.current.get(messageId)?.abort();
+    const controller = new AbortController();
+    sandboxAborts.current.set(messageId, controller);
+    patch(messageId, { sandbox: { status: "running", phase: null } });
+    const body = { fragment };
+    if (conversationRef.current) body.conversation_id = conversationRef.current;
+    if (fragmentId) body.fragment_id = fragmentId;
+    if (restart) body.restart = true;
+    try {
+      const result = await runSandbox(body, {
+        signal: controller.signal,
+        onPhase: (phase) => {
+          if (gen === generation.current) {
+            patch(messageId, (m) => ({ ...m, sandbox: { ...m.sandbox, phase } }));
+          }
+        },
+      });
+      if (gen === generation.current) patch(messageId, { sandbox: { status: "done", result } });
+    } catch (e) {
+      if (e.name === "AbortError" || gen !== generation.current) return;
+      patch(messageId, {
+        sandbox: { status: "error", error: e.detail || "The sandbox could not be reached." },
+      });
+    } finally {
+      if (sandboxAborts.current.get(messageId) === controller) {
+        sandboxAborts.current.delete(messageId);
+      }
+    }
+  }, [patch]);
+
+  // ---- one chat turn ------------------------------------------------------------------------
+
+  const startTurn = useCallback(async (history) => {
+    if (!model && !customModel) {
+      setError({ detail: "Pick a model first." });
+      return;
+    }
+    const gen = generation.current;
+    const alive = () => gen === generation.current;
+    const assistant = {
+      id: newId("a"), role: "assistant", content: [], object: null,
+      streaming: true, final: false, provider: null, usage: null, sandbox: null,
+    };
+    setMessages(() => [...history, assistant]);
+    setError(null);
+    setStreaming(true);
+
+    const controller = new AbortController();
+    chatAbort.current = controller;
+    const body = {
+      messages: toWire(history),
+      template: prefs.template || "auto",
+      model: {
+        id: customModel || model.id,
+        providerId: model?.providerId,
+        provider: model?.provider,
+      },
+      config: requestConfig(prefs.config),
+    };
+    if (conversationRef.current) body.conversation_id = conversationRef.current;
+
+    let finalFragment = null;
+    let fragmentId = null;
+    let done = false;
+    let failure = null;
+    let stopped = false;
+    let shown = false;
+    try {
+      await streamChat(body, {
+        signal: controller.signal,
+        onEvent: ({ event, data }) => {
+          if (!alive()) return;
+          switch (event) {
+            case "provider":
+              patch(assistant.id, { provider: data });
+              break;
+            case "partial":
+              patch(assistant.id, { object: data });
+              if (!shown && hasBody(data)) {
+                // Open the panel as soon as there is code to watch growing.
+                shown = true;
+                setSelectedId(assistant.id);
+                setTab("code");
+              }
+              break;
+            case "reset":
+              patch(assistant.id, { object: null });
+              break;
+            case "fragment":
+              finalFragment = data;
+              patch(assistant.id, {
+                object: data, final: true, sandbox: { status: "running", phase: null },
+              });
+              setSelectedId(assistant.id);
+              setTab("preview");
+              break;
+            case "usage":
+              patch(assistant.id, { usage: data });
+              break;
+            case "done":
+              done = true;
+              if (data?.conversation_id) conversationRef.current = data.conversation_id;
+              fragmentId = data?.fragment_id || null;
+              patch(assistant.id, { fragmentId });
+              break;
+            case "error":
+              failure = {
+                detail: data?.detail || "The model failed to answer.",
+                code: data?.error,
+              };
+              break;
+            default:
+              break; // events this page doesn't know yet
+          }
+        },
+      });
+      if (!failure && !done && !finalFragment) {
+        failure = { detail: "The answer ended before it was complete." };
+      }
+    } catch (e) {
+      if (e.name === "AbortError") stopped = true;
+      else if (e instanceof ApiError) failure = { detail: e.detail, status: e.status, code: e.code };
+      else failure = { detail: `Something went wrong in the page: ${e.message}` };
+    }
+    if (!alive()) return;
+    chatAbort.current = null;
+    setStreaming(false);
+    const current = messagesRef.current.find((m) => m.id === assistant.id);
+    const empty = !current?.object?.commentary && !hasBody(current?.object);
+    if ((failure || stopped) && empty && !finalFragment) {
+      setMessages((list) => list.filter((m) => m.id !== assistant.id));
+      setSelectedId((id) => (id === assistant.id ? null : id));
+    } else {
+      patch(assistant.id, { streaming: false, stopped: stopped && !finalFragment });
+    }
+    if (failure) {
+      setError({
+        detail: failure.detail,
+        kind: failure.status === 429 ? "warning" : "error",
+        canRetry: true,
+      });
+    }
+    // The sandbox runs once the stream has closed, so the conversation id of a first turn
+    // (sent in `done`) ties the sandbox to this conversation.
+    if (finalFragment) startSandbox(assistant.id, finalFragment, { fragmentId });
+  }, [model, customModel, prefs.template, prefs.config, patch, setMessages, startSandbox]);
+
+  const send = useCallback((text, images = []) => {
+    if (streaming) return;
+    const content = [];
+    if (text) content.push({ type: "text", text });
+    for (const image of images) content.push({ type: "image", image });
+    if (content.length === 0) return;
+    setInput("");
+    startTurn([...messagesRef.current, { id: newId("u"), role: "user", content }]);
+  }, [streaming, startTurn]);
+
+  const retry = useCallback(() => {
+    const list = messagesRef.current;
+    let last = -1;
+    for (let i = list.length - 1; i >= 0; i--) {
+      if (list[i].role === "user") {
+        last = i;
+        break;
+      }
+    }
+    if (last >= 0) startTurn(list.slice(0, last + 1));
+  }, [startTurn]);
+
+  const stop = useCallback(() => chatAbort.current?.abort(), []);
+
+  const newChat = useCallback(() => {
+    generation.current += 1;
+    chatAbort.current?.abort();
+    chatAbort.current = null;
+    for (const controller of sandboxAborts.current.values()) controller.abort();
+    sandboxAborts.current.clear();
+    conversationRef.current = null;
+    setMessages(() => []);
+    setStreaming(false);
+    setError(null);
+    setSelectedId(null);
+    setInput("");
+    document.getElementById("chat-input")?.focus();
+  }, [setMessages]);
+
+  const selectFragment = useCallback((id) => {
+    const message = messagesRef.current.find((m) => m.id === id);
+    setSelectedId(id);
+    setTab(message?.sandbox ? "preview" : "code");
+  }, []);
+
+  const rerun = useCallback((id) => {
+    const message = messagesRef.current.find((m) => m.id === id);
+    if (message?.object) {
+      startSandbox(id, message.object, { fragmentId: message.fragmentId, restart: true });
+    }
+  }, [startSandbox]);
+
+  const selected = messages.find((m) => m.id === selectedId && m.object) || null;
+
+  return html`
+    <div class="app">
+      <${Header} models=${models} templates=${templates} prefs=${prefs} theme=${theme}
+        onPrefs=${updatePrefs} onNewChat=${newChat}
+        onOpenSettings=${() => setSettingsOpen(true)}
+        onToggleTheme=${() => updatePrefs({ theme: theme === "dark" ? "light" : "dark" })} />
+      <main class=${`layout${selected ? " with-panel" : ""}`}>
+        <section class="chat" aria-label="Chat">
+          <${MessageList} messages=${messages} selectedId=${selectedId} streaming=${streaming}
+            onSelect=${selectFragment}
+            onExample=${(text) => {
+              setInput(text);
+              document.getElementById("chat-input")?.focus();
+            }} />
+          <div class="chat-bottom">
+            <${ErrorBanner} error=${error} onRetry=${retry} onDismiss=${() => setError(null)} />
+            <${ChatInput} value=${input} onChange=${setInput} onSubmit=${send} onStop=${stop}
+              streaming=${streaming} multiModal=${multiModal}
+              onError=${(detail) => setError({ detail, kind: "warning" })} />
+          </div>
+        </section>
+        ${selected && html`<${Panel} message=${selected} tab=${tab} onTab=${setTab}
+          onClose=${() => setSelectedId(null)} onRerun=${rerun} />`}
+      </main>
+      <${SettingsDialog} open=${settingsOpen} prefs=${prefs} onPrefs=${updatePrefs} model=${model}
+        onClose=${() => setSettingsOpen(false)} />
+    </div>`;
+}

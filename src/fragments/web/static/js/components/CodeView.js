@@ -1,0 +1,114 @@
+// Highlighted code with line numbers, a file list for multi-file fragments, copy and download.
+import { html, useEffect, useLayoutEffect, useMemo, useRef, useState } from "../lib/html.js";
+import { highlight, languageFor } from "../lib/highlight.js";
+import { Check, Copy, Download, File } from "./icons.js";
+
+/** The files of a fragment: `files` wins over `file_path` + `code` (DESIGN.md). */
+export function fragmentFiles(fragment) {
+  if (!fragment) return [];
+  if (Array.isArray(fragment.files) && fragment.files.length > 0) {
+    return fragment.files.map((f) => ({ path: f.file_path || "untitled", code: f.file_content || "" }));
+  }
+  if (!fragment.code && !fragment.file_path) return [];
+  return [{ path: fragment.file_path || "untitled", code: fragment.code || "" }];
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    // Clipboard API refused (not a secure context, or no permission): the old way.
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    return ok;
+  }
+}
+
+function download(path, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = path.split("/").pop() || "code.txt";
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+export function CodeActions({ file }) {
+  const [copied, setCopied] = useState(false);
+  useEffect(() => {
+    if (!copied) return undefined;
+    const timer = setTimeout(() => setCopied(false), 1500);
+    return () => clearTimeout(timer);
+  }, [copied]);
+  if (!file) return null;
+  return html`
+    <button type="button" class="btn btn-icon" data-testid="copy-button"
+      aria-label=${copied ? "Copied" : "Copy code"} title=${copied ? "Copied" : "Copy code"}
+      onClick=${async () => setCopied(await copyText(file.code))}>
+      ${copied ? html`<${Check} />` : html`<${Copy} />`}
+    </button>
+    <button type="button" class="btn btn-icon" data-testid="download-button"
+      aria-label="Download file" title="Download file"
+      onClick=${() => download(file.path, file.code)}><${Download} /></button>`;
+}
+
+export function CodeView({ files, active, onActive, streaming }) {
+  const file = files[Math.min(active, files.length - 1)];
+  const code = file ? file.code : "";
+  const language = languageFor(file?.path);
+  const highlighted = useMemo(() => highlight(code, language), [code, language]);
+  const lineCount = useMemo(
+    () => (code.replace(/\n$/, "").match(/\n/g)?.length ?? 0) + 1,
+    [code],
+  );
+  const gutter = useMemo(
+    () => Array.from({ length: lineCount }, (_, i) => i + 1).join("\n"),
+    [lineCount],
+  );
+  const scroller = useRef(null);
+  const follow = useRef(true);
+  useLayoutEffect(() => {
+    // While code streams in, keep its growing end in view unless the reader scrolled away.
+    const el = scroller.current;
+    if (el && streaming && follow.current) el.scrollTop = el.scrollHeight;
+  }, [code, streaming]);
+
+  if (!file) {
+    return html`<div class="panel-empty muted" data-testid="code-empty">
+      ${streaming ? html`<span class="spinner" /> Waiting for code…` : "No code in this fragment."}
+    </div>`;
+  }
+  return html`
+    <div class="code-layout">
+      ${files.length > 1 && html`
+        <nav class="file-list" aria-label="Files" data-testid="file-list">
+          ${files.map((f, i) => html`
+            <button type="button" key=${f.path} class=${`file-item${i === active ? " active" : ""}`}
+              aria-current=${i === active ? "true" : undefined} onClick=${() => onActive(i)}
+              title=${f.path}>
+              <${File} size=${14} /><span>${f.path}</span>
+            </button>`)}
+        </nav>`}
+      <div class="code-scroll" ref=${scroller} tabindex="0" aria-label=${`Code of ${file.path}`}
+        onScroll=${(e) => {
+          const el = e.currentTarget;
+          follow.current = el.scrollHeight - el.scrollTop - el.clientHeight < 32;
+        }}>
+        <pre class="code"><span class="gutter" aria-hidden="true">${gutter}</span><code
+          class=${`hljs${language ? ` language-${language}` : ""}`} data-testid="code-view"
+          data-state=${streaming ? "streaming" : "final"} data-path=${file.path}
+          dangerouslySetInnerHTML=${{ __html: highlighted }} />${streaming
+            && html`<span class="caret" aria-hidden="true" />`}</pre>
+      </div>
+    </div>`;
+}

@@ -1,0 +1,80 @@
+// The right-hand panel: Code and Preview tabs for the selected fragment.
+import { html, useEffect, useState } from "../lib/html.js";
+import { CodeActions, CodeView, fragmentFiles } from "./CodeView.js";
+import { Close, Code, External, Play, Refresh } from "./icons.js";
+import { Preview } from "./Preview.js";
+
+const TABS = [
+  { id: "code", label: "Code" },
+  { id: "preview", label: "Preview" },
+];
+
+function Tabs({ tab, onTab, running }) {
+  const onKeyDown = (e) => {
+    if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+    e.preventDefault();
+    const next = TABS[(TABS.findIndex((t) => t.id === tab) + 1) % TABS.length].id;
+    onTab(next);
+    document.getElementById(`tab-${next}`)?.focus();
+  };
+  return html`
+    <div class="tabs" role="tablist" aria-label="Fragment view" onKeyDown=${onKeyDown}>
+      ${TABS.map((t) => html`
+        <button type="button" role="tab" id=${`tab-${t.id}`} data-testid=${`tab-${t.id}`}
+          class=${`tab${tab === t.id ? " active" : ""}`} aria-selected=${tab === t.id ? "true" : "false"}
+          aria-controls="panel-body" tabindex=${tab === t.id ? "0" : "-1"}
+          onClick=${() => onTab(t.id)}>
+          ${t.label}${t.id === "preview" && running && html`<span class="dot-busy"
+            aria-label="running" />`}
+        </button>`)}
+    </div>`;
+}
+
+export function Panel({ message, tab, onTab, onClose, onRerun }) {
+  const fragment = message?.object;
+  const files = fragmentFiles(fragment);
+  const [active, setActive] = useState(0);
+  const [reloadKey, setReloadKey] = useState(0);
+  useEffect(() => setActive(0), [message?.id]);
+  const file = files[Math.min(active, files.length - 1)];
+  const streaming = Boolean(message?.streaming && !message?.final);
+  const sandbox = message?.sandbox;
+  const url = sandbox?.result?.url;
+  const running = sandbox?.status === "running";
+
+  return html`
+    <section class="panel" aria-label="Fragment" data-testid="panel">
+      <div class="panel-head">
+        <${Tabs} tab=${tab} onTab=${onTab} running=${running} />
+        <div class="panel-title" title=${fragment?.title || ""}>
+          ${tab === "code" && file
+            ? html`<span class="file-name" data-testid="file-name"><${Code} size=${14} />${file.path}</span>`
+            : html`<span class="fragment-name">${fragment?.title || ""}</span>`}
+        </div>
+        <div class="panel-actions">
+          ${tab === "code" && html`<${CodeActions} file=${file} />`}
+          ${tab === "preview" && url && html`
+            <a class="btn btn-icon" href=${url} target="_blank" rel="noopener noreferrer"
+              aria-label="Open the preview in a new tab" title="Open in a new tab"
+              data-testid="open-preview"><${External} /></a>
+            <button type="button" class="btn btn-icon" aria-label="Reload the preview"
+              title="Reload" data-testid="refresh-button"
+              onClick=${() => setReloadKey((k) => k + 1)}><${Refresh} /></button>`}
+          ${tab === "preview" && message?.final && html`
+            <button type="button" class="btn btn-icon" aria-label="Run again in a fresh sandbox"
+              title="Run again" data-testid="rerun-button" disabled=${running}
+              onClick=${() => onRerun(message.id)}><${Play} /></button>`}
+          <button type="button" class="btn btn-icon" aria-label="Close the panel"
+            title="Close" data-testid="close-panel" onClick=${onClose}><${Close} /></button>
+        </div>
+      </div>
+      ${tab === "preview" && url && html`
+        <div class="url-bar" data-testid="preview-url" title=${url}>${url}</div>`}
+      <div class="panel-body" id="panel-body" role="tabpanel" aria-labelledby=${`tab-${tab}`}>
+        ${tab === "code"
+          ? html`<${CodeView} files=${files} active=${active} onActive=${setActive}
+              streaming=${streaming} />`
+          : html`<${Preview} sandbox=${sandbox} reloadKey=${reloadKey} />`}
+      </div>
+    </section>`;
+}

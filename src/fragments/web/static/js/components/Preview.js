@@ -1,0 +1,149 @@
+// What the sandbox made: an interpreter cell's outputs, or a web app in an iframe.
+import { html, useEffect, useMemo, useRef } from "../lib/html.js";
+import { renderMarkdown } from "../lib/markdown.js";
+import { Alert } from "./icons.js";
+
+const PHASES = {
+  acquiring: "Getting a sandbox",
+  installing: "Installing dependencies",
+  starting: "Starting the app",
+  running: "Running the code",
+};
+
+// Jupyter tracebacks carry ANSI colour codes.
+const stripAnsi = (text) => (text || "").replace(/\u001b\[[0-9;]*[A-Za-z]/g, "");
+
+function svgSource(svg) {
+  const text = svg.trim();
+  // Images come base64-encoded; an SVG may also arrive as markup. Either way it is shown
+  // through <img>, where its scripts cannot run, never inlined into the page.
+  return text.startsWith("<")
+    ? `data:image/svg+xml;charset=utf-8,${encodeURIComponent(text)}`
+    : `data:image/svg+xml;base64,${text}`;
+}
+
+// Notebook HTML (pandas tables mostly) arrives unstyled; give it the page's quiet look.
+const FRAME_STYLE = `<style>
+  body { margin: 4px; font: 13px/1.5 system-ui, sans-serif; color: #18181b; background: #fff; }
+  table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+  th, td { border: 1px solid #e4e4e7; padding: 4px 10px; text-align: right; }
+  thead th { background: #f4f4f5; }
+  tbody tr:nth-child(even) { background: #fafafa; }
+</style>`;
+
+function HtmlResult({ markup }) {
+  const frame = useRef(null);
+  // No scripts run in the frame (sandbox without allow-scripts); same-origin only lets the page
+  // measure the content to size the frame.
+  useEffect(() => {
+    const el = frame.current;
+    if (!el) return undefined;
+    const fit = () => {
+      const root = el.contentDocument?.documentElement;
+      if (root) el.style.height = `${Math.min(Math.max(root.scrollHeight, 40) + 2, 800)}px`;
+    };
+    el.addEventListener("load", fit);
+    if (el.contentDocument?.readyState === "complete") fit();
+    return () => el.removeEventListener("load", fit);
+  }, [markup]);
+  return html`<iframe ref=${frame} class="html-frame" sandbox="allow-same-origin"
+    title="HTML output" srcdoc=${FRAME_STYLE + markup} data-testid="result-html" />`;
+}
+
+function Result({ result, index }) {
+  let body;
+  let kind;
+  if (result.png) {
+    kind = "png";
+    body = html`<img src=${`data:image/png;base64,${result.png}`} alt=${`Output ${index + 1}`} />`;
+  } else if (result.jpeg) {
+    kind = "jpeg";
+    body = html`<img src=${`data:image/jpeg;base64,${result.jpeg}`} alt=${`Output ${index + 1}`} />`;
+  } else if (result.svg) {
+    kind = "svg";
+    body = html`<img src=${svgSource(result.svg)} alt=${`Output ${index + 1}`} />`;
+  } else if (result.html) {
+    kind = "html";
+    body = html`<${HtmlResult} markup=${result.html} />`;
+  } else if (result.markdown) {
+    kind = "markdown";
+    body = html`<div class="markdown"
+      dangerouslySetInnerHTML=${{ __html: renderMarkdown(result.markdown) }} />`;
+  } else if (result.json !== undefined && result.json !== null) {
+    kind = "json";
+    body = html`<pre class="output">${JSON.stringify(result.json, null, 2)}</pre>`;
+  } else if (result.text) {
+    kind = "text";
+    body = html`<pre class="output">${result.text}</pre>`;
+  } else {
+    return null;
+  }
+  return html`<figure class=${`result result-${kind}`} data-testid="result"
+    data-kind=${kind}>${body}</figure>`;
+}
+
+function ExecError({ error }) {
+  return html`
+    <div class="exec-error" data-testid="exec-error" role="alert">
+      <div class="exec-error-head"><${Alert} size=${16} />
+        <strong>${error.name || "Error"}</strong>${error.value ? html`: ${error.value}` : ""}
+      </div>
+      ${error.traceback && html`<pre class="output">${stripAnsi(error.traceback)}</pre>`}
+    </div>`;
+}
+
+function InterpreterResult({ result }) {
+  const stdout = (result.stdout || []).join("");
+  const stderr = (result.stderr || []).join("");
+  const results = result.results || [];
+  const nothing = !stdout && !stderr && !result.error && results.length === 0;
+  return html`
+    <div class="interpreter" data-testid="interpreter-result">
+      ${stdout && html`<section class="stream">
+        <h3 class="stream-label">stdout</h3>
+        <pre class="output" data-testid="stdout">${stdout}</pre></section>`}
+      ${stderr && html`<section class="stream">
+        <h3 class="stream-label">stderr</h3>
+        <pre class="output stderr" data-testid="stderr">${stderr}</pre></section>`}
+      ${result.error && html`<${ExecError} error=${result.error} />`}
+      ${results.map((r, i) => html`<${Result} key=${i} result=${r} index=${i} />`)}
+      ${nothing && html`<p class="muted" data-testid="no-output">The code ran and showed no
+        output.</p>`}
+    </div>`;
+}
+
+function WebResult({ result, reloadKey }) {
+  if (!result.url) {
+    return html`<div class="preview-message">
+      <${ExecError} error=${result.error || { name: "No preview", value: "The sandbox returned no URL." }} />
+    </div>`;
+  }
+  return html`<iframe key=${reloadKey} class="web-frame" src=${result.url}
+    title="App preview" data-testid="preview-iframe"
+    sandbox="allow-forms allow-scripts allow-same-origin allow-popups allow-modals allow-downloads" />`;
+}
+
+export function Preview({ sandbox, reloadKey }) {
+  const label = useMemo(() => PHASES[sandbox?.phase] || "Preparing the sandbox", [sandbox]);
+  if (!sandbox) {
+    return html`<div class="panel-empty muted" data-testid="preview-empty">The preview appears
+      when the fragment is complete.</div>`;
+  }
+  if (sandbox.status === "running") {
+    return html`<div class="panel-empty" data-testid="sandbox-phase" data-phase=${sandbox.phase}
+      role="status"><span class="spinner" /> ${label}…</div>`;
+  }
+  if (sandbox.status === "error") {
+    return html`<div class="preview-message">
+      <div class="exec-error" data-testid="sandbox-error" role="alert">
+        <div class="exec-error-head"><${Alert} size=${16} /><strong>The sandbox failed</strong></div>
+        <p>${sandbox.error}</p>
+      </div></div>`;
+  }
+  const result = sandbox.result || {};
+  const web = !Array.isArray(result.stdout) && !Array.isArray(result.results);
+  return html`<div class="preview" data-testid="preview">
+    ${web ? html`<${WebResult} result=${result} reloadKey=${reloadKey} />`
+      : html`<${InterpreterResult} result=${result} />`}
+  </div>`;
+}
