@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,27 @@ def _kernel_command(env: TemplateEnv) -> list[str]:
         "--HistoryManager.enabled=False",
         "--IPKernelApp.quiet=True",
     ]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (children before grandchildren)."""
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop(0)
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(children)
+            queue.extend(children)
+    return found
 
 
 def _make_client(context: zmq.asyncio.Context, info: dict[str, Any]) -> AsyncKernelClient:
@@ -291,13 +313,20 @@ class KernelSandbox:
                 client.stop_channels()
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            # Kill what runs under our child (bwrap) first, so that bwrap reaps it and exits:
+            # killing bwrap first would leave its child a zombie for the machine's init.
+            for pid in _descendants(proc.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(proc.wait(), 2)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(proc.wait(), 5)
         if self._limits is not None:
             await asyncio.to_thread(self._limits.kill_all)
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
         drain, self._drain = self._drain, None
         if drain is not None:
             drain.cancel()

@@ -1,0 +1,243 @@
+"""The local sandbox service with the real kernel: outputs, rich results, state and lifetimes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import psutil
+import pytest
+
+from fragments.config import Settings
+from fragments.errors import BadRequest
+from fragments.sandbox.local.service import LocalSandboxService
+from fragments.schemas import InterpreterResult, WebResult
+
+from .conftest import INTERPRETER, fragment
+
+pytestmark = pytest.mark.anyio
+
+
+async def run(
+    service: LocalSandboxService, code: str, owner: str | None = "conv-1", **kw: object
+) -> InterpreterResult:
+    result = await service.execute(fragment(code, **kw), owner=owner)
+    assert isinstance(result, InterpreterResult)
+    return result
+
+
+async def test_stdout_stderr_and_error_with_traceback(service: LocalSandboxService) -> None:
+    result = await run(
+        service,
+        "import sys\nprint('hello')\nprint('oops', file=sys.stderr)\n"
+        "def f():\n    raise ValueError('bad value')\nf()",
+    )
+    assert result.template == INTERPRETER
+    assert "".join(result.stdout) == "hello\n"
+    assert "".join(result.stderr) == "oops\n"
+    assert result.error is not None
+    assert result.error.name == "ValueError"
+    assert result.error.value == "bad value"
+    assert "\x1b[" not in result.error.traceback
+    assert "raise ValueError('bad value')" in result.error.traceback
+    assert "f()" in result.error.traceback
+
+
+async def test_matplotlib_chart_is_a_png(service: LocalSandboxService) -> None:
+    result = await run(
+        service, "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')\nplt.show()"
+    )
+    assert result.error is None, result.error
+    assert len(result.results) == 1
+    png = result.results[0].png
+    assert png is not None
+    assert not png.startswith("data:")
+    assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_every_display_result_in_order(service: LocalSandboxService) -> None:
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "from IPython.display import HTML, Markdown, display\n"
+        "plt.plot([1, 2]); plt.show()\n"
+        "print('between')\n"
+        "plt.bar([1, 2], [3, 4]); plt.show()\n"
+        "display(HTML('<b>bold</b>'))\n"
+        "display(Markdown('# title'))\n"
+        "{'answer': 42}"
+    )
+    result = await run(service, code)
+    assert result.error is None, result.error
+    kinds = [
+        "png" if r.png else "html" if r.html else "markdown" if r.markdown else "text"
+        for r in result.results
+    ]
+    assert kinds == ["png", "png", "html", "markdown", "text"]
+    assert result.results[0].png != result.results[1].png
+    assert result.results[2].html == "<b>bold</b>"
+    assert [r.is_main_result for r in result.results] == [False, False, False, False, True]
+    assert result.results[4].text == "{'answer': 42}"
+    assert result.stdout == ["between\n"]
+
+
+async def test_dataframe_as_last_expression(service: LocalSandboxService) -> None:
+    result = await run(
+        service, "import pandas as pd\npd.DataFrame({'city': ['Oslo', 'Lima'], 'n': [1, 2]})"
+    )
+    assert result.error is None, result.error
+    [table] = result.results
+    assert table.is_main_result
+    assert table.text is not None
+    assert "Oslo" in table.text
+    assert table.html is not None
+    assert "<table" in table.html
+    assert "Lima" in table.html
+
+
+async def test_state_is_kept_per_owner_and_never_shared(service: LocalSandboxService) -> None:
+    first = await run(service, "x = 41", owner="conv-a")
+    assert first.error is None
+    again = await run(service, "print(x + 1)", owner="conv-a")
+    assert again.stdout == ["42\n"]
+    assert again.sandbox_id == first.sandbox_id
+    other = await run(service, "print(x)", owner="conv-b")
+    assert other.error is not None
+    assert other.error.name == "NameError"
+    assert other.sandbox_id != first.sandbox_id
+
+
+async def test_no_owner_gets_a_fresh_sandbox_each_time(service: LocalSandboxService) -> None:
+    first = await run(service, "y = 1", owner=None)
+    second = await run(service, "print(y)", owner=None)
+    assert second.error is not None
+    assert second.error.name == "NameError"
+    assert first.sandbox_id != second.sandbox_id
+    assert service.sandboxes == []
+
+
+async def test_restart_gives_a_fresh_sandbox(service: LocalSandboxService) -> None:
+    first = await run(service, "z = 1")
+    result = await service.execute(fragment("print(z)"), owner="conv-1", restart=True)
+    assert isinstance(result, InterpreterResult)
+    assert result.error is not None
+    assert result.error.name == "NameError"
+    assert result.sandbox_id != first.sandbox_id
+
+
+async def test_runs_on_one_sandbox_are_serialized(service: LocalSandboxService) -> None:
+    await run(service, "log = []")
+    code = "import time\nlog.append(('start', {n}))\ntime.sleep(0.2)\nlog.append(('end', {n}))"
+    await asyncio.gather(*(run(service, code.format(n=n)) for n in range(3)))
+    result = await run(
+        service,
+        "print(len(log)); print(all(log[i][1] == log[i + 1][1] for i in range(0, len(log), 2)))",
+    )
+    assert result.stdout == ["6\nTrue\n"]
+
+
+async def test_files_are_written_and_the_entry_file_runs(service: LocalSandboxService) -> None:
+    result = await run(
+        service,
+        "",
+        file_path="main.py",
+        files=[
+            {"file_path": "pkg/helper.py", "file_content": "def twice(x):\n    return 2 * x\n"},
+            {
+                "file_path": "main.py",
+                "file_content": "from pkg.helper import twice\nprint(twice(21))",
+            },
+        ],
+    )
+    assert result.error is None, result.error
+    assert result.stdout == ["42\n"]
+
+
+async def test_bad_paths_are_refused(service: LocalSandboxService) -> None:
+    for path in ("/etc/passwd", "../escape.py", "a/../../b.py", "bad\x00.py"):
+        with pytest.raises(BadRequest):
+            await service.execute(
+                fragment("", files=[{"file_path": path, "file_content": "x"}]), owner=None
+            )
+    with pytest.raises(BadRequest):
+        await service.execute(fragment("print(1)", file_path="/abs.py"), owner=None)
+
+
+async def test_unknown_template_is_refused(service: LocalSandboxService) -> None:
+    with pytest.raises(BadRequest):
+        await service.execute(fragment("print(1)", template="cobol-developer"), owner=None)
+
+
+async def test_web_templates_are_not_available_yet(service: LocalSandboxService) -> None:
+    result = await service.execute(
+        fragment("import streamlit", template="streamlit-developer"), owner="c"
+    )
+    assert isinstance(result, WebResult)
+    assert result.sandbox_id is None
+    assert result.url is None
+    assert result.error is not None
+    assert result.error.name == "NotAvailable"
+
+
+async def test_phases_are_reported(service: LocalSandboxService) -> None:
+    phases: list[str] = []
+
+    async def on_phase(phase: str) -> None:
+        phases.append(phase)
+
+    await service.execute(fragment("1"), owner="p", on_phase=on_phase)
+    assert phases == ["acquiring", "starting", "running"]
+    phases.clear()
+    await service.execute(fragment("1"), owner="p", on_phase=on_phase)
+    assert phases == ["acquiring", "running"]
+
+
+async def test_idle_sandboxes_are_reaped(sandbox_settings: Settings) -> None:
+    svc = LocalSandboxService(sandbox_settings.model_copy(update={"sandbox_lifetime_seconds": 0.5}))
+    try:
+        result = await run(svc, "1")
+        uid = svc.sandboxes[0].uid
+        for _ in range(50):
+            if not svc.sandboxes:
+                break
+            await asyncio.sleep(0.1)
+        assert svc.sandboxes == []
+        assert not _processes_of(uid)
+        again = await run(svc, "print('new')")
+        assert again.sandbox_id != result.sandbox_id
+    finally:
+        await svc.aclose()
+
+
+def _processes_of(uid: int) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if uids is not None and uid in (uids.real, uids.effective):
+            found.append(proc)
+    return found
+
+
+async def test_runs_as_a_per_sandbox_non_root_uid(service: LocalSandboxService) -> None:
+    result = await run(service, "import os\nprint(os.getuid(), os.geteuid(), os.getgroups())")
+    assert result.stdout == ["1000 1000 []\n"]
+    sandbox = service.sandbox_for("conv-1")
+    assert sandbox is not None
+    assert sandbox.uid >= 100_000
+    procs = _processes_of(sandbox.uid)
+    assert procs, "the kernel should run under the sandbox's host uid"
+    names = " ".join(" ".join(p.cmdline()) for p in procs)
+    assert "ipykernel_launcher" in names
+
+
+async def test_aclose_leaves_no_process_behind(sandbox_settings: Settings) -> None:
+    svc = LocalSandboxService(sandbox_settings)
+    await run(svc, "import subprocess\nsubprocess.Popen(['sleep', '600'])", owner="a")
+    await run(svc, "1", owner="b")
+    uids = [s.uid for s in svc.sandboxes]
+    roots = [s.root for s in svc.sandboxes]
+    assert any("sleep" in p.cmdline() for p in _processes_of(uids[0]))
+    await svc.aclose()
+    for uid in uids:
+        assert not _processes_of(uid)
+    for root in roots:
+        assert not root.exists()
