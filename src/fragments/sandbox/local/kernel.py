@@ -62,6 +62,7 @@ class KernelConfig:
     run_timeout: float
     interrupt_grace: float
     output_cap: int
+    boot_script: Path
 
 
 def _fmt_bytes(n: int) -> str:
@@ -71,11 +72,15 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+BOOT_PATH = "/opt/fragments/kernel.py"
+# Room for the notices the kernel itself appends past its (equal) cap.
+_CAP_SLACK = 1024
+
+
 def _kernel_command(env: TemplateEnv) -> list[str]:
     return [
         str(env.python),
-        "-m",
-        "ipykernel_launcher",
+        BOOT_PATH,
         "-f",
         f"{KERNEL_DIR}/connection.json",
         # History is a SQLite write per cell (~4 ms) that nobody reads here.
@@ -141,6 +146,7 @@ class KernelSandbox:
         self._proc: asyncio.subprocess.Process | None = None
         self._client: AsyncKernelClient | None = None
         self._log_tail = bytearray()
+        self._connection_info: dict[str, Any] = {}
         self._drain: asyncio.Task[None] | None = None
         self.starts = 0
 
@@ -195,7 +201,7 @@ class KernelSandbox:
                 self.config.caps,
                 self.config.limits_backend,
             )
-        ro_files: list[tuple[Path, str]] = []
+        ro_files: list[tuple[Path, str]] = [(self.config.boot_script, BOOT_PATH)]
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
             ro_files.append((cache, f"/tmp/matplotlib/{cache.name}"))
         seccomp_fd: int | None = None
@@ -220,6 +226,7 @@ class KernelSandbox:
                     "JUPYTER_RUNTIME_DIR": "/tmp/jupyter",
                     "JUPYTER_CONFIG_DIR": "/tmp/jupyter",
                     "JUPYTER_DATA_DIR": "/tmp/jupyter",
+                    "FRAGMENTS_OUTPUT_CAP": str(self.config.output_cap),
                 },
             )
             command = self._limits.wrap_command(
@@ -239,8 +246,8 @@ class KernelSandbox:
                 os.close(seccomp_fd)
         self._log_tail.clear()
         self._drain = asyncio.create_task(self._drain_output(self._proc))
-        self._client = _make_client(self.context, host)
-        self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        self._connection_info = host
+        self._connect()
         try:
             await self._wait_ready()
         except BaseException:
@@ -253,6 +260,22 @@ class KernelSandbox:
             uid=self.uid,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _connect(self) -> None:
+        self._client = _make_client(self.context, self._connection_info)
+        self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+
+    async def _reconnect(self) -> None:
+        """New sockets to the same kernel: ZeroMQ dropped iopub over an oversized message."""
+        old = self._client
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.stop_channels()
+        self._connect()
+        try:
+            await self._wait_ready()
+        except SandboxStartError:
+            await self.stop()
 
     async def _drain_output(self, proc: asyncio.subprocess.Process) -> None:
         # The kernel's own stdout/stderr (start-up errors); keep only a tail, never unbounded.
@@ -374,7 +397,7 @@ class KernelSandbox:
     async def run(self, code: str, *, silent: bool = False) -> InterpreterResult:
         """Run one cell; kernel deaths, timeouts and floods become an `error`, never a raise."""
         self.last_used = time.monotonic()
-        collector = OutputCollector(self.config.output_cap)
+        collector = OutputCollector(self.config.output_cap + _CAP_SLACK)
         client = self._client
         assert client is not None
         assert self._proc is not None
@@ -396,6 +419,10 @@ class KernelSandbox:
                 now = loop.time()
                 if proc.returncode is not None:
                     died = True
+                    break
+                if self._usage().process_limit_hits > before.process_limit_hits:
+                    # A fork bomb (or a pool far too large): stop it now, not at the time limit.
+                    killed = True
                     break
                 if stop_reason is None and now - started >= timeout:
                     stop_reason = "timeout"
@@ -436,6 +463,8 @@ class KernelSandbox:
             with contextlib.suppress(Empty):
                 await client.get_shell_msg(timeout=0.5)
 
+        if collector.unknown_drop and not died and not killed:
+            await self._reconnect()
         after = self._usage()
         limit_hit = after.process_limit_hits > before.process_limit_hits
         if died:

@@ -114,10 +114,12 @@ def _rmdir(path: Path) -> None:
     log.warning("cgroup_not_removed", path=str(path))
 
 
-def _rlimit_prefix(caps: Caps, *, memory: bool, processes: bool) -> list[str]:
+def _rlimit_prefix(caps: Caps, *, memory: bool, processes: bool, slack: int = 0) -> list[str]:
     args = ["prlimit", "--core=0"]
     if processes:
-        args.append(f"--nproc={caps.max_processes}")
+        # With a pids cgroup, RLIMIT_NPROC sits a little above it so the cgroup trips first
+        # (its counter tells a fork bomb apart from other deaths).
+        args.append(f"--nproc={caps.max_processes + slack}")
     if memory:
         # Address space, not resident memory: a blunt fallback, fine for the Python kernel.
         args.append(f"--as={caps.memory_bytes}")
@@ -166,7 +168,7 @@ class CgroupV1Limits:
     def wrap_command(self, command: list[str]) -> list[str]:
         procs = [str(p) for p in self._procs()]
         # RLIMIT_NPROC as well: cheap, and it still holds if a process escapes the pids cgroup.
-        rlimits = _rlimit_prefix(self.caps, memory=False, processes=True)
+        rlimits = _rlimit_prefix(self.caps, memory=False, processes=True, slack=32)
         return ["/bin/sh", "-c", _JOIN, "sh", *procs, "--", *rlimits, *command]
 
     def usage(self) -> Usage:
@@ -213,7 +215,7 @@ class CgroupV2Limits:
         return {"memory", "pids", "cpu"} <= set(controllers) and os.access(root, os.W_OK)
 
     def wrap_command(self, command: list[str]) -> list[str]:
-        rlimits = _rlimit_prefix(self.caps, memory=False, processes=True)
+        rlimits = _rlimit_prefix(self.caps, memory=False, processes=True, slack=32)
         return [
             "/bin/sh",
             "-c",

@@ -100,7 +100,9 @@ class OutputCollector:
         self.results.append(result)
 
     def set_error(self, name: str, value: str, traceback: list[str]) -> None:
-        text = "\n".join(strip_ansi(line) for line in traceback)
+        # Frames of the sandbox's own kernel script are noise for whoever reads the error.
+        frames = [strip_ansi(line) for line in traceback]
+        text = "\n".join(f for f in frames if not f.lstrip().startswith("File /opt/fragments/"))
         self.error = ExecutionError(name=name, value=strip_ansi(value), traceback=text)
 
     def finish(self) -> None:

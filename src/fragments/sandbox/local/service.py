@@ -25,6 +25,7 @@ import zmq
 import zmq.asyncio
 
 from fragments.config import Settings
+from fragments.sandbox.local.boot import write_boot_script
 from fragments.sandbox.local.build import (
     TemplateBuildError,
     TemplateEnv,
@@ -129,6 +130,7 @@ class LocalSandboxService:
         run_root = self.run_root / self.instance
         run_root.mkdir(mode=0o711)
         etc = prepare_etc(root)
+        boot = write_boot_script(root)
         seccomp = seccomp_filter(root) if s.sandbox_seccomp else None
         backend = limits_backend()
         log.info(
@@ -152,6 +154,7 @@ class LocalSandboxService:
             run_timeout=s.sandbox_run_timeout_seconds,
             interrupt_grace=s.sandbox_interrupt_grace_seconds,
             output_cap=s.sandbox_output_cap_bytes,
+            boot_script=boot,
         )
 
     def _remove_stale(self) -> None:
