@@ -313,7 +313,8 @@ export function App() {
 
   return html`
     <div class="app">
-      <${Header} models=${models} templates=${templates} prefs=${prefs} theme=${theme}
+      <${Header} models=${models} model=${model} templates=${templates} prefs=${prefs}
+        theme=${theme}
         onPrefs=${updatePrefs} onNewChat=${newChat}
         onOpenSettings=${() => setSettingsOpen(true)}
         onToggleTheme=${() => updatePrefs({ theme: theme === "dark" ? "light" : "dark" })} />

@@ -60,7 +60,8 @@ export function Header(props) {
       <div class="pickers">
         <${TemplatePicker} templates=${templates} value=${prefs.template}
           onChange=${(template) => props.onPrefs({ template })} />
-        <${ModelPicker} models=${models} value=${prefs.model} customModel=${prefs.customModel}
+        <${ModelPicker} models=${models} value=${props.model ? modelKey(props.model) : ""}
+          customModel=${prefs.customModel}
           onChange=${(model) => props.onPrefs({ model })} />
       </div>
       <div class="header-actions">

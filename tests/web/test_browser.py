@@ -1,0 +1,261 @@
+"""The UI in a real browser against the real app: a chat turn streams from a fake OpenAI server,
+the code grows live in the code panel, and the local sandbox's output (stdout and a matplotlib
+chart) shows in the preview, with no CSP violation or console error on the way.
+
+Runs Debian's Chromium through Playwright (never a downloaded browser). The app runs as its own
+process (`python -m fragments.cli serve`), so the page talks to exactly what `make run` serves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes import FakeOpenAI, FragmentReply
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+STATIC = Path(__file__).resolve().parents[2] / "src" / "fragments" / "web" / "static"
+
+CODE = """import matplotlib.pyplot as plt
+import numpy as np
+
+x = np.linspace(0, 4 * np.pi, 300)
+print("browser-test points:", len(x))
+
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(x, np.sin(x), label="sin(x)")
+ax.plot(x, np.cos(x), label="cos(x)")
+ax.set_title("Sine and cosine")
+ax.legend(loc="upper right")
+plt.show()
+"""
+FRAGMENT: dict[str, Any] = {
+    "commentary": "I will plot **a sine and a cosine** with matplotlib and print the point count.",
+    "template": "code-interpreter-v1",
+    "title": "Sine and cosine",
+    "description": "Two periods of sin and cos on one chart.",
+    "additional_dependencies": [],
+    "has_additional_dependencies": False,
+    "install_dependencies_command": "",
+    "port": None,
+    "file_path": "script.py",
+    "code": CODE,
+}
+
+# Recorded in the page from the first script on: CSP violations, and every change of the code
+# panel's text length together with its streaming state. (Init scripts are injected by the
+# browser, not by the page, so they do not need a CSP exception.)
+PROBE = """
+window.__csp = [];
+window.__code = [];
+window.__phases = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`);
+});
+new MutationObserver(() => {
+  const code = document.querySelector('[data-testid="code-view"]');
+  if (code) {
+    const sample = { len: code.textContent.length, state: code.dataset.state };
+    const last = window.__code[window.__code.length - 1];
+    if (!last || last.len !== sample.len || last.state !== sample.state) window.__code.push(sample);
+  }
+  const phase = document.querySelector('[data-testid="sandbox-phase"]');
+  if (phase) {
+    const value = phase.dataset.phase || "(preparing)";
+    if (window.__phases[window.__phases.length - 1] !== value) window.__phases.push(value);
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real app in its own process, talking to the fake provider."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium package is not installed; make install installs it")
+    if not (STATIC / "vendor" / "preact.js").is_file():
+        pytest.fail("the UI's vendor files are missing: run `make assets`")
+    data = tmp_path_factory.mktemp("data")
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # No platform key or base URL of the developer's may reach a real provider.
+        if not k.endswith(("_API_KEY", "_BASE_URL")) and not k.startswith("FRAGMENTS_")
+    }
+    env.update(
+        OPENAI_BASE_URL=fake_openai.base_url,
+        OPENAI_API_KEY="test-key",
+        FRAGMENTS_DATA_DIR=str(data),
+        JUPYTER_PLATFORM_DIRS="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    log = (data / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fragments.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited ({proc.returncode}):\n{_tail(data / 'server.log')}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer /healthz:\n{_tail(data / 'server.log')}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium package is not installed; make install installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_chat_streams_code_and_shows_the_chart(
+    browser: Any, app_url: str, fake_openai: FakeOpenAI
+) -> None:
+    from playwright.sync_api import expect
+
+    fake_openai.reset()
+    # ~60 provider chunks 40 ms apart: about 2.5 s of visible streaming.
+    fake_openai.script(FragmentReply(FRAGMENT, chunk_size=16, delay=0.04))
+    openai_model = next(
+        m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
+    )
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(PROBE)
+    page = context.new_page()
+    problems: list[str] = []
+
+    def on_console(msg: Any) -> None:
+        if msg.type in ("error", "warning"):
+            problems.append(f"console {msg.type}: {msg.text} ({msg.location})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    try:
+        page.goto(app_url)
+        page.wait_for_selector('[data-testid="model-select"] option', state="attached")
+        page.select_option('[data-testid="model-select"]', f"openai:{openai_model['id']}")
+        prompt = page.get_by_test_id("chat-input")
+        prompt.fill("Plot a sine and a cosine wave")
+        prompt.press("Enter")
+
+        # The user's message, then the streamed commentary rendered as markdown.
+        expect(page.get_by_test_id("message-user")).to_have_text("Plot a sine and a cosine wave")
+        commentary = page.get_by_test_id("commentary")
+        expect(commentary).to_contain_text("I will plot a sine and a cosine", timeout=15_000)
+        expect(commentary.locator("strong")).to_have_text("a sine and a cosine")
+
+        # The code panel reaches its final state, then the sandbox takes over.
+        code = page.get_by_test_id("code-view")
+        expect(code).to_have_attribute("data-state", "final", timeout=30_000)
+        samples = page.evaluate("window.__code")
+        final_len = len(CODE)
+        streamed = [s["len"] for s in samples if s["state"] == "streaming"]
+        partial = [n for n in streamed if 0 < n < final_len]
+        assert len(set(partial)) >= 3, f"the code did not visibly grow while streaming: {samples}"
+        assert streamed == sorted(streamed), f"the streamed code shrank: {samples}"
+        assert samples[-1] == {"len": final_len, "state": "final"}, samples
+
+        # The Preview tab opens by itself; stdout and the chart arrive from the sandbox.
+        expect(page.get_by_test_id("tab-preview")).to_have_attribute("aria-selected", "true")
+        expect(page.get_by_test_id("stdout")).to_contain_text(
+            "browser-test points: 300", timeout=90_000
+        )
+        chart = page.locator('[data-testid="result"][data-kind="png"] img')
+        expect(chart).to_have_count(1)
+        src = chart.get_attribute("src") or ""
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        width = chart.evaluate("img => img.decode().then(() => img.naturalWidth)")
+        assert width > 0
+        assert page.evaluate("window.__phases"), "no sandbox progress was shown"
+        expect(page.get_by_test_id("exec-error")).to_have_count(0)
+        expect(page.get_by_test_id("error-banner")).to_have_count(0)
+
+        # Token usage under the answer, and a card that reopens the fragment.
+        expect(page.get_by_test_id("usage")).to_contain_text("in ·")
+        expect(page.get_by_test_id("fragment-card")).to_contain_text("Sine and cosine")
+        page.get_by_test_id("tab-code").click()
+        expect(page.get_by_test_id("file-name")).to_have_text("script.py")
+
+        # What reached the provider: the chosen model with the platform's key.
+        chat_requests = [r for r in fake_openai.requests if r.path.endswith("/chat/completions")]
+        assert len(chat_requests) == 1
+        assert chat_requests[0].json["model"] == openai_model["id"]
+        assert chat_requests[0].authorization == "Bearer test-key"
+
+        assert page.evaluate("window.__csp") == []
+        assert problems == []
+    finally:
+        context.close()
