@@ -226,7 +226,7 @@ async def test_runs_as_a_per_sandbox_non_root_uid(service: LocalSandboxService) 
     procs = _processes_of(sandbox.uid)
     assert procs, "the kernel should run under the sandbox's host uid"
     names = " ".join(" ".join(p.cmdline()) for p in procs)
-    assert "ipykernel_launcher" in names
+    assert "/opt/fragments/kernel.py" in names
 
 
 async def test_aclose_leaves_no_process_behind(sandbox_settings: Settings) -> None:
