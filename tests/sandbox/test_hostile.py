@@ -18,6 +18,12 @@ from .conftest import fragment
 
 pytestmark = pytest.mark.anyio
 
+REPO_FILE = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _folder_contents(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
 
 async def run(
     service: LocalSandboxService, code: str, owner: str | None = "hostile"
@@ -44,11 +50,10 @@ async def test_host_files_secrets_and_database_are_invisible(
     database = sandbox_settings.data_dir / "fragments.db"
     database.write_text("SQLite format 3 pretend")
     database.chmod(0o644)
-    repo_file = Path(__file__).resolve().parents[2] / "pyproject.toml"
     paths = [
         str(host_secret),
         str(database),
-        str(repo_file),
+        str(REPO_FILE),
         "/etc/shadow",
         "/root/.bashrc",
         "/proc/1/root/etc/shadow",
@@ -100,8 +105,7 @@ async def test_writes_outside_the_workspace_fail(
     assert "WROTE" not in out, out
     assert out.count("DENIED") == len(targets)
     assert "workspace ok" in out
-    assert host_secret.read_text() == "TOP-SECRET-VALUE"
-    assert sorted(p.name for p in host_secret.parent.iterdir()) == ["secret.txt"]
+    assert _folder_contents(host_secret.parent) == {"secret.txt": "TOP-SECRET-VALUE"}
 
 
 @pytest.fixture
