@@ -86,7 +86,7 @@ function ExecError({ error }) {
   return html`
     <div class="exec-error" data-testid="exec-error" role="alert">
       <div class="exec-error-head"><${Alert} size=${16} />
-        <strong>${error.name || "Error"}</strong>${error.value ? html`: ${error.value}` : ""}
+        <span><strong>${error.name || "Error"}</strong>${error.value ? `: ${error.value}` : ""}</span>
       </div>
       ${error.traceback && html`<pre class="output">${stripAnsi(error.traceback)}</pre>`}
     </div>`;
@@ -114,8 +114,13 @@ function InterpreterResult({ result }) {
 
 function WebResult({ result, reloadKey }) {
   if (!result.url) {
+    const error = result.error || {};
     return html`<div class="preview-message">
-      <${ExecError} error=${result.error || { name: "No preview", value: "The sandbox returned no URL." }} />
+      <div class="exec-error" data-testid="preview-unavailable" role="alert">
+        <div class="exec-error-head"><${Alert} size=${16} /><strong>No live preview</strong></div>
+        <p>${error.value || "The sandbox returned no preview address."}</p>
+        ${error.name && html`<p class="muted small">${error.name}</p>`}
+      </div>
     </div>`;
   }
   return html`<iframe key=${reloadKey} class="web-frame" src=${result.url}
