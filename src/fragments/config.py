@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     sandbox_start_timeout_seconds: float = 30.0
     sandbox_interrupt_grace_seconds: float = 3.0
     sandbox_seccomp: bool = True
+    # How caps are enforced: cgroups (v1 or v2) when writable, else rlimits; or force one.
+    sandbox_limits: Literal["auto", "cgroup-v1", "cgroup-v2", "rlimit"] = "auto"
 
     # Providers: keys and platform base URLs, under their usual names.
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))

@@ -132,7 +132,7 @@ class LocalSandboxService:
         etc = prepare_etc(root)
         boot = write_boot_script(root)
         seccomp = seccomp_filter(root) if s.sandbox_seccomp else None
-        backend = limits_backend()
+        backend = limits_backend() if s.sandbox_limits == "auto" else s.sandbox_limits
         log.info(
             "sandbox_backend_ready",
             root=str(root),
