@@ -259,3 +259,31 @@ def test_chat_streams_code_and_shows_the_chart(
         assert problems == []
     finally:
         context.close()
+
+
+def test_sse_parser_splits_and_line_endings(browser: Any, app_url: str) -> None:
+    """The page's own SSE parser: events split anywhere across chunks, CRLF/CR/LF line ends,
+    multi-line data, comments (pings) and an unterminated last event."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{app_url}/static/vendor/versions.json")
+        events = page.evaluate(
+            """async () => {
+              const { SSEParser } = await import("/static/js/lib/sse.js");
+              const out = [];
+              const parser = new SSEParser((e) => out.push([e.event, e.data]));
+              const stream = ": ping\\r\\nevent: partial\\r\\ndata: {\\"a\\":1}\\r\\n\\r\\n" +
+                "event: usage\\rdata: line1\\rdata: line2\\r\\r" +
+                "data: plain\\n\\nevent: done\\ndata: {}\\n\\nevent: lost\\ndata: x";
+              for (let i = 0; i < stream.length; i += 3) parser.feed(stream.slice(i, i + 3));
+              return out;
+            }"""
+        )
+        assert events == [
+            ["partial", '{"a":1}'],
+            ["usage", "line1\nline2"],
+            ["message", "plain"],
+            ["done", "{}"],
+        ]
+    finally:
+        page.close()
