@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fragments.cli import app as cli
 from fragments.config import Settings
-from fragments.sandbox.local.build import MARKER, TemplateEnv, find_env
+from fragments.sandbox.local.build import MARKER, TemplateEnv, env_path, find_env
 from fragments.sandbox.local.service import LocalSandboxService
 from fragments.sandbox.templates import TEMPLATES
 from fragments.schemas import InterpreterResult
@@ -53,7 +53,7 @@ def test_cli_reports_an_environment_already_built(
 def test_an_environment_without_a_matching_marker_is_not_used(fresh_root: Path) -> None:
     settings = Settings(_env_file=None, sandbox_root=fresh_root)
     template = TEMPLATES[INTERPRETER]
-    env = fresh_root / "templates" / INTERPRETER
+    env = env_path(settings, template)
     env.mkdir(parents=True)
     assert find_env(settings, template) is None  # half-built: no marker
     marker = {
@@ -98,4 +98,5 @@ async def test_a_missing_template_is_built_on_first_use(
     assert phases == ["acquiring", "installing", "starting", "running"]
     assert isinstance(result, InterpreterResult)
     assert result.stdout == ["pandas\n"]
-    assert (fresh_root / "templates" / INTERPRETER / MARKER).exists()
+    built = env_path(Settings(_env_file=None, sandbox_root=fresh_root), TEMPLATES[INTERPRETER])
+    assert (built / MARKER).exists()

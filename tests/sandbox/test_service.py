@@ -241,3 +241,14 @@ async def test_aclose_leaves_no_process_behind(sandbox_settings: Settings) -> No
         assert not _processes_of(uid)
     for root in roots:
         assert not root.exists()
+
+
+async def test_plotly_figures_come_back_as_their_json_spec(service: LocalSandboxService) -> None:
+    result = await run(
+        service, "import plotly.express as px\npx.line(x=[1, 2, 3], y=[1, 3, 2]).show()"
+    )
+    assert result.error is None, result.error
+    [figure] = result.results
+    assert isinstance(figure.json_, dict)
+    assert figure.json_["data"][0]["type"] == "scatter"
+    assert "layout" in figure.json_

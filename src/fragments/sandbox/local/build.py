@@ -8,6 +8,7 @@ used. It lives at the same path on the host and inside the sandbox (bound read-o
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -63,8 +64,16 @@ def templates_dir(settings: Settings) -> Path:
     return settings.sandbox_root / "templates"
 
 
-def env_path(settings: Settings, template_id: str) -> Path:
-    return templates_dir(settings) / template_id
+def env_path(settings: Settings, template: Template) -> Path:
+    """Where the template's environment for the current spec lives.
+
+    The folder name carries a digest of the spec (packages, interpreter, layout), so changing
+    the spec builds a new folder beside the old one instead of replacing an environment that
+    running sandboxes (possibly another app's) have bound.
+    """
+    spec = json.dumps(_expected_marker(settings, template), sort_keys=True)
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    return templates_dir(settings) / f"{template.id}-{digest}"
 
 
 def _expected_marker(settings: Settings, template: Template) -> dict[str, object]:
@@ -96,7 +105,7 @@ def ensure_traversable(path: Path) -> None:
 
 def find_env(settings: Settings, template: Template) -> TemplateEnv | None:
     """The template's built environment, or None when it is missing, partial or outdated."""
-    path = env_path(settings, template.id)
+    path = env_path(settings, template)
     try:
         marker = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
@@ -201,7 +210,7 @@ def build_template(
         if existing is not None and not force:
             report("already built", steps)
             return existing
-        final = env_path(settings, template.id)
+        final = env_path(settings, template)
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{template.id}-", dir=templates_dir(settings)))
         tmp.chmod(0o755)
         log = tmp.parent / f".{template.id}.build.log"
@@ -297,7 +306,7 @@ def build_templates_cli(settings: Settings, name: str | None, *, force: bool = F
         if not force and find_env(settings, template) is not None:
             console.print(
                 f"[green]{template_id}[/green] is already built at "
-                f"{env_path(settings, template_id)} (use --force to rebuild)."
+                f"{env_path(settings, template)} (use --force to rebuild)."
             )
             continue
         started = time.monotonic()

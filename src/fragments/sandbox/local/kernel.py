@@ -227,6 +227,9 @@ class KernelSandbox:
                     "JUPYTER_CONFIG_DIR": "/tmp/jupyter",
                     "JUPYTER_DATA_DIR": "/tmp/jupyter",
                     "FRAGMENTS_OUTPUT_CAP": str(self.config.output_cap),
+                    # Figures as their JSON spec (RichResult.json): the notebook renderers'
+                    # HTML needs require.js and a CDN, and static images need kaleido.
+                    "PLOTLY_RENDERER": "plotly_mimetype",
                 },
             )
             command = self._limits.wrap_command(

@@ -62,6 +62,8 @@ TEMPLATES: dict[str, Template] = {
             libraries=("python", "jupyter", "numpy", "pandas", "matplotlib", "seaborn", "plotly"),
             packages=(
                 "ipykernel",
+                # plotly renders in a kernel through IPython's display, which needs nbformat.
+                "nbformat",
                 "numpy",
                 "pandas",
                 "matplotlib",
