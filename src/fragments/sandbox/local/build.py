@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from fragments.config import Settings
 from fragments.sandbox.templates import TEMPLATES, Template
 
@@ -31,6 +33,8 @@ FORMAT = 1
 BUILDABLE = ("code-interpreter-v1",)
 # Where the pre-built matplotlib font cache lives inside an environment.
 MPL_CACHE = "share/fragments/matplotlib"
+
+log = structlog.get_logger(__name__)
 
 Progress = Callable[[str, int, int], None]
 """Called with (step description, steps done, steps in all)."""
@@ -100,6 +104,7 @@ def ensure_traversable(path: Path) -> None:
                     f"The sandbox folder {path} is under /root, which other users cannot enter; "
                     "set FRAGMENTS_SANDBOX_ROOT to a folder such as /var/tmp/fragments."
                 )
+            log.warning("sandbox_parent_made_traversable", path=str(parent))
             parent.chmod(mode | 0o011)
 
 

@@ -37,7 +37,7 @@ def _size(value: Any) -> int:
 
 
 class OutputCollector:
-    """Streams and display results of one run, each stream capped at `cap` bytes.
+    """Streams and display results of one run, each stream capped at `cap` characters.
 
     Beyond the cap, output is counted, not kept; `flooded` turns true once a stream has gone
     far past it, so the caller can stop the cell instead of shipping hundreds of MB for nothing.
@@ -62,19 +62,17 @@ class OutputCollector:
     def stream(self, name: str, text: str) -> None:
         key = "stderr" if name == "stderr" else "stdout"
         chunks = self.stderr if key == "stderr" else self.stdout
+        # Characters, as the kernel counts them (the same as bytes for ASCII text).
         room = self.cap - self._kept[key]
-        data = text.encode("utf-8", errors="replace")
-        if len(data) <= room:
-            self._kept[key] += len(data)
+        if len(text) <= room:
+            self._kept[key] += len(text)
             # Consecutive small writes arrive as separate messages; keep them as they came.
             chunks.append(text)
             return
         if room > 0:
-            head = data[:room].decode("utf-8", errors="ignore")
-            chunks.append(head)
+            chunks.append(text[:room])
             self._kept[key] += room
-            data = data[room:]
-        self._dropped[key] += len(data)
+        self._dropped[key] += len(text) - max(room, 0)
 
     def display(self, data: dict[str, Any], *, main: bool) -> None:
         result = RichResult(is_main_result=main)
