@@ -254,3 +254,21 @@ async def test_nested_namespaces_and_ptrace_are_denied(service: LocalSandboxServ
     result = await run(service, code)
     assert result.error is None, result.error
     assert result.stdout == ["unshare -1 1\nptrace -1 1\nsubprocess 0\n"]
+
+
+async def test_the_kernel_socket_folder_is_locked_once_ready(service: LocalSandboxService) -> None:
+    code = (
+        "import os\n"
+        "for op in (lambda: os.unlink('/run/kernel/k-1'),"
+        " lambda: os.symlink('/var/run/x.sock', '/run/kernel/k-9'),"
+        " lambda: open('/run/kernel/new', 'w')):\n"
+        "    try:\n"
+        "        op()\n"
+        "        print('CHANGED')\n"
+        "    except OSError as e:\n"
+        "        print('DENIED', type(e).__name__)\n"
+    )
+    result = await run(service, code)
+    assert result.stdout == ["DENIED PermissionError\n" * 3]
+    after = await run(service, "print('still talking')")
+    assert after.stdout == ["still talking\n"]

@@ -256,6 +256,7 @@ class KernelSandbox:
         except BaseException:
             await self.stop()
             raise
+        self._lock_kernel_dir()
         self.starts += 1
         log.info(
             "sandbox_kernel_started",
@@ -263,6 +264,15 @@ class KernelSandbox:
             uid=self.uid,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _lock_kernel_dir(self) -> None:
+        """Once the kernel has bound its sockets, the sandbox may no longer change that folder.
+
+        The app (root) connects, and reconnects, to paths in it: were it still writable, a cell
+        could swap a socket for a symlink to some host socket and have the app connect there.
+        """
+        os.chown(self.kernel_dir, 0, 0)
+        self.kernel_dir.chmod(0o755)
 
     def _connect(self) -> None:
         self._client = _make_client(self.context, self._connection_info)
