@@ -427,16 +427,19 @@ class KernelSandbox:
         replied_at: float | None = None
         killed = False
         died = False
+        checked_at = started
         try:
             while True:
                 now = loop.time()
                 if proc.returncode is not None:
                     died = True
                     break
-                if self._usage().process_limit_hits > before.process_limit_hits:
-                    # A fork bomb (or a pool far too large): stop it now, not at the time limit.
-                    killed = True
-                    break
+                if now - checked_at >= _POLL:
+                    checked_at = now
+                    if self._usage().process_limit_hits > before.process_limit_hits:
+                        # A fork bomb (or a pool far too large): stop it now, not at the limit.
+                        killed = True
+                        break
                 if stop_reason is None and now - started >= timeout:
                     stop_reason = "timeout"
                 elif stop_reason is None and collector.flooded:
