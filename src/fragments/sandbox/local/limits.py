@@ -115,7 +115,9 @@ def _rmdir(path: Path) -> None:
 
 
 def _rlimit_prefix(caps: Caps, *, memory: bool, processes: bool, slack: int = 0) -> list[str]:
-    args = ["prlimit", "--core=0"]
+    # No core dumps; no single file larger than the memory cap (Python sees EFBIG). The
+    # workspace as a whole is not capped: that needs filesystem quotas.
+    args = ["prlimit", "--core=0", f"--fsize={caps.memory_bytes}"]
     if processes:
         # With a pids cgroup, RLIMIT_NPROC sits a little above it so the cgroup trips first
         # (its counter tells a fork bomb apart from other deaths).
