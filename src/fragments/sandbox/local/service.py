@@ -94,6 +94,7 @@ class LocalSandboxService:
         self._users: dict[str, int] = {}
         self._slots: dict[int, IO[str]] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._context: zmq.asyncio.Context | None = None
         self._config: KernelConfig | None = None
         self._checked_at = 0.0
@@ -230,7 +231,10 @@ class LocalSandboxService:
                     restart or current.closed or current.env.path != env.path
                 ):
                     self._forget(current)
-                    asyncio.create_task(self._close(current))  # noqa: RUF006
+                    # Closed in the background: a run still in it ends with a clear error.
+                    task = asyncio.create_task(self._close(current))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
                     current = None
                 if current is not None:
                     self._users[current.id] += 1
@@ -425,7 +429,9 @@ class LocalSandboxService:
         sandboxes = list(self._by_id.values())
         self._by_id.clear()
         self._by_owner.clear()
-        await asyncio.gather(*(self._close(s) for s in sandboxes), return_exceptions=True)
+        await asyncio.gather(
+            *(self._close(s) for s in sandboxes), *self._background, return_exceptions=True
+        )
         for slot in list(self._slots):
             self._release_slot(slot)
         if self._context is not None:
