@@ -22,6 +22,9 @@ const files = [
   ["marked/lib/marked.esm.js", "marked.js"],
   ["dompurify/dist/purify.es.mjs", "purify.js"],
   [`${HLJS}/es/core.min.js`, "highlight/core.js"],
+  // A classic script (UMD, sets window.Plotly), loaded only when a Plotly figure is shown.
+  // The cartesian bundle: no eval (CSP-safe), covers the chart types notebooks mostly make.
+  ["plotly.js-cartesian-dist-min/plotly-cartesian.min.js", "plotly-cartesian.js"],
   ...LANGUAGES.map((lang) => [`${HLJS}/es/languages/${lang}.min.js`, `highlight/${lang}.js`]),
 ];
 
@@ -31,6 +34,7 @@ const licenses = {
   marked: "marked/LICENSE",
   dompurify: "dompurify/LICENSE",
   "highlight.js": `${HLJS}/LICENSE`,
+  "plotly.js": "plotly.js-cartesian-dist-min/LICENSE",
 };
 
 function rewrite(text, specifiers) {
@@ -63,7 +67,7 @@ for (const [name, source] of Object.entries(licenses)) {
 }
 
 const versions = {};
-for (const name of ["preact", "htm", "marked", "dompurify", HLJS]) {
+for (const name of ["preact", "htm", "marked", "dompurify", HLJS, "plotly.js-cartesian-dist-min"]) {
   versions[name] = JSON.parse(readFileSync(join(modules, name, "package.json"), "utf8")).version;
 }
 writeFileSync(join(out, "versions.json"), JSON.stringify(versions, null, 2) + "\n");

@@ -1,6 +1,7 @@
 // What the sandbox made: an interpreter cell's outputs, or a web app in an iframe.
-import { html, useEffect, useMemo, useRef } from "../lib/html.js";
+import { html, useEffect, useMemo, useRef, useState } from "../lib/html.js";
 import { renderMarkdown } from "../lib/markdown.js";
+import { isPlotlyFigure, loadPlotly } from "../lib/plotly.js";
 import { Alert } from "./icons.js";
 
 const PHASES = {
@@ -39,8 +40,12 @@ function HtmlResult({ markup }) {
     const el = frame.current;
     if (!el) return undefined;
     const fit = () => {
-      const root = el.contentDocument?.documentElement;
-      if (root) el.style.height = `${Math.min(Math.max(root.scrollHeight, 40) + 2, 800)}px`;
+      // The body's own height: the root element is never shorter than the frame itself.
+      const body = el.contentDocument?.body;
+      if (body) {
+        const height = Math.ceil(body.getBoundingClientRect().height) + 10;
+        el.style.height = `${Math.min(Math.max(height, 32), 800)}px`;
+      }
     };
     el.addEventListener("load", fit);
     if (el.contentDocument?.readyState === "complete") fit();
@@ -48,6 +53,38 @@ function HtmlResult({ markup }) {
   }, [markup]);
   return html`<iframe ref=${frame} class="html-frame" sandbox="allow-same-origin"
     title="HTML output" srcdoc=${FRAME_STYLE + markup} data-testid="result-html" />`;
+}
+
+function PlotlyResult({ figure, fallback }) {
+  const box = useRef(null);
+  const [failed, setFailed] = useState(null);
+  useEffect(() => {
+    const el = box.current;
+    let cancelled = false;
+    let plotly = null;
+    loadPlotly()
+      .then((Plotly) => {
+        if (cancelled) return null;
+        plotly = Plotly;
+        const layout = { ...(figure.layout || {}), autosize: true };
+        return Plotly.newPlot(el, figure.data, layout, {
+          responsive: true,
+          displaylogo: false,
+        });
+      })
+      .catch((e) => !cancelled && setFailed(e.message || String(e)));
+    return () => {
+      cancelled = true;
+      if (plotly) plotly.purge(el);
+    };
+  }, [figure]);
+  if (failed) {
+    return html`<div>
+      <p class="muted small">This Plotly figure could not be drawn (${failed}).</p>
+      ${fallback && html`<pre class="output">${fallback}</pre>`}
+    </div>`;
+  }
+  return html`<div ref=${box} class="plotly-box" data-testid="result-plotly" />`;
 }
 
 function Result({ result, index }) {
@@ -69,6 +106,9 @@ function Result({ result, index }) {
     kind = "markdown";
     body = html`<div class="markdown"
       dangerouslySetInnerHTML=${{ __html: renderMarkdown(result.markdown) }} />`;
+  } else if (isPlotlyFigure(result.json)) {
+    kind = "plotly";
+    body = html`<${PlotlyResult} figure=${result.json} fallback=${result.text} />`;
   } else if (result.json !== undefined && result.json !== null) {
     kind = "json";
     body = html`<pre class="output">${JSON.stringify(result.json, null, 2)}</pre>`;
@@ -105,8 +145,8 @@ function InterpreterResult({ result }) {
       ${stderr && html`<section class="stream">
         <h3 class="stream-label">stderr</h3>
         <pre class="output stderr" data-testid="stderr">${stderr}</pre></section>`}
-      ${result.error && html`<${ExecError} error=${result.error} />`}
       ${results.map((r, i) => html`<${Result} key=${i} result=${r} index=${i} />`)}
+      ${result.error && html`<${ExecError} error=${result.error} />`}
       ${nothing && html`<p class="muted" data-testid="no-output">The code ran and showed no
         output.</p>`}
     </div>`;
