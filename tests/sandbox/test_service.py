@@ -252,3 +252,18 @@ async def test_plotly_figures_come_back_as_their_json_spec(service: LocalSandbox
     assert isinstance(figure.json_, dict)
     assert figure.json_["data"][0]["type"] == "scatter"
     assert "layout" in figure.json_
+
+
+async def test_a_cancelled_run_is_interrupted_so_the_next_one_does_not_wait(
+    service: LocalSandboxService,
+) -> None:
+    await run(service, "1")
+    task = asyncio.create_task(run(service, "import time\ntime.sleep(30)"))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    started = asyncio.get_running_loop().time()
+    result = await run(service, "print('next')")
+    assert result.stdout == ["next\n"]
+    assert asyncio.get_running_loop().time() - started < 2

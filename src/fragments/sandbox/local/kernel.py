@@ -419,8 +419,10 @@ class KernelSandbox:
         timeout = self.config.run_timeout
         loop = asyncio.get_running_loop()
         started = loop.time()
+        # stop_on_error=False: an error (or the interrupt of a cancelled run) in an earlier
+        # cell must not abort this one, which may already be queued behind it.
         msg_id = client.execute(
-            code, silent=silent, store_history=False, allow_stdin=False, stop_on_error=True
+            code, silent=silent, store_history=False, allow_stdin=False, stop_on_error=False
         )
         stop_reason: str | None = None
         interrupted_at: float | None = None
