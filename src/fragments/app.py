@@ -16,6 +16,7 @@ from fragments.config import Settings
 from fragments.errors import error_body, install_error_handlers
 from fragments.http_limits import BodyLimitMiddleware, SecurityHeadersMiddleware
 from fragments.llm.catalogue import load_catalogue
+from fragments.llm.streamer import DirectStreamer
 from fragments.observability import configure_logging
 from fragments.sandbox.factory import create_sandbox_service
 from fragments.sandbox.templates import TEMPLATES
@@ -37,10 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=10)) as http:
             sandboxes = await create_sandbox_service(settings)
-            app.state.fragments = State(settings=settings, http=http, sandboxes=sandboxes)
+            llm = DirectStreamer(settings)
+            app.state.fragments = State(settings=settings, http=http, sandboxes=sandboxes, llm=llm)
             try:
                 yield
             finally:
+                await llm.aclose()
                 await sandboxes.aclose()
 
     app = FastAPI(

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     partial_interval_seconds: float = 0.05
     first_event_timeout_seconds: float = 30.0
     stream_idle_timeout_seconds: float = 60.0
+    # Retries of a failed provider call (5xx, connection refused) before its first token only.
+    provider_retries: int = 1
 
     # Local sandbox.
     sandbox_root: Path = Path("/var/tmp/fragments")

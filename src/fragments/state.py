@@ -9,6 +9,7 @@ import httpx
 from fastapi import Depends, Request
 
 from fragments.config import Settings
+from fragments.llm.types import ModelStreamer
 from fragments.sandbox.service import SandboxService
 
 
@@ -18,6 +19,8 @@ class State:
     # One pooled client for every provider call: connection reuse matters on the hot path.
     http: httpx.AsyncClient
     sandboxes: SandboxService
+    # The model layer (fragments.llm); None only in states built without the app's lifespan.
+    llm: ModelStreamer | None = None
 
 
 def get_state(request: Request) -> State:

@@ -1,5 +1,75 @@
-"""POST /api/chat (placeholder until the chat stream lands)."""
+"""POST /api/chat: check the request, then stream the answer as server-sent events."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from sse_starlette import EventSourceResponse
+
+from fragments.chat.prompt import system_prompt, to_turns
+from fragments.chat.request import chat_limits, check_conversation
+from fragments.chat.stream import chat_events
+from fragments.llm.catalogue import resolve_model
+from fragments.llm.types import ModelCall, ModelStreamer, Sampling
+from fragments.sandbox.templates import resolve_templates
+from fragments.schemas import ChatRequest
+from fragments.state import StateDep
 
 router = APIRouter()
+
+
+def get_streamer(state: StateDep) -> ModelStreamer:
+    if state.llm is None:
+        raise RuntimeError("the model layer was not started (lifespan did not run)")
+    return state.llm
+
+
+StreamerDep = Annotated[ModelStreamer, Depends(get_streamer)]
+
+
+@router.post(
+    "/api/chat",
+    dependencies=[Depends(chat_limits)],
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def chat(body: ChatRequest, state: StateDep, streamer: StreamerDep) -> EventSourceResponse:
+    """Stream a fragment: `provider`, `partial`*, `fragment`, `usage`, `done` (or `error`)."""
+    settings = state.settings
+    check_conversation(body)
+    templates = resolve_templates(body.template)
+    model = resolve_model(body.model, has_base_url=body.config.base_url is not None)
+    turns = to_turns(
+        body.messages, multimodal=model.multimodal, max_image_bytes=settings.max_image_bytes
+    )
+    config = body.config
+    call = ModelCall(
+        provider_id=model.provider_id,
+        model_id=model.id,
+        system=system_prompt(templates),
+        turns=tuple(turns),
+        sampling=Sampling(
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            max_tokens=config.max_tokens,
+            frequency_penalty=config.frequency_penalty,
+            presence_penalty=config.presence_penalty,
+        ),
+        api_key=config.api_key,
+        base_url=config.base_url,
+    )
+    events = chat_events(
+        streamer,
+        call,
+        pinned=templates[0] if body.template != "auto" else None,
+        conversation_id=body.conversation_id or uuid.uuid4().hex,
+        interval=settings.partial_interval_seconds,
+    )
+    return EventSourceResponse(
+        events,
+        ping=15,
+        headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"},
+    )

@@ -1,0 +1,205 @@
+"""The `/api/chat` event stream: provider text in, SSE events out, on a timer.
+
+Per provider chunk the only work is `Answer.delta` (a list append). Every
+`partial_interval_seconds` the ticker joins the text, validates it as a partial Fragment and
+sends a `partial` snapshot if it changed; the first partial goes out as soon as text arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import structlog
+from pydantic import TypeAdapter, ValidationError
+
+from fragments.chat.finalize import finalize
+from fragments.llm.errors import LLMError
+from fragments.llm.types import ModelCall, ModelStreamer, StreamResult
+from fragments.sandbox.templates import Template
+from fragments.schemas import Fragment
+
+log = structlog.get_logger(__name__)
+
+_FRAGMENT = TypeAdapter(Fragment)
+_INTERNAL = "Something went wrong on our side; please try again."
+
+
+def sse(event: str, data: bytes) -> bytes:
+    """One SSE event; `data` is compact JSON, so it never holds a raw line break."""
+    return b"event: " + event.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
+
+
+def sse_json(event: str, data: dict[str, Any]) -> bytes:
+    return sse(event, json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+class Answer:
+    """The sink the model layer streams into (see `AnswerSink`)."""
+
+    __slots__ = ("_first", "notices", "parts", "wake")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        # Events to send before the next partial: provider, reset.
+        self.notices: list[bytes] = []
+        self.wake: asyncio.Future[None] | None = None
+        self._first = True
+
+    def _poke(self) -> None:
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def started(self, provider: str, model: str, fallback: bool) -> None:
+        self.notices.append(
+            sse_json("provider", {"provider": provider, "model": model, "fallback": fallback})
+        )
+        self._poke()
+
+    def delta(self, text: str) -> None:
+        self.parts.append(text)
+        if self._first:
+            # Only the first piece wakes the ticker; later ones wait for its next tick.
+            self._first = False
+            self._poke()
+
+    def reset(self, reason: str) -> None:
+        self.parts.clear()
+        self._first = True
+        self.notices.append(sse_json("reset", {"reason": reason}))
+        self._poke()
+
+    def text(self) -> str:
+        parts = self.parts
+        if len(parts) > 1:
+            joined = "".join(parts)
+            parts.clear()
+            parts.append(joined)
+        return parts[0] if parts else ""
+
+    @property
+    def streaming(self) -> bool:
+        return not self._first
+
+
+def partial_snapshot(text: str, pinned: Template | None) -> bytes | None:
+    """The partial Fragment as JSON, or None while the text cannot be read as one yet."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        fragment = _FRAGMENT.validate_json(
+            text[start:], experimental_allow_partial="trailing-strings"
+        )
+    except ValidationError:
+        return None
+    if pinned is not None:
+        fragment.template = pinned.id
+    return _FRAGMENT.dump_json(fragment)
+
+
+async def chat_events(
+    streamer: ModelStreamer,
+    call: ModelCall,
+    *,
+    pinned: Template | None,
+    conversation_id: str,
+    interval: float,
+) -> AsyncIterator[bytes]:
+    """Every SSE event of one answer, ending with `done` or `error`."""
+    loop = asyncio.get_running_loop()
+    answer = Answer()
+    began = time.monotonic()
+    task = loop.create_task(streamer.stream(call, answer))
+    last_len = -1
+    last_sent = b""
+    partials = 0
+    bound = log.bind(
+        conversation_id=conversation_id, provider=call.provider_id, model=call.model_id
+    )
+    try:
+        while True:
+            wake: asyncio.Future[None] = loop.create_future()
+            answer.wake = wake
+            await asyncio.wait(
+                (task, wake),
+                timeout=interval if answer.streaming else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            answer.wake = None
+            if answer.notices:
+                for notice in answer.notices:
+                    yield notice
+                answer.notices.clear()
+                last_len, last_sent = -1, b""
+            if task.done():
+                break
+            text = answer.text()
+            if len(text) != last_len:
+                last_len = len(text)
+                snapshot = partial_snapshot(text, pinned)
+                if snapshot is not None and snapshot != last_sent:
+                    last_sent = snapshot
+                    partials += 1
+                    yield sse("partial", snapshot)
+        try:
+            result: StreamResult = task.result()
+            fragment = finalize(answer.text(), result, pinned)
+        except LLMError as exc:
+            bound.warning(
+                "chat_failed",
+                error=exc.code,
+                detail=exc.detail,
+                status=exc.status,
+                upstream=(exc.upstream or "")[:500],
+                seconds=round(time.monotonic() - began, 3),
+            )
+            yield sse_json("error", {"error": exc.code, "detail": exc.detail})
+            return
+        except Exception:
+            bound.exception("chat_crashed")
+            yield sse_json("error", {"error": "internal", "detail": _INTERNAL})
+            return
+        yield sse("fragment", _FRAGMENT.dump_json(fragment))
+        usage = result.usage
+        yield sse_json(
+            "usage",
+            {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "cost_usd": result.cost_usd,
+            },
+        )
+        fragment_id = uuid.uuid4().hex
+        yield sse_json(
+            "done", {"conversation_id": conversation_id, "fragment_id": fragment_id, "saved": False}
+        )
+        bound.info(
+            "chat_answered",
+            fragment_id=fragment_id,
+            template=fragment.template,
+            partials=partials,
+            chars=len(answer.text()),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            usage_reported=usage.reported,
+            seconds=round(time.monotonic() - began, 3),
+        )
+    finally:
+        if not task.done():
+            # The client went away (or the server is stopping): close the provider call now so
+            # the provider stops generating, and do not leave the task to die on its own.
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait((task,), timeout=5)
+            bound.info("chat_cancelled", seconds=round(time.monotonic() - began, 3))
+        elif not task.cancelled():
+            task.exception()  # retrieved, so an unread failure is never reported as lost

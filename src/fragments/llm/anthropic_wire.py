@@ -1,0 +1,255 @@
+"""Anthropic messages API: a forced `fragment` tool whose input streams as `input_json_delta`.
+
+`AnthropicProvider` (pydantic-ai) wraps the SDK client we configure (pooled HTTP client, no SDK
+retries); its model profile supplies the schema transformer and the model's output limit. The
+tool is marked `eager_input_streaming` so Claude streams the input as it writes it instead of
+one whole value at a time (otherwise `code` would arrive in one piece at the end), and the system
+prompt and tool carry `cache_control` so repeated prompts are read from Anthropic's cache.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic import AsyncAnthropic
+from pydantic_ai.providers.anthropic import AnthropicProvider
+
+from fragments.llm.errors import LLMError, status_error
+from fragments.llm.providers import Endpoint, OutputMode
+from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Turn, Usage
+from fragments.llm.wire import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    fragment_schema,
+    json_instructions,
+    loads,
+    upstream_message,
+)
+
+# Enough for a large multi-file answer; models with a known lower limit get theirs.
+DEFAULT_MAX_TOKENS = 16_384
+UNKNOWN_MODEL_MAX_TOKENS = 8_192
+_CACHE = {"type": "ephemeral"}
+_ERROR_STATUS = {
+    "authentication_error": 401,
+    "permission_error": 403,
+    "rate_limit_error": 429,
+    "overloaded_error": 529,
+    "api_error": 500,
+    "invalid_request_error": 400,
+    "request_too_large": 413,
+    "not_found_error": 404,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _model_facts(model_id: str) -> tuple[dict[str, Any], int]:
+    profile = AnthropicProvider.model_profile(model_id) or {}
+    schema = fragment_schema()
+    transformer = profile.get("json_schema_transformer")
+    if transformer is not None:
+        schema = transformer(schema, strict=None).walk()
+    limit = profile.get("anthropic_max_output_tokens")
+    if isinstance(limit, int) and limit > 0:
+        max_tokens = min(limit, DEFAULT_MAX_TOKENS)
+    elif model_id.startswith("claude-") and "-4" in model_id:
+        max_tokens = DEFAULT_MAX_TOKENS
+    else:
+        max_tokens = UNKNOWN_MODEL_MAX_TOKENS
+    return schema, max_tokens
+
+
+def _messages(turns: tuple[Turn, ...]) -> list[dict[str, Any]]:
+    """Anthropic wants non-empty blocks, a user turn first, and roles that alternate."""
+    out: list[dict[str, Any]] = []
+    for turn in turns:
+        blocks: list[dict[str, Any]] = []
+        for part in turn.parts:
+            if isinstance(part, ImageInput):
+                source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+                blocks.append({"type": "image", "source": source})
+            elif part.strip():
+                blocks.append({"type": "text", "text": part})
+        if not blocks or (not out and turn.role == "assistant"):
+            continue
+        if out and out[-1]["role"] == turn.role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": turn.role, "content": blocks})
+    return out
+
+
+class AnthropicWire:
+    def __init__(self, http: httpx2.AsyncClient) -> None:
+        self._http = http
+        self._clients: dict[tuple[str, str], AnthropicProvider] = {}
+
+    def _provider(self, endpoint: Endpoint) -> AnthropicProvider:
+        key = (endpoint.base_url, endpoint.api_key)
+        provider = self._clients.get(key) if not endpoint.user_url else None
+        if provider is None:
+            client = AsyncAnthropic(
+                api_key=endpoint.api_key,
+                base_url=endpoint.base_url,
+                http_client=self._http,
+                max_retries=0,
+            )
+            provider = AnthropicProvider(anthropic_client=client)
+            if not endpoint.user_url:
+                self._clients[key] = provider
+        return provider
+
+    def body(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> dict[str, Any]:
+        schema, max_tokens = _model_facts(call.model_id)
+        system = call.system if mode == "tool" else call.system + json_instructions(schema)
+        body: dict[str, Any] = {
+            "model": call.model_id,
+            "max_tokens": call.sampling.max_tokens or max_tokens,
+            "system": [{"type": "text", "text": system, "cache_control": _CACHE}],
+            "messages": _messages(call.turns),
+            "stream": True,
+        }
+        if mode == "tool":
+            body["tools"] = [
+                {
+                    "name": TOOL_NAME,
+                    "description": TOOL_DESCRIPTION,
+                    "input_schema": schema,
+                    "eager_input_streaming": True,
+                    "cache_control": _CACHE,
+                }
+            ]
+            body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        s = call.sampling
+        if s.temperature is not None:
+            # Anthropic's range is 0..1; the request schema allows OpenAI's 0..2.
+            body["temperature"] = min(s.temperature, 1.0)
+        if s.top_p is not None:
+            body["top_p"] = s.top_p
+        if s.top_k is not None:
+            body["top_k"] = s.top_k
+        return body
+
+    @asynccontextmanager
+    async def open(
+        self, call: ModelCall, endpoint: Endpoint, mode: OutputMode
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        client = self._provider(endpoint).client
+        body = self.body(call, endpoint, mode)
+        create: Any = client.messages.with_streaming_response.create
+        try:
+            async with create(**body) as response:
+                yield response.http_response.aiter_bytes()
+        except anthropic.APIStatusError as exc:
+            raise status_error(
+                endpoint.provider_name, exc.status_code, upstream_message(exc.body)
+            ) from None
+        except anthropic.APITimeoutError:
+            raise LLMError(
+                "provider_timeout",
+                f"{endpoint.provider_name} did not answer in time.",
+                retryable=True,
+            ) from None
+        except anthropic.APIConnectionError as exc:
+            raise LLMError(
+                "provider_unavailable",
+                f"Could not reach {endpoint.provider_name} at {endpoint.base_url}.",
+                upstream=repr(exc.__cause__ or exc),
+                retryable=True,
+            ) from None
+
+    def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> AnthropicParser:
+        return AnthropicParser(mode, sink, endpoint.provider_name)
+
+
+class AnthropicParser:
+    __slots__ = (
+        "_aside",
+        "_block",
+        "_delta",
+        "_provider",
+        "_tool",
+        "_usage",
+        "chars",
+        "complete",
+        "content_seen",
+        "stop_reason",
+    )
+
+    def __init__(self, mode: OutputMode, sink: AnswerSink, provider: str) -> None:
+        self._tool = mode == "tool"
+        self._delta = sink.delta
+        self._provider = provider
+        self._aside: list[str] = []
+        # Index of the content block that carries the answer (the first tool_use block).
+        self._block: int | None = None
+        self._usage: dict[str, int] = {}
+        self.chars = 0
+        self.content_seen = False
+        self.complete = False
+        self.stop_reason: str | None = None
+
+    def feed(self, payload: bytes) -> None:
+        obj = loads(payload)
+        kind = obj.get("type")
+        if kind == "content_block_delta":
+            delta = obj["delta"]
+            dtype = delta.get("type")
+            if dtype == "input_json_delta":
+                if obj.get("index") == self._block:
+                    text = delta.get("partial_json")
+                    if text:
+                        self._emit(text)
+            elif dtype == "text_delta":
+                text = delta.get("text")
+                if text:
+                    if self._tool:
+                        self._aside.append(text)
+                    else:
+                        self._emit(text)
+        elif kind == "content_block_start":
+            block = obj.get("content_block") or {}
+            if self._block is None and block.get("type") == "tool_use":
+                self._block = obj.get("index")
+        elif kind == "message_start":
+            usage = (obj.get("message") or {}).get("usage") or {}
+            self._usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+        elif kind == "message_delta":
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if reason:
+                self.stop_reason = reason
+            usage = obj.get("usage") or {}
+            self._usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+        elif kind == "message_stop":
+            self.complete = True
+        elif kind == "error":
+            error = obj.get("error") or {}
+            status = _ERROR_STATUS.get(str(error.get("type")), 502)
+            raise status_error(self._provider, status, upstream_message(obj))
+
+    def _emit(self, text: str) -> None:
+        self.chars += len(text)
+        self.content_seen = True
+        self._delta(text)
+
+    def finish(self) -> None:
+        if self._tool and not self.content_seen and self._aside:
+            self._emit("".join(self._aside))
+
+    def usage(self) -> Usage | None:
+        u = self._usage
+        if not u:
+            return None
+        read = u.get("cache_read_input_tokens", 0)
+        write = u.get("cache_creation_input_tokens", 0)
+        return Usage(
+            input_tokens=u.get("input_tokens", 0) + read + write,
+            output_tokens=u.get("output_tokens", 0),
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+        )

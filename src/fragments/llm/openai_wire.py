@@ -1,0 +1,267 @@
+"""OpenAI chat completions, for OpenAI and every OpenAI-compatible provider.
+
+pydantic-ai builds and configures the client (`OpenAIProvider` around an `AsyncOpenAI` with our
+pooled HTTP client and no SDK retries) and supplies each model's JSON-schema transformer. The
+stream itself is read raw through the SDK's `with_streaming_response`: the SDK's own chunk
+objects (and pydantic-ai's agent events) cost far more per chunk than one `json.loads`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+from pydantic_ai.profiles import ModelProfile
+from pydantic_ai.profiles.grok import grok_model_profile
+from pydantic_ai.profiles.groq import groq_model_profile
+from pydantic_ai.profiles.mistral import mistral_model_profile
+from pydantic_ai.providers.deepseek import DeepSeekProvider
+from pydantic_ai.providers.fireworks import FireworksProvider
+from pydantic_ai.providers.ollama import OllamaProvider
+from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.providers.together import TogetherProvider
+
+from fragments.config import ProviderId
+from fragments.llm.errors import LLMError, status_error
+from fragments.llm.providers import Endpoint, OutputMode
+from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
+from fragments.llm.wire import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    fragment_schema,
+    json_instructions,
+    loads,
+    upstream_message,
+)
+
+_PROFILES: dict[ProviderId, Callable[[str], ModelProfile | None]] = {
+    "openai": OpenAIProvider.model_profile,
+    "mistral": mistral_model_profile,
+    "groq": groq_model_profile,
+    "fireworks": FireworksProvider.model_profile,
+    "togetherai": TogetherProvider.model_profile,
+    "xai": grok_model_profile,
+    "deepseek": DeepSeekProvider.model_profile,
+    "ollama": OllamaProvider.model_profile,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _schema(provider_id: ProviderId, model_id: str) -> dict[str, Any]:
+    profile_of = _PROFILES.get(provider_id, OpenAIProvider.model_profile)
+    profile = profile_of(model_id) or {}
+    transformer = profile.get("json_schema_transformer")
+    schema = fragment_schema()
+    if transformer is not None:
+        schema = transformer(schema, strict=None).walk()
+    return schema
+
+
+class OpenAIWire:
+    def __init__(self, http: httpx2.AsyncClient) -> None:
+        self._http = http
+        # Clients for the platform's own endpoints are reused; a caller's key gets a fresh one
+        # per request (cheap, and no user key outlives its request).
+        self._clients: dict[tuple[str, str], OpenAIProvider] = {}
+
+    def _provider(self, endpoint: Endpoint) -> OpenAIProvider:
+        key = (endpoint.base_url, endpoint.api_key)
+        provider = self._clients.get(key) if not endpoint.user_url else None
+        if provider is None:
+            client = AsyncOpenAI(
+                base_url=endpoint.base_url,
+                api_key=endpoint.api_key,
+                http_client=self._http,
+                # Retries are ours (before the first token only), so failover can own them later.
+                max_retries=0,
+            )
+            provider = OpenAIProvider(openai_client=client)
+            if not endpoint.user_url:
+                self._clients[key] = provider
+        return provider
+
+    def body(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> dict[str, Any]:
+        schema = _schema(endpoint.provider_id, call.model_id)
+        system = call.system if mode == "tool" else call.system + json_instructions(schema)
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+        for turn in call.turns:
+            if turn.role == "assistant" or all(isinstance(p, str) for p in turn.parts):
+                text = "\n\n".join(p for p in turn.parts if isinstance(p, str))
+                messages.append({"role": turn.role, "content": text})
+            else:
+                content: list[dict[str, Any]] = []
+                for part in turn.parts:
+                    if isinstance(part, ImageInput):
+                        url = f"data:{part.media_type};base64,{part.data}"
+                        content.append({"type": "image_url", "image_url": {"url": url}})
+                    else:
+                        content.append({"type": "text", "text": part})
+                messages.append({"role": "user", "content": content})
+        body: dict[str, Any] = {
+            "model": call.model_id,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if mode == "tool":
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": TOOL_NAME,
+                        "description": TOOL_DESCRIPTION,
+                        "parameters": schema,
+                    },
+                }
+            ]
+            # The named form is the one every compatible provider documents.
+            body["tool_choice"] = {"type": "function", "function": {"name": TOOL_NAME}}
+        else:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": TOOL_NAME, "schema": schema},
+            }
+        s = call.sampling
+        official = endpoint.provider_id == "openai" and not endpoint.user_url
+        extra: dict[str, Any] = {}
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        if s.top_p is not None:
+            body["top_p"] = s.top_p
+        if s.max_tokens is not None:
+            # OpenAI's own API wants the newer name (reasoning models refuse max_tokens).
+            body["max_completion_tokens" if official else "max_tokens"] = s.max_tokens
+        if s.frequency_penalty is not None:
+            body["frequency_penalty"] = s.frequency_penalty
+        if s.presence_penalty is not None:
+            body["presence_penalty"] = s.presence_penalty
+        if s.top_k is not None and not official:
+            extra["top_k"] = s.top_k
+        if extra:
+            body["extra_body"] = extra
+        return body
+
+    @asynccontextmanager
+    async def open(
+        self, call: ModelCall, endpoint: Endpoint, mode: OutputMode
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        client = self._provider(endpoint).client
+        body = self.body(call, endpoint, mode)
+        create: Any = client.chat.completions.with_streaming_response.create
+        try:
+            async with create(**body) as response:
+                yield response.http_response.aiter_bytes()
+        except openai.APIStatusError as exc:
+            raise status_error(
+                endpoint.provider_name, exc.status_code, upstream_message(exc.body)
+            ) from None
+        except openai.APITimeoutError:
+            raise LLMError(
+                "provider_timeout",
+                f"{endpoint.provider_name} did not answer in time.",
+                retryable=True,
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise LLMError(
+                "provider_unavailable",
+                f"Could not reach {endpoint.provider_name} at {endpoint.base_url}.",
+                upstream=repr(exc.__cause__ or exc),
+                retryable=True,
+            ) from None
+
+    def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> OpenAIParser:
+        return OpenAIParser(mode, sink, endpoint.provider_name)
+
+
+class OpenAIParser:
+    __slots__ = (
+        "_aside",
+        "_delta",
+        "_provider",
+        "_tool",
+        "_usage",
+        "chars",
+        "complete",
+        "content_seen",
+        "stop_reason",
+    )
+
+    def __init__(self, mode: OutputMode, sink: AnswerSink, provider: str) -> None:
+        self._tool = mode == "tool"
+        self._delta = sink.delta
+        self._provider = provider
+        # Content a model wrote instead of calling the tool; used only if no call came.
+        self._aside: list[str] = []
+        self._usage: dict[str, Any] | None = None
+        self.chars = 0
+        self.content_seen = False
+        self.complete = False
+        self.stop_reason: str | None = None
+
+    def feed(self, payload: bytes) -> None:
+        if payload.startswith(b"[DONE]"):
+            self.complete = True
+            return
+        obj = loads(payload)
+        choices = obj.get("choices")
+        if choices:
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta:
+                if self._tool:
+                    calls = delta.get("tool_calls")
+                    if calls:
+                        call = calls[0]
+                        fn = call.get("function")
+                        if fn and call.get("index", 0) == 0:
+                            args = fn.get("arguments")
+                            if args:
+                                self._emit(args)
+                    content = delta.get("content")
+                    if content:
+                        self._aside.append(content)
+                else:
+                    content = delta.get("content")
+                    if content:
+                        self._emit(content)
+            reason = choice.get("finish_reason")
+            if reason:
+                self.stop_reason = reason
+        usage = obj.get("usage")
+        if usage:
+            self._usage = usage
+        elif obj.get("error"):
+            error = obj["error"]
+            status = error.get("code") if isinstance(error, dict) else None
+            raise status_error(
+                self._provider,
+                status if isinstance(status, int) and status >= 400 else 502,
+                upstream_message(obj),
+            )
+
+    def _emit(self, text: str) -> None:
+        self.chars += len(text)
+        self.content_seen = True
+        self._delta(text)
+
+    def finish(self) -> None:
+        if self._tool and not self.content_seen and self._aside:
+            self._emit("".join(self._aside))
+        if self.stop_reason is not None:
+            self.complete = True
+
+    def usage(self) -> Usage | None:
+        u = self._usage
+        if not u:
+            return None
+        details = u.get("prompt_tokens_details") or {}
+        return Usage(
+            input_tokens=int(u.get("prompt_tokens") or 0),
+            output_tokens=int(u.get("completion_tokens") or 0),
+            cache_read_tokens=int(details.get("cached_tokens") or 0),
+        )

@@ -1,0 +1,219 @@
+"""The direct model streamer: one provider, its wire protocol, timeouts and early retries.
+
+Failover chains, circuit breakers and a response cache arrive later as `ModelStreamer`s that wrap
+this one; the chat endpoint never changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import random
+import time
+from collections.abc import Callable
+
+import httpx2
+import structlog
+
+from fragments.config import Settings
+from fragments.llm.errors import LLMError
+from fragments.llm.pricing import cost_usd
+from fragments.llm.providers import Endpoint, OutputMode, WireProtocol, resolve_endpoint
+from fragments.llm.sse import SSEDecoder
+from fragments.llm.types import AnswerSink, ModelCall, StreamResult, Usage
+from fragments.llm.wire import Parser, Wire, estimate_input_tokens
+
+log = structlog.get_logger(__name__)
+
+# Each SDK takes seconds to import; a protocol is loaded the first time it is used.
+_WIRES: dict[WireProtocol, tuple[str, str]] = {
+    "openai": ("fragments.llm.openai_wire", "OpenAIWire"),
+    "anthropic": ("fragments.llm.anthropic_wire", "AnthropicWire"),
+    "google": ("fragments.llm.gemini_wire", "GeminiWire"),
+}
+_TRUNCATED = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+
+
+def create_http_client(settings: Settings) -> httpx2.AsyncClient:
+    """The pooled client every provider call shares (the SDKs speak httpx2)."""
+    # Our own deadlines (first token, idle) are the real limits; these only bound the socket.
+    read = max(settings.first_event_timeout_seconds, settings.stream_idle_timeout_seconds) + 30
+    return httpx2.AsyncClient(
+        limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=400),
+        timeout=httpx2.Timeout(connect=10.0, read=read, write=30.0, pool=10.0),
+    )
+
+
+class DirectStreamer:
+    """Streams an answer from the model a call names. Retries only before the first token."""
+
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self._own_http = http is None
+        self.http = http or create_http_client(settings)
+        self._wires: dict[WireProtocol, Wire] = {}
+
+    def wire(self, protocol: WireProtocol) -> Wire:
+        wire = self._wires.get(protocol)
+        if wire is None:
+            module, name = _WIRES[protocol]
+            wire = getattr(importlib.import_module(module), name)(self.http)
+            self._wires[protocol] = wire
+        return wire
+
+    def warm_up(self) -> None:
+        """Import every protocol now rather than on its first request."""
+        for protocol in _WIRES:
+            self.wire(protocol)
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    async def stream(self, call: ModelCall, sink: AnswerSink) -> StreamResult:
+        endpoint = resolve_endpoint(self.settings, call.provider_id, call.api_key, call.base_url)
+        wire = self.wire(endpoint.protocol)
+        mode = endpoint.mode
+        retries = self.settings.provider_retries
+        announced = False
+
+        def announce() -> None:
+            nonlocal announced
+            if not announced:
+                announced = True
+                sink.started(endpoint.provider_id, call.model_id, False)
+
+        while True:
+            try:
+                return await self._attempt(wire, call, endpoint, mode, sink, announce)
+            except LLMError as exc:
+                log.warning(
+                    "llm_attempt_failed",
+                    provider=endpoint.provider_id,
+                    model=call.model_id,
+                    base_url=endpoint.base_url,
+                    error=exc.code,
+                    status=exc.status,
+                    upstream=(exc.upstream or "")[:500],
+                    after_content=exc.after_content,
+                )
+                if exc.after_content:
+                    # pydantic-ai does not fail over once tokens have streamed either; a later
+                    # failover wrapper restarts on another model and sends `reset`.
+                    raise
+                if (
+                    mode == "tool"
+                    and endpoint.protocol == "openai"
+                    and exc.status in (400, 404, 422)
+                    and "tool" in (exc.upstream or "").lower()
+                ):
+                    # A compatible server without function calling: ask for JSON content.
+                    mode = "json"
+                    continue
+                if exc.retryable and retries > 0:
+                    retries -= 1
+                    await asyncio.sleep(0.2 + random.random() * 0.3)
+                    continue
+                raise
+
+    async def _attempt(
+        self,
+        wire: Wire,
+        call: ModelCall,
+        endpoint: Endpoint,
+        mode: OutputMode,
+        sink: AnswerSink,
+        announce: Callable[[], None],
+    ) -> StreamResult:
+        parser = wire.parser(endpoint, mode, sink)
+        try:
+            await self._read(wire, parser, call, endpoint, mode, announce)
+        except LLMError as exc:
+            exc.after_content = parser.content_seen
+            raise
+        if not parser.complete:
+            raise LLMError(
+                "provider_unavailable",
+                f"{endpoint.provider_name} ended the stream before the answer was complete.",
+            )
+        usage = parser.usage()
+        if usage is None:
+            usage = Usage(
+                input_tokens=estimate_input_tokens(call),
+                output_tokens=parser.chars // 4,
+                reported=False,
+            )
+        return StreamResult(
+            provider=endpoint.provider_id,
+            model=call.model_id,
+            usage=usage,
+            stop_reason=parser.stop_reason,
+            truncated=parser.stop_reason in _TRUNCATED,
+            cost_usd=0.0 if endpoint.user_url else cost_usd(call.model_id, usage),
+        )
+
+    async def _read(
+        self,
+        wire: Wire,
+        parser: Parser,
+        call: ModelCall,
+        endpoint: Endpoint,
+        mode: OutputMode,
+        announce: Callable[[], None],
+    ) -> None:
+        """The hot loop: bytes -> SSE payloads -> parser -> sink, under two deadlines."""
+        settings = self.settings
+        idle = settings.stream_idle_timeout_seconds
+        loop = asyncio.get_running_loop()
+        feed = parser.feed
+        decoder = SSEDecoder()
+        began = time.monotonic()
+        name = endpoint.provider_name
+        try:
+            async with asyncio.timeout(settings.first_event_timeout_seconds) as deadline:
+                async with wire.open(call, endpoint, mode) as body:
+                    announce()
+                    refresh_at = 0.0
+                    async for chunk in body:
+                        for payload in decoder.feed(chunk):
+                            feed(payload)
+                        if parser.content_seen:
+                            # Re-arming the timer per chunk would cost more than the chunk:
+                            # move the deadline at most four times per idle period.
+                            now = loop.time()
+                            if now >= refresh_at:
+                                deadline.reschedule(now + idle)
+                                refresh_at = now + idle / 4
+                    for payload in decoder.flush():
+                        feed(payload)
+                    parser.finish()
+        except TimeoutError:
+            if parser.content_seen:
+                raise LLMError(
+                    "provider_timeout",
+                    f"{name} stopped sending for {idle:g} seconds in the middle of the answer.",
+                ) from None
+            waited = time.monotonic() - began
+            raise LLMError(
+                "provider_timeout",
+                f"{name} did not start answering within {waited:.0f} seconds.",
+            ) from None
+        except httpx2.TimeoutException as exc:
+            raise LLMError(
+                "provider_timeout", f"{name} did not answer in time.", upstream=repr(exc)
+            ) from None
+        except httpx2.TransportError as exc:
+            raise LLMError(
+                "provider_unavailable",
+                f"The connection to {name} broke off in the middle of the answer."
+                if parser.content_seen
+                else f"Could not reach {name} at {endpoint.base_url}.",
+                upstream=repr(exc),
+                retryable=not parser.content_seen,
+            ) from None
+        except ValueError as exc:  # a payload that is not JSON
+            raise LLMError(
+                "provider_unavailable",
+                f"{name} sent a stream this app cannot read.",
+                upstream=repr(exc)[:500],
+            ) from None

@@ -1,0 +1,108 @@
+"""What the chat layer hands the model layer, and what comes back.
+
+Kept free of SDK imports: the chat endpoint, tests and future wrappers (failover, cache, routing)
+depend on these types only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from fragments.config import ProviderId
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """An image sent to a multimodal model, base64 without the `data:` prefix."""
+
+    media_type: str
+    data: str
+
+
+Part = str | ImageInput
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of the conversation in provider-neutral form (text and images, in order)."""
+
+    role: Role
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """One answer to produce: which model, the prompt, and the caller's connection overrides."""
+
+    provider_id: ProviderId
+    model_id: str
+    system: str
+    turns: tuple[Turn, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+    # From the request's config: a user base URL means the platform's keys are never used.
+    api_key: str | None = None
+    base_url: str | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one answer; `input_tokens` includes cache reads and writes."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    # False when the provider reported nothing and the counts are estimates (characters / 4).
+    reported: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    provider: str
+    model: str
+    usage: Usage
+    # The provider's stop reason as it said it ("stop", "tool_use", "length", "MAX_TOKENS", ...).
+    stop_reason: str | None
+    # True when the answer was cut by the output token limit.
+    truncated: bool = False
+    cost_usd: float = 0.0
+
+
+class AnswerSink(Protocol):
+    """Receives an answer as it streams. Methods are called from the streaming task and must
+    not block: `delta` runs once per provider chunk, so it should only append."""
+
+    def started(self, provider: str, model: str, fallback: bool) -> None:
+        """A model accepted the request and is about to answer."""
+
+    def delta(self, text: str) -> None:
+        """The next piece of the answer's JSON text."""
+
+    def reset(self, reason: str) -> None:
+        """Drop everything received so far: another attempt restarts the answer."""
+
+
+class ModelStreamer(Protocol):
+    """The seam between the chat endpoint and models. Failover chains, circuit breakers,
+    a response cache and routing wrap this interface without touching the endpoint."""
+
+    async def stream(self, call: ModelCall, sink: AnswerSink) -> StreamResult:
+        """Stream one answer into `sink`; raise `LLMError` when it cannot be produced."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

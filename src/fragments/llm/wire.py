@@ -1,0 +1,113 @@
+"""What every provider protocol implements, and helpers they share.
+
+A wire opens one streamed request and hands back the raw response bytes; its parser turns each
+SSE `data` payload into answer text (straight into the sink) and remembers usage and the stop
+reason. Per chunk that is one `json.loads` and one `sink.delta` call: everything else (partial
+validation, SSE out) happens on the chat layer's timer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from fragments.llm.providers import Endpoint, OutputMode
+from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
+from fragments.schemas import Fragment
+
+TOOL_NAME = "fragment"
+TOOL_DESCRIPTION = (
+    "Write the fragment: the app or notebook cell that answers the user, with its metadata and "
+    "its complete code."
+)
+
+loads: Callable[[bytes], Any] = json.loads
+
+
+class Parser(Protocol):
+    # True once the first piece of the answer went to the sink (switches the first-token
+    # timeout to the idle timeout).
+    content_seen: bool
+    # Characters of answer text so far, for estimating output tokens.
+    chars: int
+    stop_reason: str | None
+    # The provider said the answer is complete ([DONE], message_stop, a finish reason).
+    complete: bool
+
+    def feed(self, payload: bytes) -> None:
+        """Handle one SSE data payload; raise `LLMError` for an error the stream reports."""
+
+    def finish(self) -> None:
+        """The stream ended: hand over anything held back (e.g. text beside a missing tool call)."""
+
+    def usage(self) -> Usage | None:
+        """Usage as the provider reported it, or None."""
+
+
+class Wire(Protocol):
+    def open(
+        self, call: ModelCall, endpoint: Endpoint, mode: OutputMode
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Send the request; yields the response body once the provider said 200."""
+
+    def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> Parser:
+        """A parser for one response of this protocol."""
+
+
+def fragment_schema() -> dict[str, Any]:
+    """The Fragment JSON schema, a fresh copy (transformers edit in place)."""
+    schema: dict[str, Any] = json.loads(_schema_text())
+    return schema
+
+
+@functools.cache
+def _schema_text() -> str:
+    return json.dumps(Fragment.model_json_schema())
+
+
+def json_instructions(schema: dict[str, Any]) -> str:
+    """Appended to the system prompt when the answer comes as message content."""
+    return (
+        "\n\nAnswer with one JSON object and nothing else (no prose, no code fences). It must "
+        "match this JSON schema, with the keys in this order:\n" + json.dumps(schema)
+    )
+
+
+def estimate_input_tokens(call: ModelCall, extra_chars: int = 0) -> int:
+    """Characters / 4 of the prompt, plus a flat guess per image."""
+    chars = len(call.system) + extra_chars
+    images = 0
+    for turn in call.turns:
+        for part in turn.parts:
+            if isinstance(part, ImageInput):
+                images += 1
+            else:
+                chars += len(part)
+    return chars // 4 + images * 800
+
+
+def upstream_message(body: object) -> str | None:
+    """The provider's own error sentence from an error body of any of the three protocols."""
+    if isinstance(body, (bytes, str)):
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return text.strip()[:500] or None
+    if isinstance(body, list) and body:
+        body = body[0]
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            message = error.get("message")
+            if isinstance(message, str):
+                return message
+        if isinstance(error, str):
+            return error
+        message = body.get("message") or body.get("detail")
+        if isinstance(message, str):
+            return message
+    return None
