@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
@@ -19,6 +20,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
     args = parser.parse_args()
     from bench import chat_stream
+    from fragments.observability import configure_logging
+
+    configure_logging(logging.WARNING)  # the figures, not the sandboxes' info logs
 
     if "overhead" in args.parts:
         chat_stream.overhead()
