@@ -29,7 +29,8 @@ async def _timed(svc: LocalSandboxService, code: str, owner: str | None) -> floa
     start = time.perf_counter()
     result = await svc.execute(fragment, owner=owner)
     elapsed = time.perf_counter() - start
-    assert isinstance(result, InterpreterResult) and result.error is None, result
+    if not isinstance(result, InterpreterResult) or result.error is not None:
+        raise RuntimeError(f"the bench cell failed: {result}")
     return elapsed
 
 
