@@ -101,7 +101,7 @@ class AnthropicEncoder(Encoder):
                 {
                     "type": "message_delta",
                     "delta": {
-                        "stop_reason": "tool_use" if tool else "end_turn",
+                        "stop_reason": reply.finish_reason or ("tool_use" if tool else "end_turn"),
                         "stop_sequence": None,
                     },
                     "usage": {"output_tokens": out_tokens if reply.usage else 0},

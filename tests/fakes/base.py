@@ -37,6 +37,8 @@ class FragmentReply:
     - `cut_after=N`: end the response cleanly after N content events, without the closing
       events (no finish reason, no usage, no `[DONE]` / `message_stop`).
     - `usage=False`: report no token usage. Token counts default to characters / 4.
+    - `finish_reason`: the stop reason to report instead of the normal one (e.g. "length",
+      "max_tokens", "MAX_TOKENS" for an answer cut by the token limit).
     """
 
     fragment: Mapping[str, Any] | str = field(default_factory=lambda: dict(SAMPLE_FRAGMENT))
@@ -51,6 +53,7 @@ class FragmentReply:
     output_tokens: int | None = None
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    finish_reason: str | None = None
     _chunks: dict[Any, list[bytes]] = field(default_factory=dict, init=False, repr=False)
 
     @property

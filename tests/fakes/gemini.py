@@ -50,13 +50,15 @@ class GeminiEncoder(Encoder):
         return []
 
     @staticmethod
-    def _event(ex: Exchange, text: str | None, usage: dict[str, int]) -> bytes:
+    def _event(
+        ex: Exchange, text: str | None, usage: dict[str, int], finish: str = "STOP"
+    ) -> bytes:
         candidate: dict[str, Any] = {"index": 0}
         if text is not None:
             candidate["content"] = {"parts": [{"text": text}], "role": "model"}
         else:
             candidate["content"] = {"parts": [{"text": ""}], "role": "model"}
-            candidate["finishReason"] = "STOP"
+            candidate["finishReason"] = finish
         return sse(
             {
                 "candidates": [candidate],
@@ -85,7 +87,7 @@ class GeminiEncoder(Encoder):
             }
             if reply.cache_read_tokens:
                 usage["cachedContentTokenCount"] = reply.cache_read_tokens
-        return [self._event(ex, None, usage)]
+        return [self._event(ex, None, usage, reply.finish_reason or "STOP")]
 
     def error_body(self, reply: ErrorReply) -> bytes:
         if isinstance(reply.body, str):

@@ -93,7 +93,7 @@ class OpenAIEncoder(Encoder):
 
     def tail(self, reply: FragmentReply, ex: Exchange, tool: bool) -> list[bytes]:
         usage = self._include_usage(ex)
-        finish = "tool_calls" if tool else "stop"
+        finish = reply.finish_reason or ("tool_calls" if tool else "stop")
         choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
         out = [sse(self._chunk(ex, [choice], usage))]
         if usage and reply.usage:

@@ -8,13 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
 
 class ServerThread:
     """`with ServerThread(app) as server: server.url` — a real HTTP server on a free port.
+    Pass `lifespan="on"` to run the app's lifespan (the Fragments app needs it).
 
     The server owns its loop, so it serves sync tests, async tests (whose loop it never blocks)
     and processes that only know its URL. `on_stop` runs in the server's loop before shutdown,
@@ -28,8 +29,10 @@ class ServerThread:
         host: str = "127.0.0.1",
         port: int = 0,
         on_stop: Callable[[], None] | None = None,
+        lifespan: Literal["on", "off"] = "off",
     ) -> None:
         self.app = app
+        self._lifespan = lifespan
         self.host = host
         self.port = port
         self._on_stop = on_stop
@@ -54,7 +57,7 @@ class ServerThread:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
-            lifespan="off",
+            lifespan=self._lifespan,
             interface="asgi3",
             log_level="warning",
             access_log=False,

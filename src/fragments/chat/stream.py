@@ -138,7 +138,8 @@ async def chat_events(
                     yield notice
                 answer.notices.clear()
                 last_len, last_sent = -1, b""
-            if task.done():
+            done = task.done()
+            if done and (partials or task.exception() is not None):
                 break
             text = answer.text()
             if len(text) != last_len:
@@ -148,6 +149,10 @@ async def chat_events(
                     last_sent = snapshot
                     partials += 1
                     yield sse("partial", snapshot)
+            if done:
+                # An answer that arrived all at once still gets one partial, so clients see
+                # the same sequence whatever the provider's pace.
+                break
         try:
             result: StreamResult = task.result()
             fragment = finalize(answer.text(), result, pinned)

@@ -10,24 +10,24 @@ prompt and tool carry `cache_control` so repeated prompts are read from Anthropi
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import anthropic
 import httpx2
 from anthropic import AsyncAnthropic
 from pydantic_ai.providers.anthropic import AnthropicProvider
 
-from fragments.llm.errors import LLMError, status_error
+from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Turn, Usage
 from fragments.llm.wire import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
+    WireRequest,
+    dumps,
     fragment_schema,
     json_instructions,
     loads,
+    sdk_headers,
     upstream_message,
 )
 
@@ -135,33 +135,11 @@ class AnthropicWire:
             body["top_k"] = s.top_k
         return body
 
-    @asynccontextmanager
-    async def open(
-        self, call: ModelCall, endpoint: Endpoint, mode: OutputMode
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
+    def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
         client = self._provider(endpoint).client
-        body = self.body(call, endpoint, mode)
-        create: Any = client.messages.with_streaming_response.create
-        try:
-            async with create(**body) as response:
-                yield response.http_response.aiter_bytes()
-        except anthropic.APIStatusError as exc:
-            raise status_error(
-                endpoint.provider_name, exc.status_code, upstream_message(exc.body)
-            ) from None
-        except anthropic.APITimeoutError:
-            raise LLMError(
-                "provider_timeout",
-                f"{endpoint.provider_name} did not answer in time.",
-                retryable=True,
-            ) from None
-        except anthropic.APIConnectionError as exc:
-            raise LLMError(
-                "provider_unavailable",
-                f"Could not reach {endpoint.provider_name} at {endpoint.base_url}.",
-                upstream=repr(exc.__cause__ or exc),
-                retryable=True,
-            ) from None
+        url = str(client.base_url).rstrip("/") + "/v1/messages"
+        headers = sdk_headers(client.default_headers, client.auth_headers)
+        return WireRequest(url, headers, dumps(self.body(call, endpoint, mode)))
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> AnthropicParser:
         return AnthropicParser(mode, sink, endpoint.provider_name)

@@ -1,8 +1,8 @@
-"""Gemini `streamGenerateContent?alt=sse`, read raw over our pooled HTTP client.
+"""Gemini `streamGenerateContent?alt=sse`.
 
-Why not through the SDK: building a `GoogleProvider` (a google-genai `Client`) costs ~90 ms of
-CPU, three times this path's whole per-answer budget, and the SDK validates every chunk into
-pydantic objects. The request is small and stable, so it is built here; pydantic-ai still
+Why not pydantic-ai's `GoogleProvider`, as for the others: building one (a google-genai `Client`)
+costs ~90 ms of CPU, three times the whole per-answer budget, and the SDK validates every chunk
+into pydantic objects. The request is small and stable, so it is built here; pydantic-ai still
 supplies Gemini's JSON-schema transformer. The answer comes as JSON text constrained by
 `responseJsonSchema` (full JSON Schema, which keeps `$defs` and the key order, so `code` streams
 last; the older `responseSchema` takes only an OpenAPI subset).
@@ -11,18 +11,16 @@ last; the older `responseSchema` takes only an OpenAPI subset).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 from pydantic_ai.profiles.google import google_model_profile
 
-from fragments.llm.errors import LLMError, status_error
+from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
-from fragments.llm.wire import fragment_schema, loads, upstream_message
+from fragments.llm.wire import WireRequest, dumps, fragment_schema, loads, upstream_message
 
 
 @functools.lru_cache(maxsize=256)
@@ -47,7 +45,7 @@ def stream_url(base_url: str, model_id: str) -> str:
 
 class GeminiWire:
     def __init__(self, http: httpx2.AsyncClient) -> None:
-        self._http = http
+        pass  # requests are plain JSON over the streamer's transport
 
     def body(self, call: ModelCall) -> dict[str, Any]:
         contents: list[dict[str, Any]] = []
@@ -83,37 +81,15 @@ class GeminiWire:
             "generationConfig": config,
         }
 
-    @asynccontextmanager
-    async def open(
-        self, call: ModelCall, endpoint: Endpoint, mode: OutputMode
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
-        name = endpoint.provider_name
-        request = self._http.build_request(
-            "POST",
-            stream_url(endpoint.base_url, call.model_id),
-            json=self.body(call),
-            headers={"x-goog-api-key": endpoint.api_key},
+    def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "x-goog-api-key": endpoint.api_key,
+        }
+        return WireRequest(
+            stream_url(endpoint.base_url, call.model_id), headers, dumps(self.body(call))
         )
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx2.TimeoutException:
-            raise LLMError(
-                "provider_timeout", f"{name} did not answer in time.", retryable=True
-            ) from None
-        except httpx2.TransportError as exc:
-            raise LLMError(
-                "provider_unavailable",
-                f"Could not reach {name} at {endpoint.base_url}.",
-                upstream=repr(exc),
-                retryable=True,
-            ) from None
-        try:
-            if response.status_code != 200:
-                body = await response.aread()
-                raise status_error(name, response.status_code, upstream_message(body))
-            yield response.aiter_bytes()
-        finally:
-            await response.aclose()
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> GeminiParser:
         return GeminiParser(sink, endpoint.provider_name)

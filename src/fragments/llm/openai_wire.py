@@ -2,19 +2,18 @@
 
 pydantic-ai builds and configures the client (`OpenAIProvider` around an `AsyncOpenAI` with our
 pooled HTTP client and no SDK retries) and supplies each model's JSON-schema transformer. The
-stream itself is read raw through the SDK's `with_streaming_response`: the SDK's own chunk
-objects (and pydantic-ai's agent events) cost far more per chunk than one `json.loads`.
+client's base URL and headers make the request; the stream itself is read raw (see h1.py and
+streamer.py): the SDK's chunk objects and pydantic-ai's agent events cost far more per chunk than
+one `json.loads`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
-import openai
 from openai import AsyncOpenAI
 from pydantic_ai.profiles import ModelProfile
 from pydantic_ai.profiles.grok import grok_model_profile
@@ -27,15 +26,18 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.providers.together import TogetherProvider
 
 from fragments.config import ProviderId
-from fragments.llm.errors import LLMError, status_error
+from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.llm.wire import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
+    WireRequest,
+    dumps,
     fragment_schema,
     json_instructions,
     loads,
+    sdk_headers,
     upstream_message,
 )
 
@@ -128,7 +130,6 @@ class OpenAIWire:
             }
         s = call.sampling
         official = endpoint.provider_id == "openai" and not endpoint.user_url
-        extra: dict[str, Any] = {}
         if s.temperature is not None:
             body["temperature"] = s.temperature
         if s.top_p is not None:
@@ -141,38 +142,15 @@ class OpenAIWire:
         if s.presence_penalty is not None:
             body["presence_penalty"] = s.presence_penalty
         if s.top_k is not None and not official:
-            extra["top_k"] = s.top_k
-        if extra:
-            body["extra_body"] = extra
+            # Not in OpenAI's API; Together, Fireworks and local servers take it.
+            body["top_k"] = s.top_k
         return body
 
-    @asynccontextmanager
-    async def open(
-        self, call: ModelCall, endpoint: Endpoint, mode: OutputMode
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
+    def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
         client = self._provider(endpoint).client
-        body = self.body(call, endpoint, mode)
-        create: Any = client.chat.completions.with_streaming_response.create
-        try:
-            async with create(**body) as response:
-                yield response.http_response.aiter_bytes()
-        except openai.APIStatusError as exc:
-            raise status_error(
-                endpoint.provider_name, exc.status_code, upstream_message(exc.body)
-            ) from None
-        except openai.APITimeoutError:
-            raise LLMError(
-                "provider_timeout",
-                f"{endpoint.provider_name} did not answer in time.",
-                retryable=True,
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise LLMError(
-                "provider_unavailable",
-                f"Could not reach {endpoint.provider_name} at {endpoint.base_url}.",
-                upstream=repr(exc.__cause__ or exc),
-                retryable=True,
-            ) from None
+        url = str(client.base_url).rstrip("/") + "/chat/completions"
+        headers = sdk_headers(client.default_headers, client.auth_headers)
+        return WireRequest(url, headers, dumps(self.body(call, endpoint, mode)))
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> OpenAIParser:
         return OpenAIParser(mode, sink, endpoint.provider_name)

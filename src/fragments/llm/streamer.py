@@ -16,12 +16,13 @@ import httpx2
 import structlog
 
 from fragments.config import Settings
-from fragments.llm.errors import LLMError
+from fragments.llm.errors import LLMError, status_error
+from fragments.llm.h1 import H1Transport, HTTPError, Httpx2Transport, Transport, proxies_configured
 from fragments.llm.pricing import cost_usd
 from fragments.llm.providers import Endpoint, OutputMode, WireProtocol, resolve_endpoint
 from fragments.llm.sse import SSEDecoder
 from fragments.llm.types import AnswerSink, ModelCall, StreamResult, Usage
-from fragments.llm.wire import Parser, Wire, estimate_input_tokens
+from fragments.llm.wire import Parser, Wire, estimate_input_tokens, upstream_message
 
 log = structlog.get_logger(__name__)
 
@@ -47,10 +48,14 @@ def create_http_client(settings: Settings) -> httpx2.AsyncClient:
 class DirectStreamer:
     """Streams an answer from the model a call names. Retries only before the first token."""
 
-    def __init__(self, settings: Settings, http: httpx2.AsyncClient | None = None) -> None:
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
         self.settings = settings
-        self._own_http = http is None
-        self.http = http or create_http_client(settings)
+        # The SDK clients are built on this (they are used to configure requests, not send them);
+        # it also carries the requests when a proxy is configured.
+        self.http = create_http_client(settings)
+        if transport is None:
+            transport = Httpx2Transport(self.http) if proxies_configured() else H1Transport()
+        self.transport = transport
         self._wires: dict[WireProtocol, Wire] = {}
 
     def wire(self, protocol: WireProtocol) -> Wire:
@@ -67,8 +72,8 @@ class DirectStreamer:
             self.wire(protocol)
 
     async def aclose(self) -> None:
-        if self._own_http:
-            await self.http.aclose()
+        await self.transport.aclose()
+        await self.http.aclose()
 
     async def stream(self, call: ModelCall, sink: AnswerSink) -> StreamResult:
         endpoint = resolve_endpoint(self.settings, call.provider_id, call.api_key, call.base_url)
@@ -169,24 +174,30 @@ class DirectStreamer:
         decoder = SSEDecoder()
         began = time.monotonic()
         name = endpoint.provider_name
+        request = wire.request(call, endpoint, mode)
         try:
-            async with asyncio.timeout(settings.first_event_timeout_seconds) as deadline:
-                async with wire.open(call, endpoint, mode) as body:
-                    announce()
-                    refresh_at = 0.0
-                    async for chunk in body:
-                        for payload in decoder.feed(chunk):
-                            feed(payload)
-                        if parser.content_seen:
-                            # Re-arming the timer per chunk would cost more than the chunk:
-                            # move the deadline at most four times per idle period.
-                            now = loop.time()
-                            if now >= refresh_at:
-                                deadline.reschedule(now + idle)
-                                refresh_at = now + idle / 4
-                    for payload in decoder.flush():
+            async with (
+                asyncio.timeout(settings.first_event_timeout_seconds) as deadline,
+                self.transport.stream(request.url, request.headers, request.body) as response,
+            ):
+                if response.status != 200:
+                    raw = await response.read()
+                    raise status_error(name, response.status, upstream_message(raw))
+                announce()
+                refresh_at = 0.0
+                async for chunk in response.body:
+                    for payload in decoder.feed(chunk):
                         feed(payload)
-                    parser.finish()
+                    if parser.content_seen:
+                        # Re-arming the timer per chunk would cost more than the chunk:
+                        # move the deadline at most four times per idle period.
+                        now = loop.time()
+                        if now >= refresh_at:
+                            deadline.reschedule(now + idle)
+                            refresh_at = now + idle / 4
+                for payload in decoder.flush():
+                    feed(payload)
+                parser.finish()
         except TimeoutError:
             if parser.content_seen:
                 raise LLMError(
@@ -198,11 +209,7 @@ class DirectStreamer:
                 "provider_timeout",
                 f"{name} did not start answering within {waited:.0f} seconds.",
             ) from None
-        except httpx2.TimeoutException as exc:
-            raise LLMError(
-                "provider_timeout", f"{name} did not answer in time.", upstream=repr(exc)
-            ) from None
-        except httpx2.TransportError as exc:
+        except (HTTPError, OSError) as exc:
             raise LLMError(
                 "provider_unavailable",
                 f"The connection to {name} broke off in the middle of the answer."

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fragments.llm.providers import Endpoint, OutputMode
@@ -47,11 +47,16 @@ class Parser(Protocol):
         """Usage as the provider reported it, or None."""
 
 
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
 class Wire(Protocol):
-    def open(
-        self, call: ModelCall, endpoint: Endpoint, mode: OutputMode
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Send the request; yields the response body once the provider said 200."""
+    def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
+        """The HTTP request that asks this provider for a streamed answer."""
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> Parser:
         """A parser for one response of this protocol."""
@@ -87,6 +92,18 @@ def estimate_input_tokens(call: ModelCall, extra_chars: int = 0) -> int:
             else:
                 chars += len(part)
     return chars // 4 + images * 800
+
+
+def sdk_headers(default: Mapping[str, object], auth: Mapping[str, str]) -> dict[str, str]:
+    """An SDK client's own headers (auth, API version, user agent), minus its omitted ones."""
+    headers = {k: v for k, v in default.items() if isinstance(v, str)}
+    headers.update(auth)
+    headers["Accept"] = "text/event-stream"
+    return headers
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def upstream_message(body: object) -> str | None:
