@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes import FakeOpenAI, FragmentReply
+from tests.fakes import ErrorReply, FakeOpenAI, FragmentReply
 
 pytestmark = pytest.mark.browser
 
@@ -259,6 +259,56 @@ def test_chat_streams_code_and_shows_the_chart(
 
         assert page.evaluate("window.__csp") == []
         assert problems == []
+    finally:
+        context.close()
+
+
+def test_settings_reach_the_provider_and_try_again_recovers(
+    browser: Any, app_url: str, fake_openai: FakeOpenAI
+) -> None:
+    """Sampling settings from the dialog reach the provider; a failed answer shows the server's
+    sentence in a banner, and "Try again" re-sends the same message."""
+    from playwright.sync_api import expect
+
+    fake_openai.reset()
+    quick = {**FRAGMENT, "commentary": "Second time lucky.", "code": 'print("retried")\n'}
+    fake_openai.script(ErrorReply(401, "Incorrect API key provided"), FragmentReply(quick))
+    openai_model = next(
+        m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
+    )
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(app_url)
+        page.wait_for_selector('[data-testid="model-select"] option', state="attached")
+        page.select_option('[data-testid="model-select"]', f"openai:{openai_model['id']}")
+
+        page.get_by_test_id("settings-button").click()
+        expect(page.get_by_test_id("settings-dialog")).to_be_visible()
+        page.get_by_label("Temperature").fill("0.3")
+        page.get_by_test_id("settings-done").click()
+        expect(page.get_by_test_id("settings-dialog")).to_be_hidden()
+
+        prompt = page.get_by_test_id("chat-input")
+        prompt.fill("Print something")
+        prompt.press("Enter")
+        banner = page.get_by_test_id("error-banner")
+        expect(banner).to_contain_text("refused the API key", timeout=15_000)
+        expect(page.get_by_test_id("message-assistant")).to_have_count(0)
+
+        page.get_by_test_id("retry-button").click()
+        expect(page.get_by_test_id("commentary")).to_have_text("Second time lucky.", timeout=15_000)
+        expect(banner).to_have_count(0)
+        expect(page.get_by_test_id("message-user")).to_have_count(1)
+
+        chats = [r for r in fake_openai.requests if r.path.endswith("/chat/completions")]
+        assert len(chats) == 2
+        for request in chats:
+            assert request.json["temperature"] == 0.3
+            assert "Print something" in str(request.json["messages"])
+        assert errors == []
     finally:
         context.close()
 

@@ -1,6 +1,14 @@
 // The page: state, the chat turn (POST /api/chat as SSE) and the sandbox run that follows it.
 import { ApiError, getModels, getTemplates, runSandbox, streamChat } from "../lib/api.js";
-import { html, useCallback, useEffect, useMemo, useRef, useState } from "../lib/html.js";
+import {
+  html,
+  ThemeContext,
+  useCallback,
+  useEffect,
+  useMemo,
+  useRef,
+  useState,
+} from "../lib/html.js";
 import { loadPrefs, requestConfig, savePrefs } from "../lib/prefs.js";
 import { ChatInput } from "./ChatInput.js";
 import { ErrorBanner, MessageList } from "./Chat.js";
@@ -312,6 +320,7 @@ export function App() {
   const selected = messages.find((m) => m.id === selectedId && m.object) || null;
 
   return html`
+    <${ThemeContext.Provider} value=${theme}>
     <div class="app">
       <${Header} models=${models} model=${model} templates=${templates} prefs=${prefs}
         theme=${theme}
@@ -338,5 +347,6 @@ export function App() {
       </main>
       <${SettingsDialog} open=${settingsOpen} prefs=${prefs} onPrefs=${updatePrefs} model=${model}
         onClose=${() => setSettingsOpen(false)} />
-    </div>`;
+    </div>
+    <//>`;
 }

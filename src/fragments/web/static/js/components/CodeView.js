@@ -107,8 +107,7 @@ export function CodeView({ files, active, onActive, streaming }) {
         <pre class="code"><span class="gutter" aria-hidden="true">${gutter}</span><code
           class=${`hljs${language ? ` language-${language}` : ""}`} data-testid="code-view"
           data-state=${streaming ? "streaming" : "final"} data-path=${file.path}
-          dangerouslySetInnerHTML=${{ __html: highlighted }} />${streaming
-            && html`<span class="caret" aria-hidden="true" />`}</pre>
+          dangerouslySetInnerHTML=${{ __html: highlighted }} /></pre>
       </div>
     </div>`;
 }

@@ -1,5 +1,5 @@
 // What the sandbox made: an interpreter cell's outputs, or a web app in an iframe.
-import { html, useEffect, useMemo, useRef, useState } from "../lib/html.js";
+import { html, ThemeContext, useContext, useEffect, useMemo, useRef, useState } from "../lib/html.js";
 import { renderMarkdown } from "../lib/markdown.js";
 import { isPlotlyFigure, loadPlotly } from "../lib/plotly.js";
 import { Alert } from "./icons.js";
@@ -23,17 +23,25 @@ function svgSource(svg) {
     : `data:image/svg+xml;base64,${text}`;
 }
 
-// Notebook HTML (pandas tables mostly) arrives unstyled; give it the page's quiet look.
-const FRAME_STYLE = `<style>
-  body { margin: 4px; font: 13px/1.5 system-ui, sans-serif; color: #18181b; background: #fff; }
+// Notebook HTML (pandas tables mostly) arrives unstyled; give it the page's quiet look, in the
+// page's theme (the frame re-renders when the theme changes).
+function frameStyle(dark) {
+  const c = dark
+    ? { text: "#e4e4e7", bg: "#0b0b0d", line: "#27272a", head: "#1a1a1e", zebra: "#111114" }
+    : { text: "#18181b", bg: "#ffffff", line: "#e4e4e7", head: "#f4f4f5", zebra: "#fafafa" };
+  return `<style>
+  body { margin: 4px; font: 13px/1.5 system-ui, sans-serif; color: ${c.text}; background: ${c.bg}; }
   table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-  th, td { border: 1px solid #e4e4e7; padding: 4px 10px; text-align: right; }
-  thead th { background: #f4f4f5; }
-  tbody tr:nth-child(even) { background: #fafafa; }
+  th, td { border: 1px solid ${c.line}; padding: 4px 10px; text-align: right; }
+  thead th { background: ${c.head}; }
+  tbody tr:nth-child(even) { background: ${c.zebra}; }
+  a { color: #ff8800; }
 </style>`;
+}
 
 function HtmlResult({ markup }) {
   const frame = useRef(null);
+  const dark = useContext(ThemeContext) === "dark";
   // No scripts run in the frame (sandbox without allow-scripts); same-origin only lets the page
   // measure the content to size the frame.
   useEffect(() => {
@@ -52,7 +60,8 @@ function HtmlResult({ markup }) {
     return () => el.removeEventListener("load", fit);
   }, [markup]);
   return html`<iframe ref=${frame} class="html-frame" sandbox="allow-same-origin"
-    title="HTML output" srcdoc=${FRAME_STYLE + markup} data-testid="result-html" />`;
+    title="HTML output" srcdoc=${frameStyle(dark) + markup}
+    data-testid="result-html" />`;
 }
 
 function PlotlyResult({ figure, fallback }) {
