@@ -88,6 +88,14 @@ class ServerThread:
         except BaseException as exc:  # reported to start() / stop()
             self._error = exc
         finally:
+            # Tasks the app left behind (e.g. sse-starlette's shutdown watcher) end here, not
+            # as "Task was destroyed but it is pending" at exit.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     def stop(self) -> None:

@@ -41,7 +41,9 @@ class LLMError(Exception):
 def status_error(provider: str, status: int, message: str | None) -> LLMError:
     """The error for an HTTP status a provider answered with."""
     said = _said(message)
-    if status in (401, 403):
+    # Gemini answers a bad key with 400 INVALID_ARGUMENT "API key not valid".
+    bad_key = status == 400 and "api key" in (message or "").lower()
+    if status in (401, 403) or bad_key:
         return LLMError(
             "provider_auth",
             f"{provider} refused the API key (HTTP {status}); check the key in settings.",
