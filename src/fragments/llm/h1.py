@@ -194,6 +194,12 @@ class H1Transport:
         else:  # pragma: no cover - the second attempt either breaks or raises
             raise HTTPError("no connection")
 
+        # llhttp forgets keep-alive once the message is complete, so decide from the head.
+        connection = state.headers.get("connection", "").lower()
+        if parser.get_http_version() == "1.0":
+            reusable = "keep-alive" in connection
+        else:
+            reusable = "close" not in connection
         framed = (
             "content-length" in state.headers
             or "chunked" in state.headers.get("transfer-encoding", "").lower()
@@ -208,7 +214,7 @@ class H1Transport:
         keep = False
         try:
             yield response
-            keep = done[0] and state.complete and parser.should_keep_alive()
+            keep = reusable and done[0] and state.complete
         finally:
             if keep:
                 self._put(origin, conn)

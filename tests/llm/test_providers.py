@@ -1,0 +1,116 @@
+"""Endpoint resolution (whose key goes where), error mapping and prices."""
+
+from __future__ import annotations
+
+import pytest
+
+from fragments.config import PROVIDER_IDS, Settings
+from fragments.llm.errors import LLMError, status_error
+from fragments.llm.gemini_wire import stream_url
+from fragments.llm.pricing import cost_usd
+from fragments.llm.providers import NO_KEY, PROVIDERS, resolve_endpoint
+from fragments.llm.types import Usage
+from fragments.llm.wire import upstream_message
+
+
+def make(**values: object) -> Settings:
+    base: dict[str, object] = {f"{p}_api_key": None for p in ("openai", "anthropic", "google")}
+    base.update(values)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg, arg-type]
+
+
+def test_every_provider_has_a_spec() -> None:
+    assert set(PROVIDERS) == set(PROVIDER_IDS)
+    for spec in PROVIDERS.values():
+        assert spec.base_url.startswith(("https://", "http://127.0.0.1"))
+
+
+def test_platform_key_and_default_url() -> None:
+    endpoint = resolve_endpoint(make(anthropic_api_key="plat"), "anthropic", None, None)
+    assert (endpoint.base_url, endpoint.api_key, endpoint.user_url) == (
+        "https://api.anthropic.com",
+        "plat",
+        False,
+    )
+    assert "plat" not in repr(endpoint)
+
+
+def test_platform_base_url_setting() -> None:
+    settings = make(openai_api_key="plat", openai_base_url="http://proxy.internal/v1")
+    endpoint = resolve_endpoint(settings, "openai", None, None)
+    assert endpoint.base_url == "http://proxy.internal/v1"
+
+
+def test_user_key_goes_to_the_platform_url() -> None:
+    endpoint = resolve_endpoint(make(openai_api_key="plat"), "openai", "mine", None)
+    assert (endpoint.api_key, endpoint.user_url) == ("mine", False)
+
+
+@pytest.mark.parametrize("user_key", [None, "mine"])
+def test_a_user_url_never_gets_the_platform_key(user_key: str | None) -> None:
+    settings = make(openai_api_key="plat", openai_base_url="http://proxy.internal/v1")
+    endpoint = resolve_endpoint(settings, "openai", user_key, "http://mine:1234/v1")
+    assert endpoint.base_url == "http://mine:1234/v1"
+    assert endpoint.api_key == (user_key or NO_KEY)
+    assert endpoint.user_url
+
+
+def test_missing_key() -> None:
+    with pytest.raises(LLMError) as caught:
+        resolve_endpoint(make(), "google", None, None)
+    assert caught.value.code == "provider_auth"
+    assert caught.value.detail == (
+        "No API key for Google Generative AI: set GOOGLE_API_KEY or enter a key in settings."
+    )
+
+
+def test_ollama_needs_no_key() -> None:
+    endpoint = resolve_endpoint(make(), "ollama", None, None)
+    assert endpoint.api_key == NO_KEY
+    assert endpoint.mode == "json"
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "code", "retryable"),
+    [
+        (401, None, "provider_auth", False),
+        (403, None, "provider_auth", False),
+        (400, "API key not valid", "provider_auth", False),
+        (429, None, "provider_rate_limited", False),
+        (500, None, "provider_unavailable", True),
+        (529, None, "provider_unavailable", True),
+        (400, "bad", "provider_unavailable", False),
+    ],
+)
+def test_status_errors(status: int, message: str | None, code: str, retryable: bool) -> None:
+    error = status_error("OpenAI", status, message)
+    assert (error.code, error.retryable, error.status) == (code, retryable, status)
+    assert error.detail.startswith("OpenAI")
+    assert error.detail.endswith(".")
+
+
+def test_upstream_messages_of_each_protocol() -> None:
+    assert upstream_message(b'{"error": {"message": "openai says"}}') == "openai says"
+    assert upstream_message(b'{"type": "error", "error": {"message": "claude"}}') == "claude"
+    assert upstream_message(b'[{"error": {"code": 400, "message": "gemini"}}]') == "gemini"
+    assert upstream_message(b'{"detail": "fastapi style"}') == "fastapi style"
+    assert upstream_message(b"<html>502 Bad Gateway</html>") == "<html>502 Bad Gateway</html>"
+    assert upstream_message(b"") is None
+
+
+def test_gemini_urls() -> None:
+    base = "https://generativelanguage.googleapis.com"
+    assert stream_url(base, "gemini-2.5-pro") == (
+        f"{base}/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    )
+    assert stream_url(f"{base}/v1/", "models/gemini-x") == (
+        f"{base}/v1/models/gemini-x:streamGenerateContent?alt=sse"
+    )
+
+
+def test_costs() -> None:
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert cost_usd("gpt-4.1", usage) == 10.0
+    cached = Usage(input_tokens=1_000_000, output_tokens=0, cache_read_tokens=1_000_000)
+    assert cost_usd("claude-haiku-4-5", cached) == pytest.approx(0.10)
+    assert cost_usd("somebody-elses-model", usage) == 0.0
