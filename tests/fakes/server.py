@@ -79,7 +79,13 @@ class ServerThread:
             time.sleep(0.005)
 
     def _run(self, sock: socket.socket) -> None:
-        loop = asyncio.new_event_loop()
+        # The loop uvicorn picks by default (uvloop when installed), as in production.
+        try:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover
+            loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:

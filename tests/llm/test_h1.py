@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from fragments.llm.h1 import H1Transport, HTTPError
+from fragments.llm.h1 import H1Transport, HTTPError, StreamResponse
 from tests.fakes import ServerThread
 
 pytestmark = pytest.mark.anyio
@@ -56,8 +55,14 @@ def server() -> Any:
         yield running
 
 
-async def collect(body: AsyncIterator[bytes]) -> bytes:
-    return b"".join([chunk async for chunk in body])
+async def pieces_of(response: StreamResponse) -> list[bytes]:
+    pieces: list[bytes] = []
+    await response.pipe(pieces.append)
+    return pieces
+
+
+async def collect(response: StreamResponse) -> bytes:
+    return b"".join(await pieces_of(response))
 
 
 async def test_chunked_streaming_and_keep_alive(server: ServerThread) -> None:
@@ -66,7 +71,7 @@ async def test_chunked_streaming_and_keep_alive(server: ServerThread) -> None:
         for i in range(3):
             async with transport.stream(f"{server.url}/chunked", {}, b"{}") as response:
                 assert response.status == 200
-                pieces = [chunk async for chunk in response.body]
+                pieces = await pieces_of(response)
             assert b"".join(pieces) == b"one two three"
             if i == 0:
                 # Streamed as it came, not buffered. (Only checked on a fresh connection: a
@@ -93,14 +98,14 @@ async def test_request_headers_and_body(server: ServerThread) -> None:
     headers = {"Authorization": "Bearer k", "Content-Length": "999", "Accept-Encoding": "br"}
     async with transport.stream(f"{server.url}/echo?x=1", headers, b'{"hello": 1}') as response:
         assert response.status == 201
-        assert await collect(response.body) == b'{"hello": 1}'
+        assert await collect(response) == b'{"hello": 1}'
     await transport.aclose()
 
 
 async def test_gzip_body(server: ServerThread) -> None:
     transport = H1Transport()
     async with transport.stream(f"{server.url}/gzip", {}, b"") as response:
-        assert await collect(response.body) == b"squeezed " * 100
+        assert await collect(response) == b"squeezed " * 100
     await transport.aclose()
 
 
@@ -137,7 +142,7 @@ async def test_body_cut_short_is_an_error() -> None:
         transport = H1Transport()
         with pytest.raises(HTTPError, match="middle of the body"):
             async with transport.stream(f"http://127.0.0.1:{port}/", {}, b"") as response:
-                await collect(response.body)
+                await collect(response)
 
 
 async def test_body_delimited_by_close() -> None:
@@ -151,7 +156,7 @@ async def test_body_delimited_by_close() -> None:
     async with server:
         transport = H1Transport()
         async with transport.stream(f"http://127.0.0.1:{port}/", {}, b"") as response:
-            assert await collect(response.body) == b"data: 1\n\n"
+            assert await collect(response) == b"data: 1\n\n"
         assert not any(transport._idle.values())
 
 
@@ -172,7 +177,7 @@ async def test_a_stale_kept_alive_connection_is_replaced() -> None:
         transport = H1Transport()
         for _ in range(3):
             async with transport.stream(f"http://127.0.0.1:{port}/", {}, b"") as response:
-                assert await collect(response.body) == b"ok"
+                assert await collect(response) == b"ok"
             await asyncio.sleep(0.05)
         assert connections == 3
         await transport.aclose()
@@ -190,3 +195,34 @@ async def test_garbage_is_an_error() -> None:
         with pytest.raises(HTTPError):
             async with H1Transport().stream(f"http://127.0.0.1:{port}/", {}, b""):
                 pass
+
+
+async def test_an_error_from_the_sink_ends_the_response(server: ServerThread) -> None:
+    transport = H1Transport()
+
+    def sink(chunk: bytes) -> None:
+        raise ValueError("not what I expected")
+
+    with pytest.raises(ValueError, match="not what I expected"):
+        async with transport.stream(f"{server.url}/chunked", {}, b"") as response:
+            await response.pipe(sink)
+    assert not any(transport._idle.values())  # a half-read connection is not reused
+
+
+def test_under_uvloop(server: ServerThread) -> None:
+    """uvicorn serves the app on uvloop, whose transports are not asyncio's classes."""
+    import uvloop
+
+    async def go() -> bytes:
+        transport = H1Transport()
+        try:
+            async with transport.stream(f"{server.url}/chunked", {}, b"") as response:
+                return await collect(response)
+        finally:
+            await transport.aclose()
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(go()) == b"one two three"
+    finally:
+        loop.close()

@@ -75,6 +75,9 @@ class Answer:
         self.notices.append(sse_json("reset", {"reason": reason}))
         self._poke()
 
+    def finished(self, _task: object) -> None:
+        self._poke()
+
     def text(self) -> str:
         parts = self.parts
         if len(parts) > 1:
@@ -86,6 +89,11 @@ class Answer:
     @property
     def streaming(self) -> bool:
         return not self._first
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def partial_snapshot(text: str, pinned: Template | None) -> bytes | None:
@@ -117,6 +125,7 @@ async def chat_events(
     answer = Answer()
     began = time.monotonic()
     task = loop.create_task(streamer.stream(call, answer))
+    task.add_done_callback(answer.finished)
     last_len = -1
     last_sent = b""
     partials = 0
@@ -127,11 +136,14 @@ async def chat_events(
         while True:
             wake: asyncio.Future[None] = loop.create_future()
             answer.wake = wake
-            await asyncio.wait(
-                (task, wake),
-                timeout=interval if answer.streaming else None,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            if not task.done():
+                # Woken by the timer once text is flowing, else by the answer's first event.
+                timer = loop.call_later(interval, _wake, wake) if answer.streaming else None
+                try:
+                    await wake
+                finally:
+                    if timer is not None:
+                        timer.cancel()
             answer.wake = None
             if answer.notices:
                 for notice in answer.notices:

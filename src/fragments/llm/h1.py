@@ -1,11 +1,13 @@
-"""HTTP for the streaming hot path: a small HTTP/1.1 client on asyncio streams and httptools.
+"""HTTP for the streaming hot path: a small HTTP/1.1 client on an asyncio Protocol + httptools.
 
 Measured on the project's 2-vCPU machines, receiving one ~3 KB answer in 134 SSE chunks costs
-~24 ms of CPU through httpx2 (h11, httpcore, anyio per chunk) and ~5 ms through asyncio streams
-with httptools' C parser. The budget for a whole answer is 30 ms, so provider streams are read
-here. The SDKs (through pydantic-ai's providers) still decide the URL and headers of each
-request. When a proxy is configured in the environment, requests go through httpx2 instead,
-which knows how to use one.
+~24 ms of CPU through httpx2 (h11, httpcore, anyio and several task wake-ups per chunk); the
+budget for a whole answer, SSE out included, is 30 ms. Here the body is handed to a callback
+straight from `data_received`: per chunk, httptools' C parser and the caller's sink run inside
+the event loop's read callback, with no future, task switch or generator resumption at all.
+
+The SDKs (through pydantic-ai's providers) still decide each request's URL and headers. When the
+environment configures a proxy, requests go through httpx2 instead, which knows how to use one.
 """
 
 from __future__ import annotations
@@ -16,84 +18,197 @@ import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
 import httpx2
 
-_READ = 65536
 _MAX_ERROR_BODY = 65536
 Origin = tuple[str, str, int]
+Sink = Callable[[bytes], None]
 
 
 class HTTPError(Exception):
     """The connection failed or the server broke the protocol (not an HTTP error status)."""
 
 
-@dataclass(slots=True)
-class StreamResponse:
+class StreamResponse(Protocol):
     status: int
     # Header names lower-case.
     headers: dict[str, str]
-    body: AsyncIterator[bytes]
+
+    async def pipe(self, sink: Sink) -> None:
+        """Hand every body chunk to `sink` as it arrives; return once the body is complete.
+        An exception from `sink` ends the response and is raised here."""
 
     async def read(self, limit: int = _MAX_ERROR_BODY) -> bytes:
         """The body (for error responses), at most `limit` bytes."""
-        out = bytearray()
-        async for chunk in self.body:
-            out += chunk
-            if len(out) >= limit:
-                break
-        return bytes(out[:limit])
 
 
 class Transport(Protocol):
     def stream(
         self, url: str, headers: Mapping[str, str], body: bytes
     ) -> AbstractAsyncContextManager[StreamResponse]:
-        """POST `body` to `url`; yields once the response headers arrived."""
+        """POST `body` to `url`; yields once the response head arrived."""
 
     async def aclose(self) -> None: ...
 
 
-class _State:
-    """httptools callbacks for one response."""
+class _Exchange:
+    """One request/response on a connection: httptools callbacks and the caller's futures."""
 
-    __slots__ = ("chunks", "complete", "headers", "headers_done")
+    __slots__ = (
+        "buffer",
+        "complete",
+        "decode",
+        "done",
+        "error",
+        "framed",
+        "head",
+        "headers",
+        "parser",
+        "sink",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.parser = httptools.HttpResponseParser(self)
         self.headers: dict[str, str] = {}
-        self.headers_done = False
-        self.chunks: list[bytes] = []
+        self.head: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.sink: Sink | None = None
+        self.buffer: list[bytes] = []
+        self.decode: Callable[[bytes], bytes] | None = None
+        self.error: BaseException | None = None
         self.complete = False
+        self.framed = True
 
+    # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
+        h = self.headers
+        self.framed = "content-length" in h or "chunked" in h.get("transfer-encoding", "").lower()
+        self.decode = _decoder(h.get("content-encoding", ""))
+        if not self.head.done():
+            self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
+        if self.decode is not None:
+            body = self.decode(body)
+        sink = self.sink
+        if sink is None:
+            self.buffer.append(body)
+        else:
+            sink(body)
 
     def on_message_complete(self) -> None:
         self.complete = True
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        for future in (self.head, self.done):
+            if not future.done():
+                future.set_exception(error)
+                # Retrieved here so an unawaited failure is not reported as lost.
+                future.exception()
 
 
-class _Conn:
-    __slots__ = ("reader", "writer")
+class _Conn(asyncio.Protocol):
+    __slots__ = ("closed", "exchange", "transport")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.exchange: _Exchange | None = None
+        self.closed = False
 
-    def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None or exchange.error is not None:
+            self.close()  # nothing is expected on an idle connection
+            return
+        try:
+            exchange.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            # The caller's sink (or the decompressor) raised: that error ends the response.
+            cause = exc.__context__ or exc
+            exchange.fail(cause)
+            self.close()
+        except httptools.HttpParserError as exc:
+            exchange.fail(HTTPError(f"malformed HTTP response: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        exchange = self.exchange
+        if exchange is not None and not exchange.complete:
+            if exchange.head.done() and not exchange.framed:
+                exchange.on_message_complete()  # a body that ends with the connection
+            else:
+                exchange.fail(_closed(exchange))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        exchange = self.exchange
+        if exchange is not None and not exchange.complete:
+            error = _closed(exchange)
+            if exc is not None:
+                error.__cause__ = exc
+            exchange.fail(error)
 
     def close(self) -> None:
-        self.writer.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _closed(exchange: _Exchange) -> HTTPError:
+    if exchange.head.done():
+        return HTTPError("the server closed the connection in the middle of the body")
+    return _StaleOrClosed("the server closed the connection without answering")
+
+
+class _StaleOrClosed(HTTPError):
+    """Closed before any response: on a kept-alive connection, retried on a new one."""
+
+
+class _Response:
+    __slots__ = ("_conn", "_exchange", "headers", "status")
+
+    def __init__(self, conn: _Conn, exchange: _Exchange) -> None:
+        self._conn = conn
+        self._exchange = exchange
+        self.status = exchange.parser.get_status_code()
+        self.headers = exchange.headers
+
+    async def pipe(self, sink: Sink) -> None:
+        exchange = self._exchange
+        if exchange.buffer:
+            for chunk in exchange.buffer:
+                sink(chunk)
+            exchange.buffer.clear()
+        exchange.sink = sink
+        if exchange.complete:
+            return
+        await exchange.done
+
+    async def read(self, limit: int = _MAX_ERROR_BODY) -> bytes:
+        out = bytearray()
+
+        def keep(chunk: bytes) -> None:
+            if len(out) < limit:
+                out.extend(chunk[: limit - len(out)])
+
+        await self.pipe(keep)
+        return bytes(out)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -106,7 +221,7 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class H1Transport:
-    """HTTP/1.1 with keep-alive pooling per origin; bodies streamed as read from the socket."""
+    """HTTP/1.1 with keep-alive pooling per origin."""
 
     def __init__(self, *, max_idle_per_origin: int = 256) -> None:
         self._idle: dict[Origin, list[_Conn]] = {}
@@ -115,28 +230,32 @@ class H1Transport:
 
     async def _connect(self, origin: Origin) -> _Conn:
         scheme, host, port = origin
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = _ssl_context()
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=self._ssl, server_hostname=host, limit=_READ
-            )
-        else:
-            reader, writer = await asyncio.open_connection(host, port, limit=_READ)
-        return _Conn(reader, writer)
+        loop = asyncio.get_running_loop()
+        try:
+            if scheme == "https":
+                if self._ssl is None:
+                    self._ssl = _ssl_context()
+                _, conn = await loop.create_connection(
+                    _Conn, host, port, ssl=self._ssl, server_hostname=host
+                )
+            else:
+                _, conn = await loop.create_connection(_Conn, host, port)
+        except OSError as exc:
+            raise HTTPError(f"cannot connect to {host}:{port} ({exc})") from exc
+        return conn
 
     def _take(self, origin: Origin) -> _Conn | None:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if conn.usable():
+            if not conn.closed:
                 return conn
-            conn.close()
         return None
 
     def _put(self, origin: Origin, conn: _Conn) -> None:
+        conn.exchange = None
         idle = self._idle.setdefault(origin, [])
-        if len(idle) < self._max_idle and conn.usable():
+        if len(idle) < self._max_idle and not conn.closed:
             idle.append(conn)
         else:
             conn.close()
@@ -154,69 +273,49 @@ class H1Transport:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}"]
         for name, value in headers.items():
-            low = name.lower()
-            if low not in ("host", "content-length", "accept-encoding", "connection"):
+            if name.lower() not in ("host", "content-length", "accept-encoding", "connection"):
                 lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(body)}")
         # Compressed SSE saves little and costs a decompressor per chunk.
         lines.append("Accept-Encoding: identity")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        loop = asyncio.get_running_loop()
 
-        host = parts.hostname
+        conn: _Conn | None = None
+        exchange: _Exchange | None = None
         for attempt in range(2):
             conn = self._take(origin) if attempt == 0 else None
             reused = conn is not None
             if conn is None:
-                try:
-                    conn = await self._connect(origin)
-                except OSError as exc:
-                    raise HTTPError(f"cannot connect to {host}:{port} ({exc})") from exc
-            state = _State()
-            parser = httptools.HttpResponseParser(state)
+                conn = await self._connect(origin)
+            exchange = _Exchange(loop)
+            conn.exchange = exchange
             try:
-                conn.writer.write(request)
-                await conn.writer.drain()
-                while not state.headers_done:
-                    data = await conn.reader.read(_READ)
-                    if not data:
-                        raise ConnectionResetError("the server closed the connection")
-                    parser.feed_data(data)
-            except (OSError, httptools.HttpParserError) as exc:
+                assert conn.transport is not None
+                conn.transport.write(request)
+                await exchange.head
+            except _StaleOrClosed:
                 conn.close()
-                if reused and isinstance(exc, ConnectionError):
-                    # A kept-alive connection the server had already closed: use a new one.
-                    continue
-                raise HTTPError(str(exc) or type(exc).__name__) from exc
+                if reused:
+                    continue  # a kept-alive connection the server had closed: use a new one
+                raise
             except BaseException:
                 conn.close()
                 raise
             break
-        else:  # pragma: no cover - the second attempt either breaks or raises
-            raise HTTPError("no connection")
+        assert conn is not None
+        assert exchange is not None
 
         # llhttp forgets keep-alive once the message is complete, so decide from the head.
-        connection = state.headers.get("connection", "").lower()
-        if parser.get_http_version() == "1.0":
+        connection = exchange.headers.get("connection", "").lower()
+        if exchange.parser.get_http_version() == "1.0":
             reusable = "keep-alive" in connection
         else:
             reusable = "close" not in connection
-        framed = (
-            "content-length" in state.headers
-            or "chunked" in state.headers.get("transfer-encoding", "").lower()
-        )
-        decoder = _decoder(state.headers.get("content-encoding", ""))
-        done = [False]
-        response = StreamResponse(
-            status=parser.get_status_code(),
-            headers=state.headers,
-            body=_body(conn, state, parser, framed, decoder, done),
-        )
-        keep = False
         try:
-            yield response
-            keep = reusable and done[0] and state.complete
+            yield _Response(conn, exchange)
         finally:
-            if keep:
+            if reusable and exchange.complete and exchange.error is None and not conn.closed:
                 self._put(origin, conn)
             else:
                 conn.close()
@@ -237,35 +336,29 @@ def _decoder(encoding: str) -> Callable[[bytes], bytes] | None:
     return None
 
 
-async def _body(
-    conn: _Conn,
-    state: _State,
-    parser: httptools.HttpResponseParser,
-    framed: bool,
-    decode: Callable[[bytes], bytes] | None,
-    done: list[bool],
-) -> AsyncIterator[bytes]:
-    chunks = state.chunks
-    read = conn.reader.read
-    feed = parser.feed_data
-    while True:
-        if chunks:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
-            yield decode(data) if decode is not None else data
-        if state.complete:
-            break
-        data = await read(_READ)
-        if not data:
-            if framed:
-                raise HTTPError("the server closed the connection in the middle of the body")
-            state.complete = True
-            continue
+class _Httpx2Response:
+    def __init__(self, response: httpx2.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+
+    async def pipe(self, sink: Sink) -> None:
         try:
-            feed(data)
-        except httptools.HttpParserError as exc:
-            raise HTTPError(f"malformed HTTP response: {exc}") from exc
-    done[0] = True
+            async for chunk in self._response.aiter_bytes():
+                sink(chunk)
+        except httpx2.TransportError as exc:
+            raise HTTPError(str(exc) or type(exc).__name__) from exc
+
+    async def read(self, limit: int = _MAX_ERROR_BODY) -> bytes:
+        out = bytearray()
+        try:
+            async for chunk in self._response.aiter_bytes():
+                out += chunk
+                if len(out) >= limit:
+                    break
+        except httpx2.TransportError as exc:
+            raise HTTPError(str(exc) or type(exc).__name__) from exc
+        return bytes(out[:limit])
 
 
 class Httpx2Transport:
@@ -284,21 +377,12 @@ class Httpx2Transport:
         except httpx2.TransportError as exc:
             raise HTTPError(str(exc) or type(exc).__name__) from exc
         try:
-            headers_out = {k.lower(): v for k, v in response.headers.items()}
-            yield StreamResponse(response.status_code, headers_out, _httpx2_body(response))
+            yield _Httpx2Response(response)
         finally:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-async def _httpx2_body(response: httpx2.Response) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except httpx2.TransportError as exc:
-        raise HTTPError(str(exc) or type(exc).__name__) from exc
+        pass  # the client belongs to the streamer
 
 
 def proxies_configured() -> bool:

@@ -185,7 +185,10 @@ class DirectStreamer:
                     raise status_error(name, response.status, upstream_message(raw))
                 announce()
                 refresh_at = 0.0
-                async for chunk in response.body:
+
+                def on_chunk(chunk: bytes) -> None:
+                    # Runs inside the socket's read callback: keep it to decoding and appending.
+                    nonlocal refresh_at
                     for payload in decoder.feed(chunk):
                         feed(payload)
                     if parser.content_seen:
@@ -195,6 +198,8 @@ class DirectStreamer:
                         if now >= refresh_at:
                             deadline.reschedule(now + idle)
                             refresh_at = now + idle / 4
+
+                await response.pipe(on_chunk)
                 for payload in decoder.flush():
                     feed(payload)
                 parser.finish()
