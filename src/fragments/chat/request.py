@@ -9,7 +9,7 @@ from fastapi import Request
 from fragments.config import Settings
 from fragments.errors import FragmentsError, PayloadTooLarge
 from fragments.schemas import ChatRequest
-from fragments.state import SettingsDep
+from fragments.state import get_state
 
 
 def _mb(n: int) -> str:
@@ -49,9 +49,10 @@ def check_limits(obj: Any, body_bytes: int, settings: Settings) -> None:
         )
 
 
-async def chat_limits(request: Request, settings: SettingsDep) -> None:
+async def chat_limits(request: Request) -> None:
     """Dependency of POST /api/chat. FastAPI has already read and parsed the body (both are
     cached on the request) and validates it against the schema only after dependencies."""
+    settings = get_state(request).settings
     raw = await request.body()
     try:
         obj = await request.json()

@@ -145,22 +145,24 @@ async def chat_events(
                     if timer is not None:
                         timer.cancel()
             answer.wake = None
+            # Events ready together go out in one write: each write is a syscall.
+            out: list[bytes] = []
             if answer.notices:
-                for notice in answer.notices:
-                    yield notice
+                out += answer.notices
                 answer.notices.clear()
                 last_len, last_sent = -1, b""
             done = task.done()
-            if done and (partials or task.exception() is not None):
-                break
-            text = answer.text()
-            if len(text) != last_len:
-                last_len = len(text)
-                snapshot = partial_snapshot(text, pinned)
-                if snapshot is not None and snapshot != last_sent:
-                    last_sent = snapshot
-                    partials += 1
-                    yield sse("partial", snapshot)
+            if not done or not (partials or task.exception() is not None):
+                text = answer.text()
+                if len(text) != last_len:
+                    last_len = len(text)
+                    snapshot = partial_snapshot(text, pinned)
+                    if snapshot is not None and snapshot != last_sent:
+                        last_sent = snapshot
+                        partials += 1
+                        out.append(sse("partial", snapshot))
+            if out:
+                yield b"".join(out)
             if done:
                 # An answer that arrived all at once still gets one partial, so clients see
                 # the same sequence whatever the provider's pace.
@@ -183,21 +185,20 @@ async def chat_events(
             bound.exception("chat_crashed")
             yield sse_json("error", {"error": "internal", "detail": _INTERNAL})
             return
-        yield sse("fragment", _FRAGMENT.dump_json(fragment))
         usage = result.usage
-        yield sse_json(
-            "usage",
-            {
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "cost_usd": result.cost_usd,
-            },
-        )
         fragment_id = uuid.uuid4().hex
-        yield sse_json(
-            "done", {"conversation_id": conversation_id, "fragment_id": fragment_id, "saved": False}
+        usage_data = {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "cost_usd": result.cost_usd,
+        }
+        done_data = {"conversation_id": conversation_id, "fragment_id": fragment_id, "saved": False}
+        yield (
+            sse("fragment", _FRAGMENT.dump_json(fragment))
+            + sse_json("usage", usage_data)
+            + sse_json("done", done_data)
         )
         bound.info(
             "chat_answered",
