@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=10)) as http:
             sandboxes = await create_sandbox_service(settings)
             llm = DirectStreamer(settings)
+            llm.start_warm_up()
             app.state.fragments = State(settings=settings, http=http, sandboxes=sandboxes, llm=llm)
             try:
                 yield

@@ -158,12 +158,44 @@ async def test_stream_cut_before_the_end(
     assert "before the answer was complete" in error["detail"]
 
 
-async def test_stream_that_is_not_sse_json(
-    client: httpx.AsyncClient, fake_openai: FakeOpenAI
+@pytest.mark.parametrize(
+    "body", ["data: {oops\n\n", "data: [1, 2]\n\n", 'data: {"choices": 5}\n\n']
+)
+async def test_stream_this_app_cannot_read(
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI, body: str
 ) -> None:
-    fake_openai.script(ErrorReply(200, body="data: {oops\n\n"))
+    fake_openai.script(ErrorReply(200, body=body))
     _, events = await post_chat(client, chat_body())
-    assert the_error(events)["error"] == "provider_unavailable"
+    error = the_error(events)
+    assert error["error"] == "provider_unavailable"
+    assert "cannot read" in error["detail"]
+
+
+async def test_a_bug_behind_the_seam_is_internal(chat_settings: Settings) -> None:
+    """Whatever escapes the model layer becomes `internal`, with no trace in the stream."""
+    from fragments.app import create_app
+    from fragments.llm.types import AnswerSink, ModelCall, StreamResult
+
+    class Broken:
+        async def stream(self, call: ModelCall, sink: AnswerSink) -> StreamResult:
+            sink.started("openai", call.model_id, False)
+            sink.delta('{"commentary": "hal')
+            raise RuntimeError("secret internals")
+
+        async def aclose(self) -> None:
+            pass
+
+    app = create_app(chat_settings)
+    async with app.router.lifespan_context(app):
+        app.state.fragments.llm = Broken()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            _, events = await post_chat(client, chat_body())
+    error = the_error(events)
+    assert error == {
+        "error": "internal",
+        "detail": "Something went wrong on our side; please try again.",
+    }
 
 
 @pytest.mark.parametrize(

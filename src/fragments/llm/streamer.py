@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import random
+import threading
 import time
 from collections.abc import Callable
 
@@ -70,6 +71,22 @@ class DirectStreamer:
         """Import every protocol now rather than on its first request."""
         for protocol in _WIRES:
             self.wire(protocol)
+
+    @staticmethod
+    def start_warm_up() -> threading.Thread:
+        """Import the SDKs in a background thread: together they take seconds, which the first
+        chat request would otherwise spend blocking the event loop."""
+
+        def load() -> None:
+            for module, _ in _WIRES.values():
+                try:
+                    importlib.import_module(module)
+                except Exception:  # the request that needs it will report it
+                    log.exception("llm_warm_up_failed", module=module)
+
+        thread = threading.Thread(target=load, name="llm-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -223,7 +240,8 @@ class DirectStreamer:
                 upstream=repr(exc),
                 retryable=not parser.content_seen,
             ) from None
-        except ValueError as exc:  # a payload that is not JSON
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A payload that is not JSON, or JSON not shaped like this protocol's events.
             raise LLMError(
                 "provider_unavailable",
                 f"{name} sent a stream this app cannot read.",
