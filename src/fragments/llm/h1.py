@@ -271,7 +271,8 @@ class H1Transport:
         port = parts.port or (443 if scheme == "https" else 80)
         origin: Origin = (scheme, parts.hostname, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}"]
+        host = parts.netloc.rpartition("@")[2]  # never send URL credentials as the Host
+        lines = [f"POST {target} HTTP/1.1", f"Host: {host}"]
         for name, value in headers.items():
             if name.lower() not in ("host", "content-length", "accept-encoding", "connection"):
                 lines.append(f"{name}: {value}")
