@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Annotated
 
@@ -33,9 +32,6 @@ def serve(
 
     # Preview URLs are built from the app's own port unless a preview domain is configured.
     os.environ.setdefault("FRAGMENTS_PORT", str(port))
-    # Long-lived objects made at start-up never need collecting; freezing them removes the
-    # full-GC pauses measured on the streaming path (NOTES.md, "Streaming cost").
-    gc.freeze()
     uvicorn.run(
         "fragments.app:create_app",
         factory=True,

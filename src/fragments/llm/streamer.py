@@ -7,6 +7,7 @@ this one; the chat endpoint never changes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import random
 import threading
@@ -83,6 +84,9 @@ class DirectStreamer:
                     importlib.import_module(module)
                 except Exception:  # the request that needs it will report it
                     log.exception("llm_warm_up_failed", module=module)
+            # Everything imported so far lives as long as the process: move it out of the
+            # collector's reach, removing the full-GC pauses measured on the streaming path.
+            gc.freeze()
 
         thread = threading.Thread(target=load, name="llm-warm-up", daemon=True)
         thread.start()
