@@ -16,10 +16,7 @@ from fragments.schemas import Fragment, InterpreterResult
 CELLS = {
     "print": "print(sum(range(1000)))",
     "chart": (
-        "import matplotlib.pyplot as plt\n"
-        "plt.plot([1, 3, 2, 4])\n"
-        "plt.title('bench')\n"
-        "plt.show()\n"
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2, 4])\nplt.title('bench')\nplt.show()\n"
     ),
 }
 
