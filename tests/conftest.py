@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 # jupyter_core warns at import without this, and filterwarnings=error would make that fatal.
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
 from fragments.config import Settings
+from tests.databases import (
+    APP_ROLE,
+    PgDatabase,
+    copy_sqlite,
+    create_pg_database,
+    drop_pg_database,
+    migrated_sqlite,
+)
+
+Backend = str  # "sqlite" | "postgresql"
 
 
 @pytest.fixture
@@ -19,11 +30,69 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_sqlite(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[PgDatabase | None]:
+    """One fresh PostgreSQL database for the run, or None when the server is unreachable."""
+    try:
+        db = create_pg_database()
+    except (OSError, ConnectionError) as exc:
+        print(f"PostgreSQL at 127.0.0.1:5432 is unreachable ({exc}); its tests are skipped")
+        yield None
+        return
+    try:
+        yield db
+    finally:
+        drop_pg_database(db)
+
+
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
+def data_dir(tmp_path: Path, sqlite_template: Path) -> Iterator[Path]:
     path = tmp_path / "data"
     path.mkdir()
+    # Already migrated: the app's start-up migration finds nothing to do.
+    copy_sqlite(sqlite_template, path)
     return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, pg_database: PgDatabase | None) -> Backend:
+    if request.param == "postgresql" and pg_database is None:
+        pytest.skip(
+            "PostgreSQL at 127.0.0.1:5432 is unreachable (it runs on the dev and CI machines)"
+        )
+    return str(request.param)
+
+
+def database_settings(backend: Backend, pg: PgDatabase | None) -> dict[str, object]:
+    """Settings fields pointing the app at the backend (PostgreSQL as its RLS-bound app role)."""
+    if backend == "sqlite":
+        return {}
+    assert pg is not None
+    return {
+        "database_url": pg.app_url,
+        "database_migration_url": pg.owner_url,
+        "database_app_role": APP_ROLE,
+    }
+
+
+@pytest.fixture
+def db_settings(data_dir: Path, backend: Backend, pg_database: PgDatabase | None) -> Settings:
+    """Settings isolated like `settings`, on the parametrised database backend."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=data_dir,
+        anthropic_api_key=None,
+        openai_api_key=None,
+        openai_base_url=None,
+        anthropic_base_url=None,
+        google_api_key=None,
+        **database_settings(backend, pg_database),  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
@@ -38,3 +107,15 @@ def settings(data_dir: Path) -> Settings:
         anthropic_base_url=None,
         google_api_key=None,
     )
+
+
+@pytest.fixture
+async def api(db_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app (lifespan running) on the parametrised database, behind an in-process client."""
+    from fragments.app import create_app
+
+    app = create_app(db_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client

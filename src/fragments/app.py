@@ -21,6 +21,8 @@ from fragments.observability import configure_logging
 from fragments.sandbox.factory import create_sandbox_service
 from fragments.sandbox.templates import TEMPLATES
 from fragments.state import State, StateDep
+from fragments.store.db import Database
+from fragments.store.migrate import upgrade
 
 
 def _static_dir() -> str:
@@ -30,22 +32,29 @@ def _static_dir() -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan runs."""
     settings = settings or Settings()
+    settings.check_production()
     configure_logging()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.auto_migrate:
+            await upgrade(settings.resolved_migration_url, app_role=settings.database_app_role)
+        db = Database(settings.resolved_database_url)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=10)) as http:
             sandboxes = await create_sandbox_service(settings)
             llm = DirectStreamer(settings)
             llm.start_warm_up()
-            app.state.fragments = State(settings=settings, http=http, sandboxes=sandboxes, llm=llm)
+            app.state.fragments = State(
+                settings=settings, http=http, sandboxes=sandboxes, llm=llm, db=db
+            )
             try:
                 yield
             finally:
                 await llm.aclose()
                 await sandboxes.aclose()
+                await db.aclose()
 
     app = FastAPI(
         title="Fragments",
@@ -70,6 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz(state: StateDep) -> JSONResponse:
         checks: dict[str, str] = {}
+        try:
+            if state.db is not None:
+                await state.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:  # every failure is reported, none is raised
+            checks["database"] = f"unavailable: {type(exc).__name__}"
         try:
             await state.sandboxes.check()
             checks["sandbox"] = "ok"
@@ -96,9 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def templates() -> dict[str, dict[str, object]]:
         return {tid: t.to_public() for tid, t in TEMPLATES.items()}
 
+    from fragments.auth.router import router as auth_router
     from fragments.chat.router import router as chat_router
+    from fragments.conversations.router import router as conversations_router
     from fragments.sandbox.router import router as sandbox_router
 
+    app.include_router(auth_router)
+    app.include_router(conversations_router)
     app.include_router(chat_router)
     app.include_router(sandbox_router)
 

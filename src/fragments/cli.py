@@ -1,4 +1,4 @@
-"""Command line: `fragments serve | templates build`."""
+"""Command line: `fragments serve | db upgrade | templates build`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,28 @@ app = typer.Typer(
 )
 templates_app = typer.Typer(help="Prepare sandbox template environments.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database (FRAGMENTS_DATABASE_MIGRATION_URL or FRAGMENTS_DATABASE_URL)."""
+    import asyncio
+
+    from fragments.config import Settings
+    from fragments.store.migrate import upgrade
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(
+        upgrade(
+            settings.resolved_migration_url, app_role=settings.database_app_role, revision=revision
+        )
+    )
+    typer.echo(f"database at {revision}")
 
 
 @app.command()

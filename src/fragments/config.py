@@ -34,6 +34,9 @@ PROVIDER_IDS: tuple[ProviderId, ...] = (
 )
 
 
+DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me-in-production"
+
+
 def _env(name: str) -> AliasChoices:
     # Provider variables keep their usual names (no FRAGMENTS_ prefix), as their SDKs document.
     return AliasChoices(name)
@@ -49,9 +52,28 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path(".data")
     database_url: str | None = None
+    # PostgreSQL with RLS: migrations run as the role owning the tables (this URL), the app as a
+    # role without BYPASSRLS (database_url) that migrations grant row access to (app role).
+    database_migration_url: str | None = None
+    database_app_role: str | None = None
+    # Migrate at start-up (the default for `make run`); off when deploys migrate on their own.
+    auto_migrate: bool = True
     redis_url: str | None = None
     preview_domain: str | None = None
     port: int = 8000
+
+    # Accounts. The secret signs tokens; the default is refused in production.
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    # Fernet key for provider keys at rest; derived from the secret key when unset.
+    encryption_key: SecretStr | None = None
+    allow_guests: bool | None = None
+    access_token_minutes: int = 15
+    refresh_token_days: int = 30
+    supabase_jwt_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "FRAGMENTS_SUPABASE_JWT_SECRET")
+    )
+    retention_days: int = 90
+    conversations_page_size: int = 50
 
     # Request limits (DESIGN.md: 1 MB of JSON not counting images, 5 MB an image, 20 MB a body).
     max_body_bytes: int = 20 * 1024 * 1024
@@ -116,6 +138,25 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'fragments.db'}"
+
+    @property
+    def resolved_migration_url(self) -> str:
+        """Where migrations run: the table owner's URL when given, else the app's."""
+        return self.database_migration_url or self.resolved_database_url
+
+    @property
+    def guests_allowed(self) -> bool:
+        """Guests are welcome in development and refused in production unless enabled."""
+        if self.allow_guests is not None:
+            return self.allow_guests
+        return self.env != "production"
+
+    def check_production(self) -> None:
+        """Refuse to run in production with the well-known default secret."""
+        if self.env == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
+            raise RuntimeError(
+                "FRAGMENTS_SECRET_KEY must be set to a private random value in production."
+            )
 
     @property
     def resolved_preview_domain(self) -> str:

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fragments.config import Settings
 from fragments.llm.types import ModelStreamer
 from fragments.sandbox.service import SandboxService
+from fragments.store.db import Database
 
 
 @dataclass
@@ -21,6 +22,8 @@ class State:
     sandboxes: SandboxService
     # The model layer (fragments.llm); None only in states built without the app's lifespan.
     llm: ModelStreamer | None = None
+    # Storage (fragments.store); None only in states built without the app's lifespan.
+    db: Database | None = None
 
 
 def get_state(request: Request) -> State:

@@ -1,0 +1,198 @@
+"""Who is calling: `CurrentUser` (possibly an anonymous guest), `SignedInUser`, `SessionDep`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fragments.auth.tokens import (
+    API_TOKEN_PREFIX,
+    Unauthorized,
+    decode_access_token,
+    decode_supabase_token,
+    digest,
+)
+from fragments.errors import FragmentsError
+from fragments.state import get_state
+from fragments.store.db import Database, Identity
+from fragments.store.models import ApiToken, AuthSession, Membership, Team, User
+
+log = structlog.get_logger(__name__)
+
+# What a database outage looks like from SQLAlchemy and the drivers underneath.
+DB_DOWN = (OperationalError, DBAPIError, OSError, TimeoutError)
+
+
+class DatabaseUnavailable(FragmentsError):
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database is unreachable; please try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller. `user_id` is None for an anonymous guest (no token, guests allowed)."""
+
+    user_id: str | None
+    team_id: str | None
+    session_id: str | None = None
+    is_guest: bool = True
+    # True when the token was checked by signature alone because the database was down.
+    offline: bool = False
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.user_id or "", self.team_id or "")
+
+    @property
+    def anonymous(self) -> bool:
+        return self.user_id is None
+
+
+ANONYMOUS = Principal(user_id=None, team_id=None)
+
+
+def get_db(request: Request) -> Database:
+    db = get_state(request).db
+    if db is None:
+        raise RuntimeError("the database was not opened (the app's lifespan did not run)")
+    return db
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send the token as 'Authorization: Bearer <token>'.", "invalid_token")
+    return token.strip()
+
+
+async def _api_token(db: Database, token: str) -> Principal:
+    async with db.transaction() as session:
+        rows = await session.execute(
+            select(ApiToken).where(
+                ApiToken.token_hash == digest(token), ApiToken.revoked_at.is_(None)
+            )
+        )
+        row = rows.scalar_one_or_none()
+        if row is None or await session.get(User, row.user_id) is None:
+            raise Unauthorized("The API token is not valid.", "invalid_token")
+        return Principal(row.user_id, row.team_id, None, is_guest=False)
+
+
+async def _supabase(db: Database, token: str, secret: str) -> Principal:
+    """Supabase users are mapped to local users (created on first sight) by their `sub`."""
+    sub, email = decode_supabase_token(token, secret)
+    async with db.transaction() as session:
+        user = (
+            await session.execute(select(User).where(User.external_id == sub))
+        ).scalar_one_or_none()
+        if user is None:
+            taken = (
+                email
+                and (
+                    await session.execute(select(User.id).where(User.email == email))
+                ).scalar_one_or_none()
+            )
+            user = User(external_id=sub, email=None if taken else email, is_guest=False)
+            session.add(user)
+            await session.flush()
+            team = Team(name=(email or "Personal").split("@")[0], personal=True, limits={})
+            session.add(team)
+            await session.flush()
+            session.add(Membership(user_id=user.id, team_id=team.id, role="owner", is_default=True))
+            await session.flush()
+            team_id = team.id
+        else:
+            from fragments.auth.service import default_team_id
+
+            team_id = await default_team_id(session, user.id)
+        return Principal(user.id, team_id, None, is_guest=False)
+
+
+async def resolve_principal(request: Request) -> Principal:
+    """Verify the bearer token on every request: signature, expiry, and (when the database
+    answers) that the user and the session still exist."""
+    state = get_state(request)
+    settings = state.settings
+    token = _bearer(request)
+    if token is None:
+        if settings.guests_allowed:
+            return ANONYMOUS
+        raise Unauthorized("Sign in to continue.", "unauthorized")
+    db = get_db(request)
+    if token.startswith(API_TOKEN_PREFIX):
+        try:
+            return await _api_token(db, token)
+        except DB_DOWN as exc:
+            raise DatabaseUnavailable() from exc
+    try:
+        claims = decode_access_token(token, settings.secret_key.get_secret_value())
+    except Unauthorized as exc:
+        supabase = settings.supabase_jwt_secret
+        if supabase is None or exc.code == "token_expired":
+            raise
+        try:
+            return await _supabase(db, token, supabase.get_secret_value())
+        except DB_DOWN as down:
+            raise DatabaseUnavailable() from down
+    try:
+        async with db.transaction() as session:
+            rows = await session.execute(
+                select(AuthSession.revoked_at, AuthSession.expires_at)
+                .join(User, User.id == AuthSession.user_id)
+                .where(AuthSession.id == claims.session_id, User.id == claims.user_id)
+            )
+            found = rows.first()
+    except DB_DOWN:
+        log.warning("auth_offline", user_id=claims.user_id)
+        return Principal(
+            claims.user_id, claims.team_id, claims.session_id, claims.guest, offline=True
+        )
+    if found is None or found.revoked_at is not None:
+        raise Unauthorized("The session has ended; sign in again.", "invalid_token")
+    expires = found.expires_at
+    if (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= datetime.now(UTC):
+        raise Unauthorized("The session has ended; sign in again.", "invalid_token")
+    return Principal(claims.user_id, claims.team_id, claims.session_id, claims.guest)
+
+
+async def signed_in(principal: Annotated[Principal, Depends(resolve_principal)]) -> Principal:
+    """A caller with an account or a guest token (anonymous callers are refused)."""
+    if principal.anonymous:
+        raise Unauthorized("Sign in or start a guest session first.", "unauthorized")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(resolve_principal)]
+SignedInUser = Annotated[Principal, Depends(signed_in)]
+
+
+async def request_session(
+    request: Request, principal: Annotated[Principal, Depends(resolve_principal)]
+) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work, acting as the caller (RLS identity on PostgreSQL)."""
+    db = get_db(request)
+    try:
+        async with db.transaction(principal.identity) as session:
+            yield session
+    except DB_DOWN as exc:
+        raise DatabaseUnavailable() from exc
+
+
+SessionDep = Annotated[AsyncSession, Depends(request_session, scope="function")]

@@ -1,0 +1,171 @@
+"""/api/auth/*: sign-up, sign-in, refresh, sign-out, guests, team switching, API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from fragments.auth import service
+from fragments.auth.deps import (
+    CurrentUser,
+    SessionDep,
+    SignedInUser,
+    get_db,
+)
+from fragments.auth.tokens import Forbidden, Unauthorized, decode_access_token
+from fragments.state import SettingsDep
+from fragments.store.models import ApiToken, Membership, Team, User
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+class Credentials(BaseModel):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+    # The guest access token whose work this account claims (the Authorization header works too).
+    guest_token: str | None = None
+
+
+class RefreshBody(BaseModel):
+    refresh_token: str = Field(max_length=512)
+
+
+class SwitchTeam(BaseModel):
+    team_id: str = Field(max_length=64)
+
+
+class NewApiToken(BaseModel):
+    name: str = Field("script", max_length=200)
+
+
+def _pair(pair: service.TokenPair) -> dict[str, str]:
+    return {
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": pair.token_type,
+    }
+
+
+def _guest_id(request: Request, body: Credentials, secret: str) -> str | None:
+    """The guest to claim: a valid guest access token in the body or the header."""
+    header = request.headers.get("authorization", "")
+    candidates = [body.guest_token, header[7:] if header.lower().startswith("bearer ") else None]
+    for token in candidates:
+        if not token:
+            continue
+        try:
+            claims = decode_access_token(token.strip(), secret)
+        except Unauthorized:
+            continue
+        if claims.guest:
+            return claims.user_id
+    return None
+
+
+@router.post("/signup", status_code=201)
+async def signup(
+    request: Request, body: Credentials, session: SessionDep, settings: SettingsDep
+) -> dict[str, str]:
+    """Create an account (claiming the guest's work when a guest token comes along)."""
+    guest_id = _guest_id(request, body, settings.secret_key.get_secret_value())
+    pair = await service.signup(
+        session, settings, body.email, body.password, guest_user_id=guest_id
+    )
+    return _pair(pair)
+
+
+@router.post("/login")
+async def login(body: Credentials, session: SessionDep, settings: SettingsDep) -> dict[str, str]:
+    return _pair(await service.login(session, settings, body.email, body.password))
+
+
+@router.post("/guest", status_code=201)
+async def guest(request: Request, settings: SettingsDep) -> dict[str, str]:
+    """A guest account the browser keeps; its work is claimed when it signs up."""
+    if not settings.guests_allowed:
+        raise Forbidden("Guest sessions are disabled here; sign up instead.", code="no_guests")
+    async with get_db(request).transaction() as session:
+        return _pair(await service.guest(session, settings))
+
+
+@router.post("/refresh")
+async def refresh(request: Request, body: RefreshBody, settings: SettingsDep) -> dict[str, str]:
+    async with get_db(request).transaction() as session:
+        return _pair(await service.refresh(session, settings, body.refresh_token))
+
+
+@router.post("/logout", status_code=204)
+async def logout(request: Request, user: CurrentUser, body: RefreshBody | None = None) -> None:
+    """End the session: its refresh token and its access tokens stop working."""
+    async with get_db(request).transaction() as session:
+        if user.session_id:
+            await service.logout(session, user.session_id)
+        if body is not None:
+            await service.logout_refresh(session, body.refresh_token)
+
+
+@router.get("/me")
+async def me(user: SignedInUser, session: SessionDep) -> dict[str, Any]:
+    """The caller, the team the token acts for, and every team they belong to."""
+    row = await session.get(User, user.user_id)
+    if row is None:
+        raise Unauthorized()
+    teams = await session.execute(
+        select(Team, Membership)
+        .join(Membership, Membership.team_id == Team.id)
+        .where(Membership.user_id == row.id)
+        .order_by(Membership.created_at)
+    )
+    return {
+        "id": row.id,
+        "email": row.email,
+        "guest": row.is_guest,
+        "team_id": user.team_id,
+        "teams": [
+            {
+                "id": team.id,
+                "name": team.name,
+                "tier": team.tier,
+                "role": m.role,
+                "default": m.is_default,
+            }
+            for team, m in teams.tuples()
+        ],
+    }
+
+
+@router.post("/switch-team")
+async def switch_team(
+    body: SwitchTeam, user: SignedInUser, session: SessionDep, settings: SettingsDep
+) -> dict[str, str]:
+    assert user.user_id is not None
+    pair = await service.switch_team(session, settings, user.user_id, user.session_id, body.team_id)
+    return _pair(pair)
+
+
+@router.post("/tokens", status_code=201)
+async def create_token(
+    body: NewApiToken, user: SignedInUser, session: SessionDep
+) -> dict[str, str]:
+    """A personal API token for scripts; shown once."""
+    if user.is_guest:
+        raise Forbidden("Guests cannot create API tokens; sign up first.", code="guest")
+    assert user.user_id is not None
+    assert user.team_id is not None
+    row, token = await service.create_api_token(session, user.user_id, user.team_id, body.name)
+    return {"id": row.id, "name": row.name, "token": token}
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+async def revoke_token(token_id: str, user: SignedInUser, session: SessionDep) -> None:
+    from datetime import UTC, datetime
+
+    row = await session.get(ApiToken, token_id)
+    if row is None or row.user_id != user.user_id:
+        from fragments.errors import NotFound
+
+        raise NotFound("There is no such API token.")
+    row.revoked_at = datetime.now(UTC)

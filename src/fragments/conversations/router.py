@@ -1,0 +1,140 @@
+"""/api/conversations: list, create, read, rename/share, delete, re-send a turn."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+
+from fragments.auth.deps import SessionDep, SignedInUser
+from fragments.errors import NotFound
+from fragments.schemas import Fragment, Message
+from fragments.state import SettingsDep
+from fragments.store import repos
+
+router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+
+_MISSING = "There is no such conversation."
+
+
+class NewConversation(BaseModel):
+    title: str = Field("", max_length=200)
+
+
+class ConversationPatch(BaseModel):
+    title: str | None = Field(None, max_length=200)
+    shared: bool | None = None
+
+
+class Turn(BaseModel):
+    """A turn the client kept while the database was down, re-sent once it is back."""
+
+    turn_id: str = Field(min_length=1, max_length=64)
+    message: Message
+    fragment: Fragment
+    fragment_id: str | None = Field(None, max_length=32)
+
+
+@router.get("")
+async def list_conversations(
+    user: SignedInUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1, le=200)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """The caller's conversations and their team's shared ones, newest first."""
+    size = limit or settings.conversations_page_size
+    rows = await repos.list_conversations(session, user.identity, limit=size + 1, offset=offset)
+    return {
+        "items": [repos.conversation_summary(c) for c in rows[:size]],
+        "next_offset": offset + size if len(rows) > size else None,
+    }
+
+
+@router.post("", status_code=201)
+async def create_conversation(
+    body: NewConversation, user: SignedInUser, session: SessionDep
+) -> dict[str, Any]:
+    row = await repos.create_conversation(session, user.identity, title=body.title)
+    return repos.conversation_summary(row)
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(
+    conversation_id: str, user: SignedInUser, session: SessionDep
+) -> dict[str, Any]:
+    row = await repos.visible_conversation(session, user.identity, conversation_id)
+    if row is None:
+        raise NotFound(_MISSING)
+    detail = await repos.conversation_detail(session, row)
+    detail["owned"] = row.user_id == user.user_id
+    return detail
+
+
+@router.patch("/{conversation_id}")
+async def patch_conversation(
+    conversation_id: str, body: ConversationPatch, user: SignedInUser, session: SessionDep
+) -> dict[str, Any]:
+    row = await repos.own_conversation(session, user.identity, conversation_id)
+    if row is None:
+        raise NotFound(_MISSING)
+    if body.title is not None:
+        row.title = body.title.strip()
+    if body.shared is not None:
+        row.shared = body.shared
+    await session.flush()
+    return repos.conversation_summary(row)
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete_conversation(
+    conversation_id: str, user: SignedInUser, session: SessionDep
+) -> None:
+    row = await repos.own_conversation(session, user.identity, conversation_id)
+    if row is None:
+        raise NotFound(_MISSING)
+    await repos.delete_conversation(session, row)
+
+
+@router.post("/{conversation_id}/turns")
+async def resend_turn(
+    conversation_id: str, body: Turn, user: SignedInUser, session: SessionDep
+) -> dict[str, Any]:
+    """Save a turn that was not saved (idempotent on `turn_id`). The conversation is created
+    with this id when the chat that made it could not save anything at all."""
+    row = await repos.own_conversation(session, user.identity, conversation_id)
+    if row is None:
+        if await repos.visible_conversation(session, user.identity, conversation_id) is not None:
+            raise NotFound(_MISSING)
+        if not _valid_new_id(conversation_id):
+            raise NotFound(_MISSING)
+        try:
+            async with session.begin_nested():
+                row = await repos.create_conversation(
+                    session, user.identity, conversation_id=conversation_id
+                )
+        except IntegrityError as exc:  # the id is taken by another tenant: invisible to us
+            raise NotFound(_MISSING) from exc
+    saved = await repos.save_turn(
+        session,
+        row,
+        user_content=body.message.model_dump(mode="json", exclude_none=True)["content"],
+        fragment=body.fragment.model_dump(mode="json"),
+        turn_id=body.turn_id,
+        fragment_id=body.fragment_id
+        if body.fragment_id and _valid_new_id(body.fragment_id)
+        else None,
+    )
+    return {
+        "conversation_id": row.id,
+        "fragment_id": saved.fragment_id,
+        "version": saved.version,
+        "saved": True,
+    }
+
+
+def _valid_new_id(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
