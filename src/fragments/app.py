@@ -19,6 +19,8 @@ from fragments.llm.catalogue import load_catalogue
 from fragments.llm.streamer import DirectStreamer
 from fragments.observability import configure_logging
 from fragments.sandbox.factory import create_sandbox_service
+from fragments.sandbox.proxy import PreviewProxy, PreviewProxyMiddleware
+from fragments.sandbox.service import SandboxService
 from fragments.sandbox.templates import TEMPLATES
 from fragments.state import State, StateDep
 from fragments.store.db import Database
@@ -29,11 +31,18 @@ def _static_dir() -> str:
     return str(resources.files("fragments.web").joinpath("static"))
 
 
+def _sandboxes(app: FastAPI) -> SandboxService | None:
+    state: State | None = getattr(app.state, "fragments", None)
+    return state.sandboxes if state is not None else None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan runs."""
     settings = settings or Settings()
     settings.check_production()
     configure_logging()
+    domain = settings.resolved_preview_domain
+    preview = PreviewProxy(domain, lambda: _sandboxes(app))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 await llm.aclose()
+                await preview.aclose()
                 await sandboxes.aclose()
                 await db.aclose()
 
@@ -67,10 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     # Previews are one origin per sandbox under the preview domain (DESIGN.md).
-    domain = settings.resolved_preview_domain
     frame_src = f"http://*.{domain} https://*.{domain}"
     app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_src)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last, so outermost: a preview host never reaches the routes or the app's headers.
+    app.add_middleware(PreviewProxyMiddleware, proxy=preview)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

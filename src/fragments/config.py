@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     redis_url: str | None = None
     preview_domain: str | None = None
+    # The scheme of preview URLs (https when a TLS proxy serves the preview domain).
+    preview_scheme: Literal["http", "https"] = "http"
     port: int = 8000
 
     # Accounts. The secret signs tokens; the default is refused in production.

@@ -167,9 +167,9 @@ async def test_unknown_template_is_refused(service: LocalSandboxService) -> None
         await service.execute(fragment("print(1)", template="cobol-developer"), owner=None)
 
 
-async def test_web_templates_are_not_available_yet(service: LocalSandboxService) -> None:
+async def test_node_templates_are_not_available_yet(service: LocalSandboxService) -> None:
     result = await service.execute(
-        fragment("import streamlit", template="streamlit-developer"), owner="c"
+        fragment("export default 1", template="nextjs-developer"), owner="c"
     )
     assert isinstance(result, WebResult)
     assert result.sandbox_id is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 from fragments.errors import BadRequest, FragmentsError
@@ -37,6 +37,18 @@ class SandboxService(Protocol):
 
     async def check(self) -> None:
         """Raise if the backend cannot run sandboxes now (used by /readyz)."""
+        ...
+
+    async def kill(self, sandbox_id: str) -> bool:
+        """Kill a sandbox now; False when no live sandbox has this id."""
+        ...
+
+    def preview_socket(self, sandbox_id: str, port: int) -> Path | None:
+        """The unix socket serving a live sandbox's port (for the preview proxy), or None."""
+        ...
+
+    def preview_expired(self, sandbox_id: str) -> bool:
+        """True when the id belonged to a sandbox that has since been closed."""
         ...
 
     async def aclose(self) -> None:

@@ -29,8 +29,8 @@ from fragments.sandbox.templates import TEMPLATES, Template
 MARKER = ".fragments-template.json"
 # Bump when the layout of a built environment changes, so old ones are rebuilt.
 FORMAT = 1
-# Templates this backend can build today; the web templates arrive with their dev servers.
-BUILDABLE = ("code-interpreter-v1",)
+# Templates this backend can build today (the Node templates arrive with their own builder).
+BUILDABLE = ("code-interpreter-v1", "streamlit-developer", "gradio-developer")
 # Where the pre-built matplotlib font cache lives inside an environment.
 MPL_CACHE = "share/fragments/matplotlib"
 
@@ -171,12 +171,17 @@ def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
 
 # Imported once at build time: fails the build early if a package is broken, and fills the
 # matplotlib font cache so the first chart in a sandbox does not spend a second building it.
-_WARM_UP = """
-import ipykernel, matplotlib, numpy, pandas, plotly, seaborn
+_CHART = """
 import matplotlib.pyplot as plt
-import matplotlib_inline.backend_inline
 plt.figure(); plt.plot([1, 2]); plt.close("all")
 """
+_WARM_UP = {
+    "code-interpreter-v1": "import ipykernel, matplotlib, numpy, pandas, plotly, seaborn\n"
+    "import matplotlib_inline.backend_inline\n" + _CHART,
+    "streamlit-developer": "import streamlit, matplotlib, numpy, pandas, plotly, seaborn\n"
+    + _CHART,
+    "gradio-developer": "import gradio, matplotlib, numpy, pandas, plotly, seaborn\n" + _CHART,
+}
 
 
 def build_template(
@@ -263,7 +268,7 @@ def build_template(
             mpl = tmp / MPL_CACHE
             mpl.mkdir(parents=True, mode=0o755)
             _run(
-                [str(tmp / "bin" / "python"), "-c", _WARM_UP],
+                [str(tmp / "bin" / "python"), "-c", _WARM_UP[template.id]],
                 log,
                 {**env, "MPLCONFIGDIR": str(mpl), "MPLBACKEND": "agg"},
             )

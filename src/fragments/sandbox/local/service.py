@@ -1,10 +1,16 @@
-"""The local sandbox backend: confined Jupyter kernels on this machine, one per conversation.
+"""The local sandbox backend: confined Jupyter kernels and dev servers on this machine, one
+sandbox per conversation.
 
 A conversation (owner) keeps its sandbox, and so its variables, between runs until it is idle
 for `sandbox_lifetime_seconds`, asks for a restart, or the app stops; a request without an owner
 gets a fresh sandbox that is killed after its run. A sandbox is never handed to another owner,
 and runs on one sandbox are serialized. Each sandbox has its own uid (`sandbox_uid_base + slot`),
 reserved across processes with a lock file, so two apps on one machine never share one.
+
+A web sandbox (Streamlit, Gradio) outlives its request: its preview is served through the app's
+proxy until the sandbox has been idle (no request, no proxied traffic) for its lifetime. A
+conversation's edited app is rewritten in place, so Streamlit reruns it; Gradio's process is
+restarted on the new file.
 """
 
 from __future__ import annotations
@@ -38,7 +44,14 @@ from fragments.sandbox.local.confine import prepare_etc
 from fragments.sandbox.local.kernel import KernelConfig, KernelSandbox, SandboxStartError
 from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
 from fragments.sandbox.local.seccomp import seccomp_filter
-from fragments.sandbox.service import Phase, PhaseCallback, SandboxUnavailable, prepare_program
+from fragments.sandbox.local.web import WebSandbox, write_gradio_boot
+from fragments.sandbox.service import (
+    Phase,
+    PhaseCallback,
+    Program,
+    SandboxUnavailable,
+    prepare_program,
+)
 from fragments.sandbox.templates import Template
 from fragments.schemas import ExecutionError, Fragment, InterpreterResult, WebResult
 
@@ -47,6 +60,10 @@ log = structlog.get_logger(__name__)
 # ZeroMQ refuses (and disconnects) an inbound message above this size: a hostile cell cannot
 # make the app buffer an arbitrarily large single output message.
 _MIN_MAX_MESSAGE = 16 * 1024 * 1024
+# Ids of closed sandboxes remembered so their preview URLs say "expired" rather than "unknown".
+_GONE_MEMORY = 4096
+
+Sandbox = KernelSandbox | WebSandbox
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,7 +91,7 @@ def web_unavailable(template: Template) -> WebResult:
             name="NotAvailable",
             value=(
                 f"Live previews of {template.name} apps are not available in local sandboxes "
-                "yet; only the Python interpreter (code-interpreter-v1) runs here for now."
+                "yet; the Python interpreter, Streamlit and Gradio run here for now."
             ),
         ),
     )
@@ -89,8 +106,10 @@ class LocalSandboxService:
         self._setup_lock = asyncio.Lock()
         self._build_lock = asyncio.Lock()
         self._acquire_lock = asyncio.Lock()
-        self._by_id: dict[str, KernelSandbox] = {}
-        self._by_owner: dict[str, KernelSandbox] = {}
+        self._by_id: dict[str, Sandbox] = {}
+        self._by_owner: dict[str, Sandbox] = {}
+        self._gone: dict[str, None] = {}
+        self._gradio_boot: Path | None = None
         self._users: dict[str, int] = {}
         self._slots: dict[int, IO[str]] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -132,6 +151,7 @@ class LocalSandboxService:
         run_root.mkdir(mode=0o711)
         etc = prepare_etc(root)
         boot = write_boot_script(root)
+        self._gradio_boot = write_gradio_boot(root)
         seccomp = seccomp_filter(root) if s.sandbox_seccomp else None
         backend = limits_backend() if s.sandbox_limits == "auto" else s.sandbox_limits
         log.info(
@@ -221,7 +241,7 @@ class LocalSandboxService:
 
     async def _acquire(
         self, owner: str | None, env: TemplateEnv, restart: bool, config: KernelConfig
-    ) -> KernelSandbox:
+    ) -> Sandbox:
         async with self._acquire_lock:
             if self._closed:
                 raise SandboxUnavailable("The sandbox service is shutting down.")
@@ -251,34 +271,52 @@ class LocalSandboxService:
                     "Every sandbox is busy right now; please try again in a few seconds.",
                     headers={"Retry-After": "5"},
                 )
-            sandbox = KernelSandbox(
-                sandbox_id=secrets.token_hex(8),
-                owner=owner,
-                slot=slot,
-                env=env,
-                config=config,
-                context=self._require_context(),
-            )
+            sandbox = self._new_sandbox(owner, slot, env, config)
             self._by_id[sandbox.id] = sandbox
             self._users[sandbox.id] = 1
             if owner is not None:
                 self._by_owner[owner] = sandbox
             return sandbox
 
+    def _new_sandbox(
+        self, owner: str | None, slot: int, env: TemplateEnv, config: KernelConfig
+    ) -> Sandbox:
+        sandbox_id = secrets.token_hex(8)
+        if env.template.runtime == "web":
+            return WebSandbox(
+                sandbox_id=sandbox_id,
+                owner=owner,
+                slot=slot,
+                env=env,
+                config=config,
+                gradio_boot=self._gradio_boot,
+            )
+        return KernelSandbox(
+            sandbox_id=sandbox_id,
+            owner=owner,
+            slot=slot,
+            env=env,
+            config=config,
+            context=self._require_context(),
+        )
+
     def _require_context(self) -> zmq.asyncio.Context:
         assert self._context is not None
         return self._context
 
-    def _least_recent_idle(self) -> KernelSandbox | None:
+    def _least_recent_idle(self) -> Sandbox | None:
         idle = [s for s in self._by_id.values() if self._users.get(s.id, 0) == 0]
         return min(idle, key=lambda s: s.last_used, default=None)
 
-    def _forget(self, sandbox: KernelSandbox) -> None:
+    def _forget(self, sandbox: Sandbox) -> None:
         self._by_id.pop(sandbox.id, None)
+        self._gone[sandbox.id] = None
+        while len(self._gone) > _GONE_MEMORY:
+            del self._gone[next(iter(self._gone))]
         if sandbox.owner is not None and self._by_owner.get(sandbox.owner) is sandbox:
             del self._by_owner[sandbox.owner]
 
-    async def _close(self, sandbox: KernelSandbox) -> None:
+    async def _close(self, sandbox: Sandbox) -> None:
         # Wait for a run in progress only briefly: closing kills it, which ends it anyway.
         try:
             await asyncio.shield(sandbox.close())
@@ -317,7 +355,7 @@ class LocalSandboxService:
     ) -> InterpreterResult | WebResult:
         """Run a fragment in the owner's sandbox (see the module docstring)."""
         program = prepare_program(fragment)
-        if program.template.runtime == "web" or not is_buildable(program.template):
+        if not is_buildable(program.template):
             return web_unavailable(program.template)
 
         async def phase(name: Phase) -> None:
@@ -328,6 +366,8 @@ class LocalSandboxService:
         config = await self._setup()
         env = await self._ensure_env(program.template, phase)
         sandbox = await self._acquire(owner, env, restart, config)
+        if isinstance(sandbox, WebSandbox):
+            return await self._serve(sandbox, program, phase)
         try:
             async with sandbox.lock:
                 if sandbox.closed:
@@ -359,6 +399,76 @@ class LocalSandboxService:
             if owner is None:
                 self._forget(sandbox)
                 await self._close(sandbox)
+
+    async def _serve(
+        self, sandbox: WebSandbox, program: Program, phase: PhaseCallback
+    ) -> WebResult:
+        """Write the app into a web sandbox and (re)start its server; the sandbox lives on."""
+        template = program.template
+        try:
+            async with sandbox.lock:
+                if sandbox.closed:
+                    raise SandboxUnavailable(
+                        "The sandbox was closed while the run waited; please try again.",
+                        headers={"Retry-After": "1"},
+                    )
+                files = list(program.files) or [(program.entry, program.code)]
+                sandbox.entry = program.entry
+                error = await sandbox.write_files(files)
+                if error is not None:
+                    return WebResult(
+                        sandbox_id=sandbox.id, template=template.id, url=None, error=error
+                    )
+                # Streamlit reruns a rewritten file by itself; Gradio has to be relaunched.
+                if sandbox.alive and template.id != "streamlit-developer":
+                    await sandbox.stop()
+                if not sandbox.alive:
+                    await phase("starting")
+                    try:
+                        await sandbox.start()
+                    except SandboxStartError as exc:
+                        log.warning("sandbox_web_start_failed", sandbox_id=sandbox.id)
+                        self._forget(sandbox)
+                        await self._close(sandbox)
+                        return WebResult(
+                            sandbox_id=None,
+                            template=template.id,
+                            url=None,
+                            error=ExecutionError(name="SandboxStartError", value=str(exc)),
+                        )
+                await phase("running")
+                sandbox.last_used = time.monotonic()
+                return WebResult(
+                    sandbox_id=sandbox.id, template=template.id, url=self.preview_url(sandbox)
+                )
+        finally:
+            self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
+
+    def preview_url(self, sandbox: WebSandbox) -> str:
+        """`<scheme>://<port>-<sandbox id>.<preview domain>/` (DESIGN.md)."""
+        s = self.settings
+        return f"{s.preview_scheme}://{sandbox.port}-{sandbox.id}.{s.resolved_preview_domain}/"
+
+    def preview_socket(self, sandbox_id: str, port: int) -> Path | None:
+        """The unix socket serving this sandbox's port, or None; counts as activity."""
+        sandbox = self._by_id.get(sandbox_id)
+        if not isinstance(sandbox, WebSandbox) or sandbox.port != port or sandbox.closed:
+            return None
+        sandbox.last_used = time.monotonic()
+        return sandbox.socket
+
+    async def kill(self, sandbox_id: str) -> bool:
+        """Kill a sandbox now (its preview URL then answers 410); False if it was not live."""
+        sandbox = self._by_id.get(sandbox_id)
+        if sandbox is None:
+            return False
+        self._forget(sandbox)
+        await self._close(sandbox)
+        return True
+
+    def preview_expired(self, sandbox_id: str) -> bool:
+        """True for a sandbox this process closed (recently enough to remember)."""
+        return sandbox_id in self._gone
 
     async def check(self) -> None:
         """Raise unless a confined process can start and the interpreter template is usable."""
@@ -442,9 +552,9 @@ class LocalSandboxService:
 
     # ---- introspection (tests, bench) --------------------------------------------------------
 
-    def sandbox_for(self, owner: str) -> KernelSandbox | None:
+    def sandbox_for(self, owner: str) -> Sandbox | None:
         return self._by_owner.get(owner)
 
     @property
-    def sandboxes(self) -> list[KernelSandbox]:
+    def sandboxes(self) -> list[Sandbox]:
         return list(self._by_id.values())

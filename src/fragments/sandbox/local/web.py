@@ -1,0 +1,414 @@
+"""One confined web sandbox: a dev server (Streamlit, Gradio) with no network at all.
+
+The server listens on 127.0.0.1:<template port> inside the sandbox's own network namespace (so
+every sandbox can use the same port); socat, started beside it inside the sandbox, forwards a
+unix socket in a folder bound at /run/kernel to that port, and the app's preview proxy connects
+to the socket's host path. Once the socket exists the folder is handed back to root, so code in
+the sandbox cannot swap the socket for a link to some host socket the app would then reach.
+
+Files are written by the app into the workspace with every path component opened
+O_NOFOLLOW relative to the workspace, and renamed into place (a dev server never reloads a
+half-written file); a link planted by the sandbox is refused, never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import time
+from pathlib import Path, PurePosixPath
+
+import httpx
+import structlog
+
+from fragments.sandbox.local.build import TemplateEnv
+from fragments.sandbox.local.confine import KERNEL_DIR, Confinement, bwrap_command
+from fragments.sandbox.local.kernel import MAX_SOCKET_PATH, KernelConfig, SandboxStartError
+from fragments.sandbox.local.kernel import _descendants as descendants
+from fragments.sandbox.local.limits import Limits, create_limits
+from fragments.schemas import ExecutionError
+
+log = structlog.get_logger(__name__)
+
+SOCKET_NAME = "http.sock"
+GRADIO_BOOT_PATH = "/opt/fragments/gradio_boot.py"
+_POLL = 0.05
+_LOG_TAIL = 8192
+
+# Run by the Gradio template's Python inside the sandbox. `import gradio` is most of a cold
+# start (~4.5 s), so it is done first; the app's file is then run as a module and its `demo`
+# launched on the template's port.
+GRADIO_BOOT_SOURCE = '''\
+"""Fragments sandbox: launch a Gradio app's `demo`."""
+import os
+import runpy
+import sys
+import time
+
+if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import gradio as gr
+
+path, port = sys.argv[1], int(sys.argv[2])
+while not os.path.exists(path):  # a warm process waits for its app
+    time.sleep(0.02)
+sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+namespace = runpy.run_path(path, run_name="app")
+demo = namespace.get("demo")
+if not isinstance(demo, gr.Blocks):
+    demo = next((v for v in namespace.values() if isinstance(v, gr.Blocks)), None)
+if demo is None:
+    sys.exit("The app defines no Gradio app: name the gr.Blocks or gr.Interface `demo`.")
+demo.launch(server_name="127.0.0.1", server_port=port, show_error=True, quiet=True)
+'''
+
+
+def write_gradio_boot(root: Path) -> Path:
+    """Write the Gradio launcher once under the sandbox root (world-readable)."""
+    folder = root / "lib"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    digest = hashlib.sha256(GRADIO_BOOT_SOURCE.encode()).hexdigest()[:12]
+    path = folder / f"gradio-{digest}.py"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(GRADIO_BOOT_SOURCE)
+        tmp.chmod(0o644)
+        tmp.rename(path)
+    return path
+
+
+def server_command(env: TemplateEnv, entry: str, port: int) -> list[str]:
+    """The dev server's command line inside the sandbox."""
+    python = str(env.python)
+    if env.template.id == "streamlit-developer":
+        return [
+            python,
+            "-m",
+            "streamlit",
+            "run",
+            entry,
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            # The proxy is the only client and rewrites Origin; each preview is its own origin.
+            "--server.enableCORS",
+            "false",
+            "--server.enableXsrfProtection",
+            "false",
+            # An open preview reruns when the fragment's file is rewritten (hot reload).
+            "--server.runOnSave",
+            "true",
+            "--global.developmentMode",
+            "false",
+        ]
+    if env.template.id == "gradio-developer":
+        return [python, GRADIO_BOOT_PATH, entry, str(port)]
+    raise SandboxStartError(f"The template {env.template.id} has no dev server here.")
+
+
+def _with_forwarder(port: int, command: list[str]) -> list[str]:
+    forward = (
+        f"socat UNIX-LISTEN:{KERNEL_DIR}/{SOCKET_NAME},fork,unlink-early,mode=600 "
+        f'TCP:127.0.0.1:{port} &\nexec "$@"'
+    )
+    return ["/bin/sh", "-c", forward, "sh", *command]
+
+
+class WorkspaceWriteError(Exception):
+    """A file could not be written into the workspace (the message says which and why)."""
+
+
+def _open_dir(parent: int, name: str, uid: int) -> int:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o755, dir_fd=parent)
+        os.chown(name, uid, uid, dir_fd=parent, follow_symlinks=False)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+
+
+def write_workspace(home: Path, uid: int, files: list[tuple[str, str]]) -> None:
+    """Write (relative path, content) pairs under `home`, owned by `uid`; never follows links."""
+    root = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for rel, content in files:
+            parts = [p for p in PurePosixPath(rel.replace("\\", "/")).parts if p not in ("", ".")]
+            if not parts or ".." in parts:
+                raise WorkspaceWriteError(f"'{rel[:80]}' is not a file path in the workspace.")
+            fd = os.dup(root)
+            try:
+                for part in parts[:-1]:
+                    try:
+                        nested = _open_dir(fd, part, uid)
+                    except OSError as exc:
+                        raise WorkspaceWriteError(
+                            f"Cannot write '{rel[:80]}': '{part}' is not a folder."
+                        ) from exc
+                    os.close(fd)
+                    fd = nested
+                name = parts[-1]
+                tmp = f".{name}.fragments-{os.getpid()}-{time.monotonic_ns()}"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                out = os.open(tmp, flags, 0o644, dir_fd=fd)
+                try:
+                    os.fchown(out, uid, uid)
+                    data = content.encode()
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                finally:
+                    os.close(out)
+                try:
+                    os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=fd)
+                    raise WorkspaceWriteError(
+                        f"Cannot write '{rel[:80]}': {os.strerror(exc.errno or errno.EIO)}."
+                    ) from exc
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+
+
+class WebSandbox:
+    """A sandbox serving one web app from its workspace; restarted in place when needed."""
+
+    kind = "web"
+
+    def __init__(
+        self,
+        *,
+        sandbox_id: str,
+        owner: str | None,
+        slot: int,
+        env: TemplateEnv,
+        config: KernelConfig,
+        gradio_boot: Path | None,
+    ) -> None:
+        self.id = sandbox_id
+        self.owner = owner
+        self.slot = slot
+        self.uid = config.uid_base + slot
+        self.env = env
+        self.config = config
+        self.lock = asyncio.Lock()
+        self.last_used = time.monotonic()
+        self.closed = False
+        self.root = config.run_root / sandbox_id
+        self.home = self.root / "home"
+        self.socket_dir = self.root / "kernel"
+        self.port = env.template.port or 0
+        self.entry = env.template.file
+        self._gradio_boot = gradio_boot
+        self._limits: Limits | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+        self._log_tail = bytearray()
+        self.starts = 0
+
+    @property
+    def socket(self) -> Path:
+        return self.socket_dir / SOCKET_NAME
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def prepare(self) -> None:
+        """Create the workspace and socket folders (owned by the sandbox's uid)."""
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        for path in (self.home, self.socket_dir):
+            path.mkdir(mode=0o700, exist_ok=True)
+            os.chown(path, self.uid, self.uid)
+            path.chmod(0o700)
+        if len(str(self.socket)) > MAX_SOCKET_PATH:
+            raise SandboxStartError(
+                f"The sandbox folder path is too long for unix sockets ({self.socket}); "
+                "use a shorter FRAGMENTS_SANDBOX_ROOT."
+            )
+
+    async def write_files(self, files: list[tuple[str, str]]) -> ExecutionError | None:
+        """Write the fragment's files into the workspace; an error result instead of a raise."""
+        self.last_used = time.monotonic()
+        await asyncio.to_thread(self.prepare)
+        try:
+            await asyncio.to_thread(write_workspace, self.home, self.uid, files)
+        except (WorkspaceWriteError, OSError) as exc:
+            return ExecutionError(name="WriteError", value=str(exc))
+        return None
+
+    def log_tail(self) -> str:
+        return self._log_tail.decode(errors="replace")
+
+    async def start(self) -> None:
+        """Launch the dev server confined and wait until it answers HTTP."""
+        await self.stop()
+        await asyncio.to_thread(self.prepare)
+        # The folder is the sandbox's again until its forwarder has bound the new socket.
+        os.chown(self.socket_dir, self.uid, self.uid)
+        self.socket_dir.chmod(0o700)
+        self.socket.unlink(missing_ok=True)
+        if self._limits is None:
+            self._limits = create_limits(
+                f"{self.config.run_root.name}-{self.id}",
+                self.config.caps,
+                self.config.limits_backend,
+            )
+        ro_files: list[tuple[Path, str]] = []
+        if self._gradio_boot is not None:
+            ro_files.append((self._gradio_boot, GRADIO_BOOT_PATH))
+        for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
+            ro_files.append((cache, f"/tmp/matplotlib/{cache.name}"))
+        seccomp_fd: int | None = None
+        if self.config.seccomp is not None:
+            seccomp_fd = os.open(self.config.seccomp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            confinement = Confinement(
+                uid=self.uid,
+                gid=self.uid,
+                etc=self.config.etc,
+                template_env=self.env.path,
+                home=self.home,
+                kernel_dir=self.socket_dir,
+                cpus=self.config.caps.cpus,
+                seccomp_fd=seccomp_fd,
+                ro_files=tuple(ro_files),
+                env={
+                    "MPLBACKEND": "agg",
+                    "MPLCONFIGDIR": "/tmp/matplotlib",
+                    "PYTHONUNBUFFERED": "1",
+                    "GRADIO_ANALYTICS_ENABLED": "False",
+                    "GRADIO_TEMP_DIR": "/tmp/gradio",
+                    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+                    "HF_HUB_OFFLINE": "1",
+                },
+            )
+            inner = _with_forwarder(self.port, server_command(self.env, self.entry, self.port))
+            command = self._limits.wrap_command(bwrap_command(confinement, inner))
+            started = time.monotonic()
+            self._proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
+                start_new_session=True,
+            )
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+        self._log_tail.clear()
+        self._drain = asyncio.create_task(self._drain_output(self._proc))
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        self.starts += 1
+        log.info(
+            "sandbox_web_started",
+            sandbox_id=self.id,
+            template=self.env.template.id,
+            uid=self.uid,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def _drain_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            self._log_tail += chunk
+            del self._log_tail[:-_LOG_TAIL]
+
+    def _lock_socket_dir(self) -> None:
+        # See the module docstring: from now on only root may change this folder.
+        os.chown(self.socket_dir, 0, 0)
+        self.socket_dir.chmod(0o755)
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.start_timeout
+        locked = False
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        async with httpx.AsyncClient(transport=transport, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._proc is None or self._proc.returncode is not None:
+                    if self._drain is not None:
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(self._drain, 1)
+                    raise self._startup_failure()
+                if not locked:
+                    try:
+                        is_socket = stat.S_ISSOCK(os.lstat(self.socket).st_mode)
+                    except OSError:
+                        is_socket = False
+                    if not is_socket:
+                        await asyncio.sleep(_POLL)
+                        continue
+                    self._lock_socket_dir()
+                    locked = True
+                try:
+                    response = await client.get(
+                        f"http://127.0.0.1:{self.port}/",
+                        headers={"host": f"127.0.0.1:{self.port}"},
+                    )
+                except httpx.HTTPError:
+                    await asyncio.sleep(_POLL)
+                    continue
+                if response.status_code < 500:
+                    return
+                await asyncio.sleep(_POLL)
+        raise SandboxStartError(
+            f"The app did not answer within {self.config.start_timeout:.0f} s."
+            + self._tail_suffix()
+        )
+
+    def _tail_suffix(self) -> str:
+        tail = self.log_tail().strip()
+        return f"\n{tail[-2000:]}" if tail else ""
+
+    def _startup_failure(self) -> SandboxStartError:
+        status = self._proc.returncode if self._proc else None
+        detail = f" (exit status {status})" if status is not None else ""
+        return SandboxStartError(f"The app stopped while starting{detail}." + self._tail_suffix())
+
+    async def stop(self) -> None:
+        """Kill the server and everything it started; the workspace stays."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            for pid in descendants(proc.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(proc.wait(), 2)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(proc.wait(), 5)
+        if self._limits is not None:
+            await asyncio.to_thread(self._limits.kill_all)
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.cancel()
+            with contextlib.suppress(BaseException):
+                await drain
+
+    async def close(self) -> None:
+        """Stop the server, remove the caps and delete the sandbox's folders."""
+        self.closed = True
+        await self.stop()
+        limits, self._limits = self._limits, None
+        if limits is not None:
+            await asyncio.to_thread(limits.remove)
+        await asyncio.to_thread(shutil.rmtree, self.root, True)

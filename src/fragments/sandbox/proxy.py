@@ -1,0 +1,325 @@
+"""The preview proxy: `<port>-<sandbox id>.<preview domain>` is served by that sandbox.
+
+A pure ASGI middleware placed outside every other one: a request whose Host names a preview
+never reaches the app's routes (so a spoofed Host cannot borrow the app's origin, and the app's
+security headers, such as `frame-ancestors 'self'`, never land on a preview, which the app's
+page frames from another origin). HTTP (streamed both ways) and WebSocket (hot reload,
+Streamlit's session, Gradio's queue) are relayed to the sandbox's unix socket, with Host and
+Origin rewritten to what the dev server inside expects. An unknown or expired sandbox gets a
+short HTML page (404 / 410), a sandbox whose server does not answer a 502 page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import cast
+
+import httpx
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection, unix_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from fragments.sandbox.service import SandboxService
+
+log = structlog.get_logger(__name__)
+
+_LABEL = re.compile(r"^([0-9]{1,5})-([0-9a-z]{1,64})$")
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+    }
+)
+# Headers a browser sends on a WebSocket handshake that the dev server may care about.
+_WS_FORWARDED = (b"cookie", b"user-agent", b"accept-language", b"authorization")
+_MAX_CLIENTS = 64
+_WS_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def parse_preview_host(host: str, domain: str) -> tuple[int, str] | None:
+    """(port, sandbox id) when `host` is `<port>-<id>.<domain>` (case-insensitive), else None."""
+    host = host.strip().lower().rstrip(".")
+    suffix = "." + domain.lower()
+    if not host.endswith(suffix):
+        return None
+    match = _LABEL.match(host[: -len(suffix)])
+    if match is None:
+        return None
+    port = int(match.group(1))
+    if not 0 < port < 65536:
+        return None
+    return port, match.group(2)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return cast(bytes, value).decode("latin-1")
+    return ""
+
+
+_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>{title}</title>
+<style>body{{font:16px system-ui,sans-serif;margin:3rem auto;max-width:34rem;padding:0 1rem;
+color:#333}}h1{{font-size:1.3rem}}</style><h1>{title}</h1><p>{text}</p></html>"""
+
+
+async def _page(send: Send, status: int, title: str, text: str) -> None:
+    body = _PAGE.format(title=html.escape(title), text=html.escape(text)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class PreviewProxy:
+    """Pooled HTTP clients, one per sandbox socket; closed with the app."""
+
+    def __init__(self, domain: str, services: Callable[[], SandboxService | None]) -> None:
+        self.domain = domain
+        self.services = services
+        self._clients: OrderedDict[Path, httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def client(self, socket: Path) -> httpx.AsyncClient:
+        client = self._clients.get(socket)
+        if client is not None:
+            self._clients.move_to_end(socket)
+            return client
+        transport = httpx.AsyncHTTPTransport(uds=str(socket), retries=0)
+        # No read timeout: a preview may stream (server-sent events, long polls) for as long
+        # as its sandbox lives.
+        timeout = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=10.0)
+        client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
+        self._clients[socket] = client
+        while len(self._clients) > _MAX_CLIENTS:
+            _, old = self._clients.popitem(last=False)
+            task = asyncio.create_task(old.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return client
+
+    def forget(self, socket: Path) -> None:
+        client = self._clients.pop(socket, None)
+        if client is not None:
+            task = asyncio.create_task(client.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        clients = list(self._clients.values())
+        self._clients.clear()
+        await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
+
+
+class PreviewProxyMiddleware:
+    """Routes preview hosts to their sandboxes; everything else goes to the app."""
+
+    def __init__(self, app: ASGIApp, proxy: PreviewProxy) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        target = parse_preview_host(_header(scope, b"host"), self.proxy.domain)
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        port, sandbox_id = target
+        service = self.proxy.services()
+        socket = service.preview_socket(sandbox_id, port) if service is not None else None
+        if socket is None:
+            expired = service is not None and service.preview_expired(sandbox_id)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            elif expired:
+                await _page(
+                    send,
+                    410,
+                    "This preview has expired",
+                    "The sandbox that served it was stopped after a period without use. "
+                    "Run the fragment again to get a new preview.",
+                )
+            else:
+                await _page(
+                    send,
+                    404,
+                    "No such preview",
+                    "No sandbox serves this address. Previews are only reachable while their "
+                    "sandbox is running; run the fragment again to get a new preview.",
+                )
+            return
+        if scope["type"] == "http":
+            await self._http(scope, receive, send, socket, port)
+        else:
+            await self._websocket(scope, receive, send, socket, port)
+
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, socket: Path, port: int
+    ) -> None:
+        upstream_host = f"127.0.0.1:{port}"
+        headers: list[tuple[bytes, bytes]] = []
+        has_body = False
+        for key, value in scope["headers"]:
+            name = key.lower()
+            if name in _HOP_BY_HOP:
+                continue
+            if name == b"origin":
+                value = f"http://{upstream_host}".encode()
+            if name == b"content-length":
+                has_body = value != b"0"
+            headers.append((name, value))
+        if _header(scope, b"transfer-encoding"):
+            has_body = True
+        headers.append((b"host", upstream_host.encode()))
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        url = f"http://{upstream_host}{path.decode('latin-1')}"
+        if query:
+            url += "?" + query.decode("latin-1")
+
+        async def body() -> AsyncIterator[bytes]:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+
+        client = self.proxy.client(socket)
+        request = client.build_request(
+            scope["method"], url, headers=headers, content=body() if has_body else None
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            log.info("preview_upstream_failed", socket=str(socket), error=type(exc).__name__)
+            self.proxy.forget(socket)
+            await _page(
+                send,
+                502,
+                "The app is not answering",
+                "Its sandbox is running, but the app inside did not answer: it may still be "
+                "starting, or it stopped with an error. Try again in a moment.",
+            )
+            return
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP
+                    ],
+                }
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except httpx.HTTPError:
+            # The upstream broke mid-body; the response has started, so just end it.
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.aclose()
+
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, socket: Path, port: int
+    ) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        upstream_host = f"127.0.0.1:{port}"
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k.lower() in _WS_FORWARDED
+        ]
+        if _header(scope, b"origin"):
+            headers.append(("Origin", f"http://{upstream_host}"))
+        path = scope.get("raw_path") or scope["path"].encode()
+        uri = f"ws://{upstream_host}{path.decode('latin-1')}"
+        query = scope.get("query_string", b"")
+        if query:
+            uri += "?" + query.decode("latin-1")
+        subprotocols = [Subprotocol(p) for p in scope.get("subprotocols", [])]
+        try:
+            upstream = await unix_connect(
+                str(socket),
+                uri,
+                subprotocols=subprotocols or None,
+                additional_headers=headers,
+                max_size=_WS_MAX_MESSAGE,
+                open_timeout=10,
+                user_agent_header=None,
+            )
+        except (OSError, TimeoutError, Exception) as exc:
+            log.info("preview_ws_upstream_failed", socket=str(socket), error=type(exc).__name__)
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        async with upstream:
+            await _relay(upstream, receive, send)
+
+
+async def _relay(upstream: ClientConnection, receive: Receive, send: Send) -> None:
+    """Pump frames both ways until either side closes."""
+
+    async def from_client() -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "websocket.receive":
+                data = message.get("bytes")
+                await upstream.send(data if data is not None else message.get("text") or "")
+            elif message["type"] == "websocket.disconnect":
+                return
+
+    async def from_upstream() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in upstream:
+                if isinstance(data, bytes):
+                    await send({"type": "websocket.send", "bytes": data})
+                else:
+                    await send({"type": "websocket.send", "text": data})
+        code = upstream.close_code or 1000
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": code})
+
+    tasks = [asyncio.create_task(from_client()), asyncio.create_task(from_upstream())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
