@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     sandbox_start_timeout_seconds: float = 30.0
     sandbox_interrupt_grace_seconds: float = 3.0
     sandbox_seccomp: bool = True
+    # Installing a fragment's additional_dependencies (confined, wheels only) may take this long.
+    sandbox_install_timeout_seconds: float = 180.0
+    # Where installs get Python packages: an index URL, or a folder of wheels (offline; tests).
+    sandbox_pip_index: str | None = None
     # How caps are enforced: cgroups (v1 or v2) when writable, else rlimits; or force one.
     sandbox_limits: Literal["auto", "cgroup-v1", "cgroup-v2", "rlimit"] = "auto"
 

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 from fragments.errors import BadRequest, FragmentsError
+from fragments.sandbox.deps import dependency_name, normalize_pip_name, validate_dependencies
 from fragments.sandbox.templates import Template, get_template
 from fragments.schemas import Fragment, InterpreterResult, WebResult
 
@@ -64,6 +65,8 @@ class Program:
     files: tuple[tuple[str, str], ...]
     code: str
     entry: str
+    # Validated additional_dependencies the template does not already provide.
+    dependencies: tuple[str, ...] = ()
 
 
 def check_path(path: str) -> str:
@@ -88,8 +91,14 @@ def check_path(path: str) -> str:
 
 
 def prepare_program(fragment: Fragment) -> Program:
-    """Validate a fragment (template, paths) and pick what to run; raises BadRequest."""
+    """Validate a fragment (template, paths, dependencies) and pick what to run; BadRequest."""
     template = get_template(fragment.template)
+    provided = {normalize_pip_name(p) for p in template.packages} | set(template.packages)
+    dependencies = tuple(
+        dep
+        for dep in validate_dependencies(fragment.additional_dependencies, template.language)
+        if dependency_name(dep, template.language) not in provided
+    )
     if fragment.file_path:
         check_path(fragment.file_path)
     files: list[tuple[str, str]] = []
@@ -98,9 +107,10 @@ def prepare_program(fragment: Fragment) -> Program:
             raise BadRequest("Every file in 'files' needs a file_path.", code="invalid_path")
         files.append((check_path(entry.file_path), entry.file_content))
     if not files:
-        return Program(template, (), fragment.code, fragment.file_path or template.file)
+        main = fragment.file_path or template.file
+        return Program(template, (), fragment.code, main, dependencies)
     contents = dict(files)
     entry_path = fragment.file_path if fragment.file_path in contents else ""
     if not entry_path:
         entry_path = template.file if template.file in contents else files[0][0]
-    return Program(template, tuple(files), contents[entry_path], entry_path)
+    return Program(template, tuple(files), contents[entry_path], entry_path, dependencies)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 HOME = "/home/user"
 KERNEL_DIR = "/run/kernel"
+# A fragment's extra packages, installed by the confined installer, read-only in the sandbox.
+DEPS_DIR = "/opt/deps"
 INNER_UID = 1000
 
 _PASSWD = (
@@ -66,6 +68,10 @@ class Confinement:
     seccomp_fd: int | None = None
     # (host path, sandbox path) pairs bound read-only, e.g. a pre-built font cache.
     ro_files: tuple[tuple[Path, str], ...] = ()
+    # (host path, sandbox path) pairs bound read-write besides the workspace (installs only).
+    rw_binds: tuple[tuple[Path, str], ...] = ()
+    # Share the host's network: only for installs, which run uv and never the fragment's code.
+    network: bool = False
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -98,6 +104,7 @@ def bwrap_command(c: Confinement, command: list[str]) -> list[str]:
         "--no-new-privs",
         "bwrap",
         "--unshare-all",
+        *(["--share-net"] if c.network else []),
         "--unshare-user",
         "--disable-userns",
         "--uid",
@@ -134,6 +141,8 @@ def bwrap_command(c: Confinement, command: list[str]) -> list[str]:
     args += ["--ro-bind", str(c.template_env), str(c.template_env)]
     for host, inside in c.ro_files:
         args += ["--ro-bind", str(host), inside]
+    for host, inside in c.rw_binds:
+        args += ["--bind", str(host), inside]
     args += [
         "--bind",
         str(c.home),

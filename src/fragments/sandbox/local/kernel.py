@@ -28,7 +28,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.connect import KernelConnectionInfo
 
 from fragments.sandbox.local.build import TemplateEnv
-from fragments.sandbox.local.confine import HOME, KERNEL_DIR, Confinement, bwrap_command
+from fragments.sandbox.local.confine import DEPS_DIR, HOME, KERNEL_DIR, Confinement, bwrap_command
 from fragments.sandbox.local.limits import Caps, Limits, Usage, create_limits
 from fragments.sandbox.local.output import OutputCollector
 from fragments.schemas import ExecutionError, InterpreterResult
@@ -142,6 +142,7 @@ class KernelSandbox:
         self.root = config.run_root / sandbox_id
         self.home = self.root / "home"
         self.kernel_dir = self.root / "kernel"
+        self.deps = self.root / "deps"
         self._limits: Limits | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._client: AsyncKernelClient | None = None
@@ -162,6 +163,8 @@ class KernelSandbox:
             path.mkdir(mode=mode, exist_ok=True)
             os.chown(path, self.uid, self.uid)
             path.chmod(mode)
+        # Never the sandbox's: only the installer writes packages there.
+        self.deps.mkdir(mode=0o755, exist_ok=True)
         host_prefix = str(self.kernel_dir / "k")
         if len(host_prefix) + 3 > MAX_SOCKET_PATH:
             raise SandboxStartError(
@@ -201,7 +204,10 @@ class KernelSandbox:
                 self.config.caps,
                 self.config.limits_backend,
             )
-        ro_files: list[tuple[Path, str]] = [(self.config.boot_script, BOOT_PATH)]
+        ro_files: list[tuple[Path, str]] = [
+            (self.config.boot_script, BOOT_PATH),
+            (self.deps, DEPS_DIR),
+        ]
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
             ro_files.append((cache, f"/tmp/matplotlib/{cache.name}"))
         seccomp_fd: int | None = None
@@ -219,6 +225,7 @@ class KernelSandbox:
                 seccomp_fd=seccomp_fd,
                 ro_files=tuple(ro_files),
                 env={
+                    "PYTHONPATH": DEPS_DIR,
                     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                     "MPLCONFIGDIR": "/tmp/matplotlib",
                     "IPYTHONDIR": "/tmp/ipython",

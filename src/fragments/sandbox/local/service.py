@@ -41,6 +41,7 @@ from fragments.sandbox.local.build import (
     is_buildable,
 )
 from fragments.sandbox.local.confine import prepare_etc
+from fragments.sandbox.local.install import Installer, install_packages, prepare_installer
 from fragments.sandbox.local.kernel import KernelConfig, KernelSandbox, SandboxStartError
 from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
 from fragments.sandbox.local.seccomp import seccomp_filter
@@ -110,6 +111,9 @@ class LocalSandboxService:
         self._by_owner: dict[str, Sandbox] = {}
         self._gone: dict[str, None] = {}
         self._gradio_boot: Path | None = None
+        self._installer: Installer | None = None
+        # Packages installed per sandbox id, so a conversation's rerun does not install again.
+        self._installed: dict[str, set[str]] = {}
         self._users: dict[str, int] = {}
         self._slots: dict[int, IO[str]] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -152,6 +156,16 @@ class LocalSandboxService:
         etc = prepare_etc(root)
         boot = write_boot_script(root)
         self._gradio_boot = write_gradio_boot(root)
+        try:
+            # The uid just past the probe's: never a sandbox's, owns the install cache.
+            self._installer = prepare_installer(
+                root,
+                s.sandbox_uid_base + s.sandbox_max_count + 1,
+                s.sandbox_install_timeout_seconds,
+                s.sandbox_pip_index,
+            )
+        except TemplateBuildError as exc:
+            log.warning("sandbox_installer_unavailable", error=str(exc))
         seccomp = seccomp_filter(root) if s.sandbox_seccomp else None
         backend = limits_backend() if s.sandbox_limits == "auto" else s.sandbox_limits
         log.info(
@@ -324,6 +338,7 @@ class LocalSandboxService:
             log.exception("sandbox_close_failed", sandbox_id=sandbox.id)
         finally:
             self._users.pop(sandbox.id, None)
+            self._installed.pop(sandbox.id, None)
             self._release_slot(sandbox.slot)
 
     async def _reap_forever(self) -> None:
@@ -384,6 +399,11 @@ class LocalSandboxService:
                         raise SandboxUnavailable(
                             f"The sandbox could not start: {exc}", headers={"Retry-After": "5"}
                         ) from exc
+                error = await self._install(sandbox, program, phase)
+                if error is not None:
+                    return InterpreterResult(
+                        sandbox_id=sandbox.id, template=program.template.id, error=error
+                    )
                 await phase("running")
                 if program.files:
                     error = await sandbox.write_files(list(program.files))
@@ -415,6 +435,8 @@ class LocalSandboxService:
                 files = list(program.files) or [(program.entry, program.code)]
                 sandbox.entry = program.entry
                 error = await sandbox.write_files(files)
+                if error is None:
+                    error = await self._install(sandbox, program, phase)
                 if error is not None:
                     return WebResult(
                         sandbox_id=sandbox.id, template=template.id, url=None, error=error
@@ -443,6 +465,35 @@ class LocalSandboxService:
                 )
         finally:
             self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
+
+    async def _install(
+        self, sandbox: Sandbox, program: Program, phase: PhaseCallback
+    ) -> ExecutionError | None:
+        """Install the program's packages this sandbox lacks; the installer's error, if any."""
+        done = self._installed.setdefault(sandbox.id, set())
+        missing = [d for d in program.dependencies if d not in done]
+        if not missing:
+            return None
+        if program.template.language != "python" or self._installer is None:
+            return ExecutionError(
+                name="InstallError",
+                value="Additional packages cannot be installed in this sandbox "
+                f"({program.template.id}); uv is needed for Python packages.",
+            )
+        assert self._config is not None
+        await phase("installing")
+        error = await install_packages(
+            sandbox_id=sandbox.id,
+            root=sandbox.root,
+            deps=sandbox.deps,
+            env=sandbox.env,
+            packages=missing,
+            config=self._config,
+            installer=self._installer,
+        )
+        if error is None:
+            done.update(missing)
+        return error
 
     def preview_url(self, sandbox: WebSandbox) -> str:
         """`<scheme>://<port>-<sandbox id>.<preview domain>/` (DESIGN.md)."""

@@ -28,7 +28,7 @@ import httpx
 import structlog
 
 from fragments.sandbox.local.build import TemplateEnv
-from fragments.sandbox.local.confine import KERNEL_DIR, Confinement, bwrap_command
+from fragments.sandbox.local.confine import DEPS_DIR, KERNEL_DIR, Confinement, bwrap_command
 from fragments.sandbox.local.kernel import MAX_SOCKET_PATH, KernelConfig, SandboxStartError
 from fragments.sandbox.local.kernel import _descendants as descendants
 from fragments.sandbox.local.limits import Limits, create_limits
@@ -209,6 +209,7 @@ class WebSandbox:
         self.root = config.run_root / sandbox_id
         self.home = self.root / "home"
         self.socket_dir = self.root / "kernel"
+        self.deps = self.root / "deps"
         self.port = env.template.port or 0
         self.entry = env.template.file
         self._gradio_boot = gradio_boot
@@ -233,6 +234,8 @@ class WebSandbox:
             path.mkdir(mode=0o700, exist_ok=True)
             os.chown(path, self.uid, self.uid)
             path.chmod(0o700)
+        # Never the sandbox's: only the installer writes packages there.
+        self.deps.mkdir(mode=0o755, exist_ok=True)
         if len(str(self.socket)) > MAX_SOCKET_PATH:
             raise SandboxStartError(
                 f"The sandbox folder path is too long for unix sockets ({self.socket}); "
@@ -266,7 +269,7 @@ class WebSandbox:
                 self.config.caps,
                 self.config.limits_backend,
             )
-        ro_files: list[tuple[Path, str]] = []
+        ro_files: list[tuple[Path, str]] = [(self.deps, DEPS_DIR)]
         if self._gradio_boot is not None:
             ro_files.append((self._gradio_boot, GRADIO_BOOT_PATH))
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
@@ -286,6 +289,7 @@ class WebSandbox:
                 seccomp_fd=seccomp_fd,
                 ro_files=tuple(ro_files),
                 env={
+                    "PYTHONPATH": DEPS_DIR,
                     "MPLBACKEND": "agg",
                     "MPLCONFIGDIR": "/tmp/matplotlib",
                     "PYTHONUNBUFFERED": "1",

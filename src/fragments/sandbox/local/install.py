@@ -1,0 +1,219 @@
+"""Installing a fragment's extra Python packages, confined.
+
+The install is its own bubblewrap run, separate from the app's: it shares the host's network
+(the only confined process that does; it needs the registry), runs as a dedicated installer uid
+that no sandbox uses, and executes only uv, with wheels only (`--only-binary :all:`), so no
+package's own code runs during the install. Packages land in the sandbox's `deps` folder, bound
+read-only at /opt/deps in the sandbox and first on its PYTHONPATH; the download cache is shared
+by installs only and never visible to a running sandbox.
+
+Egress is not filtered to the registries: the install shares the host's network namespace, so
+uv could reach the host's loopback services. What runs there is uv alone, with validated
+requirement strings (see `fragments.sandbox.deps`), never the fragment's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from fragments.sandbox.local.build import TemplateBuildError, TemplateEnv
+from fragments.sandbox.local.confine import DEPS_DIR as DEPS_PATH
+from fragments.sandbox.local.confine import Confinement, bwrap_command
+from fragments.sandbox.local.kernel import KernelConfig
+from fragments.sandbox.local.limits import create_limits
+from fragments.schemas import ExecutionError
+
+log = structlog.get_logger(__name__)
+
+UV_PATH = "/opt/fragments/uv"
+WHEELS_PATH = "/opt/fragments/wheels"
+CACHE_PATH = "/var/cache/fragments-uv"
+_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Host files an install needs to resolve and verify the registry (checked once, at import).
+_NET_ETC = tuple(name for name in ("resolv.conf", "ssl") if Path("/etc", name).exists())
+_HAS_CA_BUNDLE = _CA_BUNDLE.exists()
+_NSSWITCH_NET = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Installer:
+    """What an install needs, resolved once per app."""
+
+    uv: Path
+    cache: Path
+    nsswitch: Path
+    uid: int
+    timeout: float
+    # An index URL, or a host folder of wheels used with --no-index.
+    index: str | None = None
+
+
+def _real_uv() -> Path:
+    """The uv binary itself (not a pyenv shim script, which the sandbox could not run)."""
+    found = shutil.which("uv")
+    if found:
+        path = Path(found).resolve()
+        with open(path, "rb") as f:
+            if f.read(2) != b"#!":
+                return path
+    for python in (sys.executable, shutil.which("python3")):
+        if not python:
+            continue
+        done = subprocess.run(
+            [python, "-c", "import uv; print(uv.find_uv_bin())"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return Path(done.stdout.strip()).resolve()
+    raise TemplateBuildError("uv is needed to install packages; `python3 -m pip install uv`.")
+
+
+def prepare_installer(root: Path, uid: int, timeout: float, index: str | None = None) -> Installer:
+    """Copy uv where the installer uid can run it; create the shared cache (once)."""
+    lib = root / "lib"
+    lib.mkdir(mode=0o755, exist_ok=True)
+    source = _real_uv()
+    target = lib / f"uv-{source.stat().st_size}"
+    if not target.exists():
+        tmp = target.with_suffix(".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.chmod(0o755)
+        tmp.rename(target)
+    nsswitch = root / "etc" / "nsswitch-net.conf"
+    if not nsswitch.exists():
+        nsswitch.write_text(_NSSWITCH_NET)
+        nsswitch.chmod(0o644)
+    cache = root / "cache" / "uv"
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cache.parent.chmod(0o711)
+    os.chown(cache, uid, uid)
+    return Installer(
+        uv=target, cache=cache, nsswitch=nsswitch, uid=uid, timeout=timeout, index=index
+    )
+
+
+def prepare_deps_dir(deps: Path, installer_uid: int) -> None:
+    """The folder packages are installed into: the installer's, readable by the sandbox."""
+    deps.mkdir(mode=0o755, exist_ok=True)
+    os.chown(deps, installer_uid, installer_uid)
+
+
+async def install_packages(
+    *,
+    sandbox_id: str,
+    root: Path,
+    deps: Path,
+    env: TemplateEnv,
+    packages: list[str],
+    config: KernelConfig,
+    installer: Installer,
+) -> ExecutionError | None:
+    """Install `packages` (validated requirement strings) into `deps`; the error, if any."""
+    scratch = root / "install-home"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    os.chown(scratch, installer.uid, installer.uid)
+    prepare_deps_dir(deps, installer.uid)
+    ro_files: list[tuple[Path, str]] = [
+        (installer.uv, UV_PATH),
+        (installer.nsswitch, "/etc/nsswitch.conf"),
+    ]
+    for name in _NET_ETC:
+        ro_files.append((Path("/etc", name), f"/etc/{name}"))
+    source: list[str] = []
+    if installer.index and installer.index.startswith("/"):
+        ro_files.append((Path(installer.index), WHEELS_PATH))
+        source = ["--no-index", "--find-links", WHEELS_PATH]
+    elif installer.index:
+        source = ["--index-url", installer.index]
+    extra_env = {
+        "UV_NO_PROGRESS": "1",
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_CACHE_DIR": CACHE_PATH,
+        "PYTHONPATH": "",
+    }
+    if _HAS_CA_BUNDLE:
+        extra_env["SSL_CERT_FILE"] = str(_CA_BUNDLE)
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
+        if os.environ.get(key):
+            extra_env[key] = os.environ[key]
+    confinement = Confinement(
+        uid=installer.uid,
+        gid=installer.uid,
+        etc=config.etc,
+        template_env=env.path,
+        home=scratch,
+        kernel_dir=deps,
+        cpus=config.caps.cpus,
+        ro_files=tuple(ro_files),
+        rw_binds=((installer.cache, CACHE_PATH), (deps, DEPS_PATH)),
+        network=True,
+        env=extra_env,
+    )
+    command = [
+        UV_PATH,
+        "pip",
+        "install",
+        "--target",
+        DEPS_PATH,
+        "--python",
+        str(env.python),
+        "--only-binary",
+        ":all:",
+        *source,
+        "--",
+        *packages,
+    ]
+    limits = create_limits(
+        f"{config.run_root.name}-{sandbox_id}-install", config.caps, config.limits_backend
+    )
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *limits.wrap_command(bwrap_command(confinement, command)),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), installer.timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.to_thread(limits.remove)
+        return ExecutionError(
+            name="InstallError",
+            value=f"Installing {', '.join(packages)} took longer than {installer.timeout:g} s.",
+        )
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    await asyncio.to_thread(limits.remove)
+    await asyncio.to_thread(shutil.rmtree, scratch, True)
+    text = output.decode(errors="replace").strip()
+    log.info(
+        "sandbox_install",
+        sandbox_id=sandbox_id,
+        packages=packages,
+        status=proc.returncode,
+        seconds=round(time.monotonic() - started, 2),
+    )
+    if proc.returncode != 0:
+        return ExecutionError(
+            name="InstallError",
+            value=f"Installing {', '.join(packages)} failed:\n{text[-3000:]}",
+        )
+    return None
