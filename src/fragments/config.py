@@ -98,7 +98,12 @@ class Settings(BaseSettings):
     sandbox_output_cap_bytes: int = 2 * 1024 * 1024
     sandbox_memory_bytes: int = 1024 * 1024 * 1024
     sandbox_max_processes: int = 128
-    sandbox_lifetime_seconds: float = 15 * 60
+    # A sandbox idle this long is killed; `extend` raises one sandbox's up to the maximum.
+    sandbox_lifetime_seconds: float = 10 * 60
+    sandbox_max_lifetime_seconds: float = 24 * 3600
+    # A sandbox that fails to start is retried this many times, waiting 1x, 2x, 4x the backoff.
+    sandbox_start_retries: int = 3
+    sandbox_retry_backoff_seconds: float = 1.0
     sandbox_cpus: float = 1.0
     # Sandbox n runs as uid sandbox_uid_base + n (n < sandbox_max_count): a uid per sandbox.
     sandbox_uid_base: int = 100_000

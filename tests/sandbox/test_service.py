@@ -267,3 +267,62 @@ async def test_a_cancelled_run_is_interrupted_so_the_next_one_does_not_wait(
     result = await run(service, "print('next')")
     assert result.stdout == ["next\n"]
     assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_extend_keeps_a_sandbox_past_the_default_lifetime(sandbox_settings: Settings) -> None:
+    settings = sandbox_settings.model_copy(
+        update={"sandbox_lifetime_seconds": 0.5, "sandbox_max_lifetime_seconds": 60.0}
+    )
+    svc = LocalSandboxService(settings)
+    try:
+        kept = await run(svc, "x = 41", owner="kept")
+        assert await svc.extend(kept.sandbox_id or "", 10_000) == 60.0
+        dropped = await run(svc, "y = 1", owner="dropped")
+        assert await svc.extend("no-such-sandbox", 10) is None
+        for _ in range(50):
+            if svc.sandbox_for("dropped") is None:
+                break
+            await asyncio.sleep(0.1)
+        assert svc.sandbox_for("dropped") is None
+        assert svc.preview_expired(dropped.sandbox_id or "")
+        again = await run(svc, "print(x + 1)", owner="kept")
+        assert again.sandbox_id == kept.sandbox_id
+        assert again.stdout == ["42\n"]
+    finally:
+        await svc.aclose()
+
+
+async def test_a_failing_launch_is_retried_with_backoff(
+    sandbox_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fragments.sandbox.local.kernel import KernelSandbox, SandboxStartError
+    from fragments.sandbox.service import SandboxUnavailable
+
+    settings = sandbox_settings.model_copy(update={"sandbox_retry_backoff_seconds": 0.01})
+    svc = LocalSandboxService(settings)
+    attempts: list[str] = []
+    real_start = KernelSandbox.start
+
+    async def flaky_start(self: KernelSandbox) -> None:
+        attempts.append(self.id)
+        if len(attempts) < 3:
+            raise SandboxStartError("launcher failed")
+        await real_start(self)
+
+    monkeypatch.setattr(KernelSandbox, "start", flaky_start)
+    try:
+        result = await run(svc, "print('third time')")
+        assert result.stdout == ["third time\n"]
+        assert len(attempts) == 3
+
+        async def broken_start(self: KernelSandbox) -> None:
+            attempts.append(self.id)
+            raise SandboxStartError("launcher keeps failing")
+
+        monkeypatch.setattr(KernelSandbox, "start", broken_start)
+        attempts.clear()
+        with pytest.raises(SandboxUnavailable):
+            await run(svc, "1", owner="broken")
+        assert len(attempts) == 4  # the first try and three retries
+    finally:
+        await svc.aclose()

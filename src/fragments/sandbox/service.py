@@ -44,6 +44,10 @@ class SandboxService(Protocol):
         """Kill a sandbox now; False when no live sandbox has this id."""
         ...
 
+    async def extend(self, sandbox_id: str, seconds: float) -> float | None:
+        """Keep a sandbox alive for `seconds` of idleness (capped); None if it is not live."""
+        ...
+
     def preview_socket(self, sandbox_id: str, port: int) -> Path | None:
         """The unix socket serving a live sandbox's port (for the preview proxy), or None."""
         ...

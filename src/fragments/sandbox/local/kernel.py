@@ -45,7 +45,15 @@ _IDLE_AFTER_REPLY = 1.0
 
 
 class SandboxStartError(Exception):
-    """The kernel did not come up; the message says why."""
+    """The sandbox did not come up; the message says why.
+
+    `app_failed` marks a failure of the fragment's own code (a web app that exits while
+    starting): retrying cannot help, unlike a sandbox that failed to launch or answer.
+    """
+
+    def __init__(self, message: str, *, app_failed: bool = False) -> None:
+        super().__init__(message)
+        self.app_failed = app_failed
 
 
 @dataclass(frozen=True, slots=True)

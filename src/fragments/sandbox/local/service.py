@@ -2,10 +2,12 @@
 sandbox per conversation.
 
 A conversation (owner) keeps its sandbox, and so its variables, between runs until it is idle
-for `sandbox_lifetime_seconds`, asks for a restart, or the app stops; a request without an owner
-gets a fresh sandbox that is killed after its run. A sandbox is never handed to another owner,
-and runs on one sandbox are serialized. Each sandbox has its own uid (`sandbox_uid_base + slot`),
-reserved across processes with a lock file, so two apps on one machine never share one.
+for its lifetime (`sandbox_lifetime_seconds`, or longer with `extend`), asks for a restart, or
+the app stops; a request without an owner gets a fresh interpreter that is killed after its run.
+A sandbox that fails to launch is retried with backoff (1, 2, 4 s by default). A sandbox is
+never handed to another owner, and runs on one sandbox are serialized. Each sandbox has its own
+uid (`sandbox_uid_base + slot`), reserved across processes with a lock file, so two apps on one
+machine never share one.
 
 A web sandbox (Streamlit, Gradio) outlives its request: its preview is served through the app's
 proxy until the sandbox has been idle (no request, no proxied traffic) for its lifetime. A
@@ -29,6 +31,13 @@ from typing import IO
 import structlog
 import zmq
 import zmq.asyncio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from fragments.config import Settings
 from fragments.sandbox.local.boot import write_boot_script
@@ -82,6 +91,15 @@ def _instance_alive(name: str) -> bool:
     return pid.isdigit() and _pid_alive(int(pid))
 
 
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, SandboxStartError) and not exc.app_failed
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("sandbox_start_retry", attempt=state.attempt_number, error=str(error)[:300])
+
+
 def web_unavailable(template: Template) -> WebResult:
     """The answer for templates whose live preview this backend cannot serve yet."""
     return WebResult(
@@ -114,6 +132,8 @@ class LocalSandboxService:
         self._installer: Installer | None = None
         # Packages installed per sandbox id, so a conversation's rerun does not install again.
         self._installed: dict[str, set[str]] = {}
+        # Idle lifetimes raised with `extend`; the others use sandbox_lifetime_seconds.
+        self._lifetimes: dict[str, float] = {}
         self._users: dict[str, int] = {}
         self._slots: dict[int, IO[str]] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -339,6 +359,7 @@ class LocalSandboxService:
         finally:
             self._users.pop(sandbox.id, None)
             self._installed.pop(sandbox.id, None)
+            self._lifetimes.pop(sandbox.id, None)
             self._release_slot(sandbox.slot)
 
     async def _reap_forever(self) -> None:
@@ -350,7 +371,8 @@ class LocalSandboxService:
             expired = [
                 s
                 for s in list(self._by_id.values())
-                if self._users.get(s.id, 0) == 0 and now - s.last_used > lifetime
+                if self._users.get(s.id, 0) == 0
+                and now - s.last_used > self._lifetimes.get(s.id, lifetime)
             ]
             for sandbox in expired:
                 idle = round(now - sandbox.last_used)
@@ -393,7 +415,7 @@ class LocalSandboxService:
                 if not sandbox.alive:
                     await phase("starting")
                     try:
-                        await sandbox.start()
+                        await self._start(sandbox)
                     except SandboxStartError as exc:
                         log.error("sandbox_start_failed", sandbox_id=sandbox.id, error=str(exc))
                         raise SandboxUnavailable(
@@ -447,7 +469,7 @@ class LocalSandboxService:
                 if not sandbox.alive:
                     await phase("starting")
                     try:
-                        await sandbox.start()
+                        await self._start(sandbox)
                     except SandboxStartError as exc:
                         log.warning("sandbox_web_start_failed", sandbox_id=sandbox.id)
                         self._forget(sandbox)
@@ -507,6 +529,31 @@ class LocalSandboxService:
             return None
         sandbox.last_used = time.monotonic()
         return sandbox.socket
+
+    async def _start(self, sandbox: Sandbox) -> None:
+        """Start a sandbox, retrying launch failures (not the app's own) with backoff."""
+        s = self.settings
+        backoff = s.sandbox_retry_backoff_seconds
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(s.sandbox_start_retries + 1),
+            wait=wait_exponential(multiplier=backoff, min=backoff, max=4 * backoff),
+            retry=retry_if_exception(_retryable),
+            before_sleep=_log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                await sandbox.start()
+
+    async def extend(self, sandbox_id: str, seconds: float) -> float | None:
+        """Let a sandbox stay idle `seconds` (up to sandbox_max_lifetime_seconds) before it is
+        reaped; the lifetime granted, or None when no live sandbox has this id."""
+        sandbox = self._by_id.get(sandbox_id)
+        if sandbox is None:
+            return None
+        granted = max(1.0, min(seconds, self.settings.sandbox_max_lifetime_seconds))
+        self._lifetimes[sandbox_id] = granted
+        sandbox.last_used = time.monotonic()
+        return granted
 
     async def kill(self, sandbox_id: str) -> bool:
         """Kill a sandbox now (its preview URL then answers 410); False if it was not live."""

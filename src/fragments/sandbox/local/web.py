@@ -384,7 +384,12 @@ class WebSandbox:
     def _startup_failure(self) -> SandboxStartError:
         status = self._proc.returncode if self._proc else None
         detail = f" (exit status {status})" if status is not None else ""
-        return SandboxStartError(f"The app stopped while starting{detail}." + self._tail_suffix())
+        # The launchers' own complaints mean the sandbox failed, not the app.
+        launcher = any(f"{tool}:" in self.log_tail() for tool in ("bwrap", "setpriv", "socat"))
+        return SandboxStartError(
+            f"The app stopped while starting{detail}." + self._tail_suffix(),
+            app_failed=not launcher,
+        )
 
     async def stop(self) -> None:
         """Kill the server and everything it started; the workspace stays."""
