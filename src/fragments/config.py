@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     sandbox_max_lifetime_seconds: float = 24 * 3600
     # A sandbox that fails to start is retried this many times, waiting 1x, 2x, 4x the backoff.
     sandbox_start_retries: int = 3
+    # Warm sandboxes kept ready per template (JSON object in the environment); refill is CPU-bound.
+    sandbox_pool_sizes: dict[str, int] = {
+        "code-interpreter-v1": 1,
+        "streamlit-developer": 1,
+        "gradio-developer": 0,
+    }
     sandbox_retry_backoff_seconds: float = 1.0
     sandbox_cpus: float = 1.0
     # Sandbox n runs as uid sandbox_uid_base + n (n < sandbox_max_count): a uid per sandbox.

@@ -36,6 +36,8 @@ def sandbox_settings(settings: Settings, template_env: TemplateEnv) -> Settings:
             "sandbox_interrupt_grace_seconds": 1.5,
             "sandbox_output_cap_bytes": 256 * 1024,
             "sandbox_max_processes": 64,
+            # Pools are tested on their own (tests/sandbox/test_pool.py); 2 vCPUs are shared.
+            "sandbox_pool_sizes": {},
         }
     )
 

@@ -53,6 +53,7 @@ from fragments.sandbox.local.confine import prepare_etc
 from fragments.sandbox.local.install import Installer, install_packages, prepare_installer
 from fragments.sandbox.local.kernel import KernelConfig, KernelSandbox, SandboxStartError
 from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
+from fragments.sandbox.local.pool import WarmPool
 from fragments.sandbox.local.seccomp import seccomp_filter
 from fragments.sandbox.local.web import WebSandbox, write_gradio_boot
 from fragments.sandbox.service import (
@@ -62,7 +63,7 @@ from fragments.sandbox.service import (
     SandboxUnavailable,
     prepare_program,
 )
-from fragments.sandbox.templates import Template
+from fragments.sandbox.templates import TEMPLATES, Template
 from fragments.schemas import ExecutionError, Fragment, InterpreterResult, WebResult
 
 log = structlog.get_logger(__name__)
@@ -74,6 +75,10 @@ _MIN_MAX_MESSAGE = 16 * 1024 * 1024
 _GONE_MEMORY = 4096
 
 Sandbox = KernelSandbox | WebSandbox
+# What a warm interpreter has already imported (~1 s paid while the pool fills, not per run).
+_WARM_IMPORTS = "import numpy, pandas, matplotlib.pyplot\n"
+# A warm Streamlit slot serves this until its owner's app replaces it.
+_STREAMLIT_PLACEHOLDER = "import streamlit as st\n"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -134,6 +139,9 @@ class LocalSandboxService:
         self._installed: dict[str, set[str]] = {}
         # Idle lifetimes raised with `extend`; the others use sandbox_lifetime_seconds.
         self._lifetimes: dict[str, float] = {}
+        self.pool: WarmPool[Sandbox] = WarmPool(
+            settings.sandbox_pool_sizes, self._make_warm, self._close
+        )
         self._users: dict[str, int] = {}
         self._slots: dict[int, IO[str]] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -158,6 +166,7 @@ class LocalSandboxService:
                 self._config = await asyncio.to_thread(self._setup_sync)
                 self._context = self._make_context()
                 self._reaper = asyncio.create_task(self._reap_forever())
+                self.pool.start()
             return self._config
 
     def _setup_sync(self) -> KernelConfig:
@@ -293,6 +302,11 @@ class LocalSandboxService:
                 if current is not None:
                     self._users[current.id] += 1
                     return current
+            pooled = self.pool.take(env.template.id, env.path)
+            if pooled is not None:
+                pooled.owner = owner
+                self._register(pooled)
+                return pooled
             slot = self._take_slot()
             if slot is None:
                 victim = self._least_recent_idle()
@@ -306,11 +320,43 @@ class LocalSandboxService:
                     headers={"Retry-After": "5"},
                 )
             sandbox = self._new_sandbox(owner, slot, env, config)
-            self._by_id[sandbox.id] = sandbox
-            self._users[sandbox.id] = 1
-            if owner is not None:
-                self._by_owner[owner] = sandbox
+            self._register(sandbox)
             return sandbox
+
+    def _register(self, sandbox: Sandbox) -> None:
+        self._by_id[sandbox.id] = sandbox
+        self._users[sandbox.id] = 1
+        if sandbox.owner is not None:
+            self._by_owner[sandbox.owner] = sandbox
+
+    async def _make_warm(self, template_id: str) -> Sandbox | None:
+        """A started sandbox for the pool, or None when its template or a slot is missing."""
+        template = TEMPLATES[template_id]
+        env = await asyncio.to_thread(find_env, self.settings, template)
+        config = self._config
+        if env is None or config is None or not is_buildable(template):
+            return None
+        async with self._acquire_lock:
+            slot = None if self._closed else self._take_slot()
+        if slot is None:
+            return None
+        sandbox = self._new_sandbox(None, slot, env, config)
+        try:
+            if isinstance(sandbox, KernelSandbox):
+                await sandbox.start()
+                warm = await sandbox.run(_WARM_IMPORTS, silent=True)
+                if warm.error is not None:
+                    raise SandboxStartError(f"{warm.error.name}: {warm.error.value}")
+            elif template_id == "streamlit-developer":
+                await sandbox.write_files([(sandbox.entry, _STREAMLIT_PLACEHOLDER)])
+                await sandbox.start()
+            else:
+                await asyncio.to_thread(sandbox.prepare)
+                await sandbox.start(wait=False)
+        except BaseException:
+            await self._close(sandbox)
+            raise
+        return sandbox
 
     def _new_sandbox(
         self, owner: str | None, slot: int, env: TemplateEnv, config: KernelConfig
@@ -455,6 +501,8 @@ class LocalSandboxService:
                         headers={"Retry-After": "1"},
                     )
                 files = list(program.files) or [(program.entry, program.code)]
+                if sandbox.alive and sandbox.entry != program.entry:
+                    await sandbox.stop()  # the server runs another file
                 sandbox.entry = program.entry
                 error = await sandbox.write_files(files)
                 if error is None:
@@ -463,13 +511,17 @@ class LocalSandboxService:
                     return WebResult(
                         sandbox_id=sandbox.id, template=template.id, url=None, error=error
                     )
-                # Streamlit reruns a rewritten file by itself; Gradio has to be relaunched.
-                if sandbox.alive and template.id != "streamlit-developer":
+                # Streamlit reruns a rewritten file by itself; Gradio has to be relaunched,
+                # unless this is a warm slot that has not launched an app yet.
+                if sandbox.alive and sandbox.serving and template.id != "streamlit-developer":
                     await sandbox.stop()
-                if not sandbox.alive:
+                if not sandbox.alive or not sandbox.serving:
                     await phase("starting")
                     try:
-                        await self._start(sandbox)
+                        if sandbox.alive:
+                            await sandbox.wait_ready()
+                        else:
+                            await self._start(sandbox)
                     except SandboxStartError as exc:
                         log.warning("sandbox_web_start_failed", sandbox_id=sandbox.id)
                         self._forget(sandbox)
@@ -629,6 +681,7 @@ class LocalSandboxService:
     async def aclose(self) -> None:
         """Kill every sandbox and release their uids, caps and folders."""
         self._closed = True
+        await self.pool.aclose()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -218,6 +218,8 @@ class WebSandbox:
         self._drain: asyncio.Task[None] | None = None
         self._log_tail = bytearray()
         self.starts = 0
+        # True once the server has answered since its last start (a warm Gradio slot has not).
+        self.serving = False
 
     @property
     def socket(self) -> Path:
@@ -255,8 +257,12 @@ class WebSandbox:
     def log_tail(self) -> str:
         return self._log_tail.decode(errors="replace")
 
-    async def start(self) -> None:
-        """Launch the dev server confined and wait until it answers HTTP."""
+    async def start(self, *, wait: bool = True) -> None:
+        """Launch the dev server confined and (unless not `wait`) wait until it answers HTTP.
+
+        Without waiting, a Gradio sandbox is a warm slot: gradio imported, its app not yet
+        written (see `wait_ready`).
+        """
         await self.stop()
         await asyncio.to_thread(self.prepare)
         # The folder is the sandbox's again until its forwarder has bound the new socket.
@@ -315,12 +321,10 @@ class WebSandbox:
                 os.close(seccomp_fd)
         self._log_tail.clear()
         self._drain = asyncio.create_task(self._drain_output(self._proc))
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
         self.starts += 1
+        self.serving = False
+        if wait:
+            await self.wait_ready()
         log.info(
             "sandbox_web_started",
             sandbox_id=self.id,
@@ -339,6 +343,15 @@ class WebSandbox:
         # See the module docstring: from now on only root may change this folder.
         os.chown(self.socket_dir, 0, 0)
         self.socket_dir.chmod(0o755)
+
+    async def wait_ready(self) -> None:
+        """Wait until the server answers HTTP; the process is stopped if it never does."""
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        self.serving = True
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.start_timeout
