@@ -130,7 +130,9 @@ class ChatRequest(BaseModel):
     template: str = "auto"
     model: ModelRef
     config: LLMConfig = Field(default_factory=LLMConfig)
-    conversation_id: str | None = None
+    conversation_id: str | None = Field(None, max_length=64)
+    # Client-made id of this turn: saving it again (POST .../turns) is idempotent on it.
+    turn_id: str | None = Field(None, max_length=64)
 
 
 # ---- sandbox ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.tokens import (
@@ -28,7 +28,7 @@ from fragments.store.models import ApiToken, AuthSession, Membership, Team, User
 log = structlog.get_logger(__name__)
 
 # What a database outage looks like from SQLAlchemy and the drivers underneath.
-DB_DOWN = (OperationalError, DBAPIError, OSError, TimeoutError)
+DB_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
 
 
 class DatabaseUnavailable(FragmentsError):

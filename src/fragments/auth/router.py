@@ -132,7 +132,7 @@ async def me(user: SignedInUser, session: SessionDep) -> dict[str, Any]:
                 "role": m.role,
                 "default": m.is_default,
             }
-            for team, m in teams.tuples()
+            for team, m in teams.all()
         ],
     }
 

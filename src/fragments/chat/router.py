@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
+from fragments.auth.deps import CurrentUser, get_db
 from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.request import chat_limits, check_conversation
 from fragments.chat.stream import chat_events
+from fragments.conversations.turns import open_chat_turn, save_chat_turn
 from fragments.llm.catalogue import resolve_model
-from fragments.llm.types import ModelCall, Sampling
+from fragments.llm.types import ModelCall, Sampling, StreamResult
 from fragments.sandbox.templates import resolve_templates
-from fragments.schemas import ChatRequest
+from fragments.schemas import ChatRequest, Fragment
 from fragments.state import State, get_state
 
 router = APIRouter()
@@ -47,7 +48,9 @@ class _EventStream(EventSourceResponse):
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def chat(body: ChatRequest, state: ChatStateDep) -> EventSourceResponse:
+async def chat(
+    request: Request, body: ChatRequest, state: ChatStateDep, who: CurrentUser
+) -> EventSourceResponse:
     """Stream a fragment: `provider`, `partial`*, `fragment`, `usage`, `done` (or `error`)."""
     settings = state.settings
     streamer = state.llm
@@ -76,12 +79,37 @@ async def chat(body: ChatRequest, state: ChatStateDep) -> EventSourceResponse:
         api_key=config.api_key,
         base_url=config.base_url,
     )
+    # One short transaction before the stream (ownership, or a new conversation), one after it.
+    db = get_db(request)
+    user_content = body.messages[-1].model_dump(mode="json", exclude_none=True)["content"]
+    turn = await open_chat_turn(db, who, body.conversation_id, user_content)
+
+    async def save(fragment: Fragment, result: StreamResult) -> tuple[str, bool]:
+        usage = result.usage
+        return await save_chat_turn(
+            db,
+            who,
+            turn,
+            user_content=user_content,
+            fragment=fragment,
+            turn_id=body.turn_id,
+            model=f"{model.provider_id}/{model.id}",
+            usage={
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+            },
+            cost_usd=result.cost_usd,
+        )
+
     events = chat_events(
         streamer,
         call,
         pinned=templates[0] if body.template != "auto" else None,
-        conversation_id=body.conversation_id or uuid.uuid4().hex,
+        conversation_id=turn.conversation_id,
         interval=settings.partial_interval_seconds,
+        save=save if turn.persist else None,
     )
     return _EventStream(
         events,

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -27,6 +27,8 @@ from fragments.schemas import Fragment
 log = structlog.get_logger(__name__)
 
 _FRAGMENT = TypeAdapter(Fragment)
+# Stores a finished turn once the answer is complete: (fragment, result) -> (fragment_id, saved).
+SaveTurn = Callable[[Fragment, StreamResult], Awaitable[tuple[str, bool]]]
 _INTERNAL = "Something went wrong on our side; please try again."
 
 
@@ -119,6 +121,7 @@ async def chat_events(
     pinned: Template | None,
     conversation_id: str,
     interval: float,
+    save: SaveTurn | None = None,
 ) -> AsyncIterator[bytes]:
     """Every SSE event of one answer, ending with `done` or `error`."""
     loop = asyncio.get_running_loop()
@@ -186,7 +189,16 @@ async def chat_events(
             yield sse_json("error", {"error": "internal", "detail": _INTERNAL})
             return
         usage = result.usage
-        fragment_id = uuid.uuid4().hex
+        fragment_bytes = sse("fragment", _FRAGMENT.dump_json(fragment))
+        if save is not None:
+            # The fragment goes out first: the user sees it while the turn is stored.
+            yield fragment_bytes
+            fragment_bytes = b""
+            # Shielded: a client that leaves now does not cancel the save half-way.
+            saving = asyncio.ensure_future(save(fragment, result))
+            fragment_id, saved = await asyncio.shield(saving)
+        else:
+            fragment_id, saved = uuid.uuid4().hex, False
         usage_data = {
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
@@ -194,12 +206,8 @@ async def chat_events(
             "cache_write_tokens": usage.cache_write_tokens,
             "cost_usd": result.cost_usd,
         }
-        done_data = {"conversation_id": conversation_id, "fragment_id": fragment_id, "saved": False}
-        yield (
-            sse("fragment", _FRAGMENT.dump_json(fragment))
-            + sse_json("usage", usage_data)
-            + sse_json("done", done_data)
-        )
+        done_data = {"conversation_id": conversation_id, "fragment_id": fragment_id, "saved": saved}
+        yield (fragment_bytes + sse_json("usage", usage_data) + sse_json("done", done_data))
         bound.info(
             "chat_answered",
             fragment_id=fragment_id,

@@ -49,7 +49,10 @@ async def list_conversations(
     size = limit or settings.conversations_page_size
     rows = await repos.list_conversations(session, user.identity, limit=size + 1, offset=offset)
     return {
-        "items": [repos.conversation_summary(c) for c in rows[:size]],
+        "items": [
+            {**repos.conversation_summary(c), "owned": c.user_id == user.user_id}
+            for c in rows[:size]
+        ],
         "next_offset": offset + size if len(rows) > size else None,
     }
 

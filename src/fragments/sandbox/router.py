@@ -13,9 +13,11 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from fragments.errors import BadRequest, FragmentsError, NotFound
+from fragments.auth.deps import CurrentUser, get_db
+from fragments.conversations.turns import authorize_run, save_run
+from fragments.errors import BadRequest, FragmentsError
 from fragments.sandbox.service import Phase, prepare_program
-from fragments.schemas import Fragment, InterpreterResult, SandboxRequest, WebResult
+from fragments.schemas import InterpreterResult, SandboxRequest, WebResult
 from fragments.state import StateDep
 
 log = structlog.get_logger(__name__)
@@ -33,19 +35,16 @@ def result_body(result: InterpreterResult | WebResult) -> dict[str, Any]:
     return body
 
 
-def _fragment_of(body: SandboxRequest | None) -> Fragment:
+def _check_body(body: SandboxRequest | None) -> SandboxRequest:
     if body is None:
         raise BadRequest(
             "The request body is empty; send a JSON object with a 'fragment'.", code="empty_body"
         )
-    if body.fragment is not None:
-        return body.fragment
-    if body.fragment_id:
-        raise NotFound(
-            f"Fragment '{body.fragment_id[:80]}' was not found: stored fragments cannot be "
-            "looked up yet, so send the fragment itself."
+    if body.fragment is None and not body.fragment_id:
+        raise BadRequest(
+            "Send the 'fragment' to run (or a 'fragment_id').", code="missing_fragment"
         )
-    raise BadRequest("Send the 'fragment' to run (or a 'fragment_id').", code="missing_fragment")
+    return body
 
 
 def _wants_stream(request: Request) -> bool:
@@ -60,19 +59,32 @@ def _wants_stream(request: Request) -> bool:
 async def run_sandbox(
     request: Request,
     state: StateDep,
+    who: CurrentUser,
     body: Annotated[SandboxRequest | None, Body()] = None,
 ) -> Response:
-    """Run a fragment in the caller's sandbox (a conversation keeps its sandbox)."""
-    fragment = _fragment_of(body)
-    assert body is not None
+    """Run a fragment in the caller's sandbox (a conversation keeps its sandbox). Only the
+    owner of a conversation or stored fragment runs it; the result is stored with it."""
+    body = _check_body(body)
+    db = get_db(request)
+    access = await authorize_run(
+        db,
+        who,
+        conversation_id=body.conversation_id or None,
+        fragment_id=body.fragment_id or None,
+        need_fragment=body.fragment is None,
+    )
+    fragment = body.fragment or access.fragment
+    assert fragment is not None
     # Caller mistakes (unknown template, bad paths) are HTTP errors even when streaming.
     prepare_program(fragment)
-    owner = body.conversation_id or None
+    owner = access.owner
     service = state.sandboxes
 
     if not _wants_stream(request):
         result = await service.execute(fragment, owner=owner, restart=body.restart)
-        return JSONResponse(result_body(result))
+        payload = result_body(result)
+        await save_run(db, who, access, payload)
+        return JSONResponse(payload)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         queue: asyncio.Queue[ServerSentEvent] = asyncio.Queue()
@@ -85,7 +97,9 @@ async def run_sandbox(
                 result = await service.execute(
                     fragment, owner=owner, restart=body.restart, on_phase=on_phase
                 )
-                event = ServerSentEvent(data=json.dumps(result_body(result)), event="result")
+                payload = result_body(result)
+                await save_run(db, who, access, payload)
+                event = ServerSentEvent(data=json.dumps(payload), event="result")
             except FragmentsError as exc:
                 event = ServerSentEvent(
                     data=json.dumps({"error": exc.code, "detail": exc.detail}), event="error"

@@ -1,0 +1,168 @@
+"""Saving chat turns and sandbox runs, kept off the streaming path: one short transaction
+before the stream (ownership, or a new conversation) and one after it (the turn)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from fragments.auth.deps import DB_DOWN, DatabaseUnavailable, Principal
+from fragments.errors import NotFound
+from fragments.schemas import Fragment
+from fragments.store import repos
+from fragments.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+_MISSING = "There is no such conversation."
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    conversation_id: str
+    # False for anonymous callers: nothing of theirs is stored.
+    persist: bool
+
+
+def _title(content: list[dict[str, Any]]) -> str:
+    for part in content:
+        if part.get("type") == "text" and part.get("text"):
+            return str(part["text"]).strip().splitlines()[0][:80]
+    return ""
+
+
+async def open_chat_turn(
+    db: Database, who: Principal, conversation_id: str | None, user_content: list[dict[str, Any]]
+) -> ChatTurn:
+    """Check the caller owns the conversation (404 otherwise), or create one."""
+    if who.anonymous:
+        return ChatTurn(conversation_id or uuid.uuid4().hex, persist=False)
+    try:
+        async with db.transaction(who.identity) as session:
+            if conversation_id:
+                if await repos.own_conversation(session, who.identity, conversation_id) is None:
+                    raise NotFound(_MISSING)
+                return ChatTurn(conversation_id, persist=True)
+            row = await repos.create_conversation(session, who.identity, title=_title(user_content))
+            return ChatTurn(row.id, persist=True)
+    except DB_DOWN:
+        # Chat goes on without the database; the turn is saved at the end if it is back, or
+        # re-sent by the client (POST /api/conversations/{id}/turns).
+        log.warning("chat_database_down", user_id=who.user_id)
+        return ChatTurn(conversation_id or uuid.uuid4().hex, persist=True)
+
+
+async def save_chat_turn(
+    db: Database,
+    who: Principal,
+    turn: ChatTurn,
+    *,
+    user_content: list[dict[str, Any]],
+    fragment: Fragment,
+    turn_id: str | None,
+    model: str,
+    usage: dict[str, int],
+    cost_usd: float | None,
+) -> tuple[str, bool]:
+    """(fragment_id, saved). Never raises: a failed save is `saved: false`, not a failed chat."""
+    fragment_id = uuid.uuid4().hex
+    if not turn.persist:
+        return fragment_id, False
+    try:
+        async with db.transaction(who.identity) as session:
+            conversation = await repos.own_conversation(session, who.identity, turn.conversation_id)
+            if conversation is None:
+                # Created while the database was down: make it now, under the same id.
+                conversation = await repos.create_conversation(
+                    session,
+                    who.identity,
+                    title=_title(user_content),
+                    conversation_id=turn.conversation_id,
+                )
+            saved = await repos.save_turn(
+                session,
+                conversation,
+                user_content=user_content,
+                fragment=fragment.model_dump(mode="json"),
+                turn_id=turn_id,
+                fragment_id=fragment_id,
+            )
+            await repos.record_usage(
+                session,
+                who.identity,
+                conversation_id=conversation.id,
+                model=model,
+                tokens=usage,
+                cost_usd=cost_usd,
+            )
+            return saved.fragment_id, True
+    except (*DB_DOWN, IntegrityError):
+        log.warning("chat_turn_not_saved", conversation_id=turn.conversation_id)
+        return fragment_id, False
+
+
+@dataclass(frozen=True)
+class RunAccess:
+    """What a sandbox run may use: its sandbox's owner key and the stored fragment, if any."""
+
+    owner: str | None
+    fragment: Fragment | None
+    fragment_id: str | None
+
+
+async def authorize_run(
+    db: Database,
+    who: Principal,
+    *,
+    conversation_id: str | None,
+    fragment_id: str | None,
+    need_fragment: bool,
+) -> RunAccess:
+    """Only the owner runs a conversation or a stored fragment; anything else is 404."""
+    # Sandboxes are keyed by caller too, so even an unverified id never reaches another's.
+    prefix = who.user_id or "anonymous"
+    if who.anonymous or (not conversation_id and not fragment_id):
+        if fragment_id:
+            # Stored fragments belong to accounts (or guest tokens); anonymous callers have none.
+            raise NotFound("There is no such fragment.")
+        owner = f"{prefix}:{conversation_id}" if conversation_id else None
+        return RunAccess(owner, None, None)
+    try:
+        async with db.transaction(who.identity) as session:
+            stored: Fragment | None = None
+            if fragment_id:
+                found = await repos.own_fragment(session, who.identity, fragment_id)
+                if found is None or (conversation_id and found[1].id != conversation_id):
+                    raise NotFound("There is no such fragment.")
+                conversation_id = found[1].id
+                stored = Fragment.model_validate(found[0].body)
+            elif conversation_id and (
+                await repos.own_conversation(session, who.identity, conversation_id) is None
+            ):
+                raise NotFound(_MISSING)
+    except DB_DOWN as exc:
+        if fragment_id and need_fragment:
+            raise DatabaseUnavailable() from exc
+        owner = f"{prefix}:{conversation_id}" if conversation_id else None
+        return RunAccess(owner, None, None)
+    return RunAccess(f"{prefix}:{conversation_id}", stored, fragment_id)
+
+
+async def save_run(db: Database, who: Principal, access: RunAccess, result: dict[str, Any]) -> bool:
+    """Store a run's result with its fragment; False when it could not be stored."""
+    if access.fragment_id is None:
+        return False
+    try:
+        async with db.transaction(who.identity) as session:
+            sandbox_id = result.get("sandbox_id")
+            await repos.save_execution(
+                session, access.fragment_id, result, sandbox_id if sandbox_id else None
+            )
+        return True
+    except (*DB_DOWN, IntegrityError):
+        log.warning("sandbox_result_not_saved", fragment_id=access.fragment_id)
+        return False
