@@ -9,6 +9,7 @@ process (`python -m fragments.cli serve`), so the page talks to exactly what `ma
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -339,3 +340,56 @@ def test_sse_parser_splits_and_line_endings(browser: Any, app_url: str) -> None:
         ]
     finally:
         page.close()
+
+
+STREAMLIT_FRAGMENT: dict[str, Any] = {
+    **FRAGMENT,
+    "commentary": "A tiny Streamlit app.",
+    "template": "streamlit-developer",
+    "title": "Hello Streamlit",
+    "description": "A title and a metric.",
+    "port": 8501,
+    "file_path": "app.py",
+    "code": (
+        "import streamlit as st\nst.title('Streamlit in the preview')\nst.metric('answer', 42)\n"
+    ),
+}
+
+
+def test_a_streamlit_app_renders_in_the_preview_iframe(
+    browser: Any, app_url: str, fake_openai: FakeOpenAI
+) -> None:
+    """The preview URL (`8501-<id>.localhost:<port>`) is served by the app's proxy, HTTP and
+    Streamlit's WebSocket, inside the page's iframe, with no CSP violation on the page."""
+    from playwright.sync_api import expect
+
+    fake_openai.reset()
+    fake_openai.script(FragmentReply(STREAMLIT_FRAGMENT, chunk_size=64, delay=0.01))
+    openai_model = next(
+        m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
+    )
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(PROBE)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(app_url)
+        page.wait_for_selector('[data-testid="model-select"] option', state="attached")
+        page.select_option('[data-testid="model-select"]', f"openai:{openai_model['id']}")
+        prompt = page.get_by_test_id("chat-input")
+        prompt.fill("A Streamlit app with a metric")
+        prompt.press("Enter")
+
+        iframe = page.get_by_test_id("preview-iframe")
+        expect(iframe).to_have_count(1, timeout=90_000)
+        src = iframe.get_attribute("src") or ""
+        port = app_url.rsplit(":", 1)[1]
+        assert re.fullmatch(rf"http://8501-[0-9a-f]+\.localhost:{port}/", src), src
+        inner = page.frame_locator('[data-testid="preview-iframe"]')
+        expect(inner.get_by_text("Streamlit in the preview")).to_be_visible(timeout=60_000)
+        expect(inner.get_by_text("42")).to_be_visible()
+        assert page.evaluate("window.__csp") == []
+        assert errors == []
+    finally:
+        context.close()
