@@ -14,9 +14,10 @@ def main() -> None:
     parser.add_argument(
         "parts",
         nargs="*",
-        default=["overhead", "sandbox", "capacity"],
-        help="which benchmarks: overhead, sandbox, capacity",
+        default=["overhead", "sandbox", "templates", "capacity"],
+        help="which benchmarks: overhead, sandbox, templates, capacity",
     )
+    parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
     args = parser.parse_args()
     from bench import chat_stream
@@ -30,6 +31,10 @@ def main() -> None:
         from bench import sandbox_runs
 
         sandbox_runs.cold_vs_warm()
+    if "templates" in args.parts:
+        from bench import sandbox_templates
+
+        sandbox_templates.run(runs=args.runs)
     if "capacity" in args.parts:
         chat_stream.capacity(args.workers)
 

@@ -33,7 +33,8 @@ async def _timed(svc: LocalSandboxService, code: str, owner: str | None) -> floa
 
 async def _measure(cold_runs: int, warm_runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        svc = LocalSandboxService(Settings(data_dir=Path(tmp)))
+        # No warm pool: "cold" must mean a new kernel (bench/sandbox_templates.py has the pool).
+        svc = LocalSandboxService(Settings(data_dir=Path(tmp), sandbox_pool_sizes={}))
         try:
             await svc.check()
             await _timed(svc, "1", None)  # builds the template if needed; not measured

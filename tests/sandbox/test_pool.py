@@ -89,3 +89,27 @@ async def test_a_warm_streamlit_slot_serves_the_new_app(pooled: LocalSandboxServ
     assert isinstance(sandbox, WebSandbox)
     assert sandbox.starts == 1  # started by the pool, not restarted for the request
     assert "from the pool" in (sandbox.home / "app.py").read_text()
+
+
+@pytest.mark.slow
+async def test_a_warm_gradio_slot_runs_the_new_app(sandbox_settings: Settings) -> None:
+    build_template(Settings(_env_file=None), "gradio-developer")
+    settings = sandbox_settings.model_copy(update={"sandbox_pool_sizes": {"gradio-developer": 1}})
+    svc = LocalSandboxService(settings)
+    try:
+        await svc.check()
+        async with asyncio.timeout(90):
+            await svc.pool.wait_full()
+        code = (
+            "import gradio as gr\n"
+            "demo = gr.Interface(fn=str.upper, inputs='text', outputs='text')\n"
+        )
+        fragment_ = Fragment.model_validate({"template": "gradio-developer", "code": code})
+        result = await svc.execute(fragment_, owner="g")
+        assert isinstance(result, WebResult)
+        assert result.error is None, result.error
+        sandbox = svc.sandbox_for("g")
+        assert isinstance(sandbox, WebSandbox)
+        assert sandbox.starts == 1  # the pooled launcher ran the app; no restart
+    finally:
+        await svc.aclose()

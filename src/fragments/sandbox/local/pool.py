@@ -66,6 +66,10 @@ class WarmPool(Generic[S]):
     def ready(self, template_id: str) -> int:
         return len(self._ready.get(template_id, []))
 
+    def waiting(self, template_id: str) -> list[S]:
+        """The ready sandboxes of a template (a copy; for the bench's memory figures)."""
+        return list(self._ready.get(template_id, []))
+
     def take(self, template_id: str, env_path: Path) -> S | None:
         """A ready sandbox of this template and environment, now the caller's; or None."""
         ready = self._ready.get(template_id)

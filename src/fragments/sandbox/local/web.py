@@ -56,6 +56,7 @@ if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
 
 import gradio as gr
 
+print("FRAGMENTS_WARM", flush=True)  # the app side waits for this before calling the slot warm
 path, port = sys.argv[1], int(sys.argv[2])
 while not os.path.exists(path):  # a warm process waits for its app
     time.sleep(0.02)
@@ -255,7 +256,7 @@ class WebSandbox:
         return None
 
     def log_tail(self) -> str:
-        return self._log_tail.decode(errors="replace")
+        return self._log_tail.decode(errors="replace").replace("FRAGMENTS_WARM\n", "")
 
     async def start(self, *, wait: bool = True) -> None:
         """Launch the dev server confined and (unless not `wait`) wait until it answers HTTP.
@@ -325,6 +326,8 @@ class WebSandbox:
         self.serving = False
         if wait:
             await self.wait_ready()
+        elif self.env.template.id == "gradio-developer":
+            await self._wait_warm()
         log.info(
             "sandbox_web_started",
             sandbox_id=self.id,
@@ -343,6 +346,17 @@ class WebSandbox:
         # See the module docstring: from now on only root may change this folder.
         os.chown(self.socket_dir, 0, 0)
         self.socket_dir.chmod(0o755)
+
+    async def _wait_warm(self) -> None:
+        """Wait until the Gradio launcher has imported gradio (a warm slot is only warm then)."""
+        deadline = time.monotonic() + self.config.start_timeout
+        while b"FRAGMENTS_WARM" not in self._log_tail:
+            if self._proc is None or self._proc.returncode is not None:
+                raise self._startup_failure()
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise SandboxStartError("The Gradio launcher did not get ready in time.")
+            await asyncio.sleep(_POLL)
 
     async def wait_ready(self) -> None:
         """Wait until the server answers HTTP; the process is stopped if it never does."""
