@@ -70,6 +70,13 @@ def service_of(app: FastAPI) -> LocalSandboxService:
     return service
 
 
+def web_sandbox(app: FastAPI, sandbox_id: str) -> WebSandbox:
+    """A live sandbox by id (the API keys owners by caller and conversation)."""
+    found = next(s for s in service_of(app).sandboxes if s.id == sandbox_id)
+    assert isinstance(found, WebSandbox)
+    return found
+
+
 async def run_app(
     client: httpx.AsyncClient, code: str, owner: str | None = "conv-web", template: str = STREAMLIT
 ) -> dict[str, Any]:
@@ -121,8 +128,7 @@ async def test_streamlit_preview_through_the_proxy(app: FastAPI, client: httpx.A
     # The same conversation keeps its sandbox: the file is rewritten in place.
     again = await run_app(client, streamlit_app("second-version"))
     assert again["sandbox_id"] == sandbox_id
-    sandbox = service_of(app).sandbox_for("conv-web")
-    assert isinstance(sandbox, WebSandbox)
+    sandbox = web_sandbox(app, sandbox_id)
     assert sandbox.starts == 1
     assert "second-version" in (sandbox.home / "app.py").read_text()
 
@@ -150,9 +156,7 @@ async def test_a_sandbox_is_only_reached_by_its_own_id_and_port(
     first = await run_app(client, streamlit_app("app-of-a"), owner="conv-a")
     second = await run_app(client, streamlit_app("app-of-b"), owner="conv-b")
     assert first["sandbox_id"] != second["sandbox_id"]
-    a, b = service_of(app).sandbox_for("conv-a"), service_of(app).sandbox_for("conv-b")
-    assert isinstance(a, WebSandbox)
-    assert isinstance(b, WebSandbox)
+    a, b = web_sandbox(app, first["sandbox_id"]), web_sandbox(app, second["sandbox_id"])
     assert a.socket != b.socket
     assert a.uid != b.uid
     # Another port of the same sandbox is not served (only the template's port is forwarded).
