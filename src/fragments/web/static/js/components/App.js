@@ -1,5 +1,22 @@
 // The page: state, the chat turn (POST /api/chat as SSE) and the sandbox run that follows it.
-import { ApiError, getModels, getTemplates, runSandbox, streamChat } from "../lib/api.js";
+import {
+  ApiError,
+  deleteConversation,
+  getConversation,
+  getMe,
+  getModels,
+  getTemplates,
+  listConversations,
+  logIn,
+  logOut,
+  patchConversation,
+  resendTurn,
+  runSandbox,
+  signUp,
+  startGuest,
+  streamChat,
+  switchTeam,
+} from "../lib/api.js";
 import {
   html,
   ThemeContext,
@@ -10,11 +27,45 @@ import {
   useState,
 } from "../lib/html.js";
 import { loadPrefs, requestConfig, savePrefs } from "../lib/prefs.js";
+import {
+  loadCurrentConversation,
+  loadPendingTurns,
+  loadTokens,
+  saveCurrentConversation,
+  savePendingTurns,
+  saveTokens,
+} from "../lib/session.js";
+import { AccountBar, AuthDialog } from "./Account.js";
+import { History } from "./History.js";
 import { ChatInput } from "./ChatInput.js";
 import { ErrorBanner, MessageList } from "./Chat.js";
 import { Header, modelKey } from "./Header.js";
 import { Panel } from "./Panel.js";
 import { SettingsDialog } from "./SettingsDialog.js";
+
+const DRAFT = "fragments.draft";
+
+/** The user's message of a turn in flight, so a refresh mid-answer loses nothing. */
+function saveDraft(history) {
+  try {
+    const last = history && history[history.length - 1];
+    const text = last?.content?.find((p) => p.type === "text")?.text;
+    if (text) localStorage.setItem(DRAFT, JSON.stringify({ text }));
+    else localStorage.removeItem(DRAFT);
+  } catch {
+    // storage unavailable
+  }
+}
+
+function loadDraft() {
+  try {
+    const draft = JSON.parse(localStorage.getItem(DRAFT) || "null");
+    localStorage.removeItem(DRAFT);
+    return draft;
+  } catch {
+    return null;
+  }
+}
 
 let counter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}-${(counter++).toString(36)}`;
@@ -60,6 +111,10 @@ export function App() {
   const [selectedId, setSelectedId] = useState(null);
   const [tab, setTab] = useState("code");
   const [settingsOpen, setSettingsOpen] = useState(false);
+  const [me, setMe] = useState(null);
+  const [history, setHistory] = useState([]);
+  const [authMode, setAuthMode] = useState(null);
+  const [currentId, setCurrentId] = useState(null);
 
   // Refs hold what async handlers must read fresh: the messages, the conversation, aborts, and a
   // generation number that "New chat" bumps so late events of an old stream are ignored.
@@ -68,6 +123,9 @@ export function App() {
   const chatAbort = useRef(null);
   const sandboxAborts = useRef(new Map());
   const generation = useRef(0);
+  // Resolves once the session (a guest's or an account's) is known: a turn waits for it, so
+  // a message typed right after the page loads is still saved.
+  const sessionReady = useRef(null);
 
   const setMessages = useCallback((update) => {
     messagesRef.current = update(messagesRef.current);
@@ -114,7 +172,53 @@ export function App() {
   const customModel = (prefs.customModel || "").trim();
   const multiModal = Boolean(customModel || model?.multiModal);
 
-  // ---- sandbox ------------------------------------------------------------------------------
+  // ---- session and history ------------------------------------------------------------------
+
+  const refreshHistory = useCallback(async () => {
+    try {
+      setHistory((await listConversations()).items);
+    } catch {
+      // The list is a convenience: chat goes on without it.
+    }
+  }, []);
+
+  const loadMe = useCallback(async () => {
+    // No token (or a dead one): start a guest session the browser keeps.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (!loadTokens()) {
+        try {
+          const pair = await startGuest();
+          saveTokens({ ...pair, guest: true });
+        } catch {
+          return null; // guests disabled or the server is down: stay anonymous
+        }
+      }
+      try {
+        const who = await getMe();
+        setMe(who);
+        return who;
+      } catch (e) {
+        if (e.status !== 401) return null;
+        saveTokens(null);
+      }
+    }
+    return null;
+  }, []);
+
+  const flushPending = useCallback(async () => {
+    const pending = loadPendingTurns();
+    if (!pending.length) return;
+    const left = [];
+    for (const item of pending) {
+      try {
+        await resendTurn(item.conversation_id, item.turn);
+      } catch (e) {
+        if (!e.status || e.status >= 500) left.push(item);
+      }
+    }
+    savePendingTurns(left);
+    if (left.length < pending.length) refreshHistory();
+  }, [refreshHistory]);
 
   const startSandbox = useCallback(async (messageId, fragment, { fragmentId, restart } = {}) => {
     const gen = generation.current;
@@ -157,6 +261,7 @@ export function App() {
     }
     const gen = generation.current;
     const alive = () => gen === generation.current;
+    if (sessionReady.current) await sessionReady.current;
     const assistant = {
       id: newId("a"), role: "assistant", content: [], object: null,
       streaming: true, final: false, provider: null, usage: null, sandbox: null,
@@ -178,6 +283,8 @@ export function App() {
       config: requestConfig(prefs.config),
     };
     if (conversationRef.current) body.conversation_id = conversationRef.current;
+    body.turn_id = newId("t");
+    saveDraft(history);
 
     let finalFragment = null;
     let fragmentId = null;
@@ -219,8 +326,25 @@ export function App() {
               break;
             case "done":
               done = true;
-              if (data?.conversation_id) conversationRef.current = data.conversation_id;
-              fragmentId = data?.fragment_id || null;
+              if (data?.conversation_id) {
+                conversationRef.current = data.conversation_id;
+                setCurrentId(data.conversation_id);
+                saveCurrentConversation(data.conversation_id);
+              }
+              // Only a stored fragment can be named to the sandbox (its result is stored too).
+              fragmentId = (data?.saved && data?.fragment_id) || null;
+              if (data?.saved === false && me && finalFragment && data?.conversation_id) {
+                // The database was down: keep the turn and re-send it when it is back.
+                savePendingTurns([...loadPendingTurns(), {
+                  conversation_id: data.conversation_id,
+                  turn: {
+                    turn_id: body.turn_id,
+                    message: body.messages[body.messages.length - 1],
+                    fragment: finalFragment,
+                    fragment_id: data.fragment_id,
+                  },
+                }]);
+              }
               patch(assistant.id, { fragmentId });
               break;
             case "error":
@@ -245,6 +369,10 @@ export function App() {
     if (!alive()) return;
     chatAbort.current = null;
     setStreaming(false);
+    if (done) {
+      saveDraft(null);
+      refreshHistory();
+    }
     const current = messagesRef.current.find((m) => m.id === assistant.id);
     const empty = !current?.object?.commentary && !hasBody(current?.object);
     if ((failure || stopped) && empty && !finalFragment) {
@@ -263,7 +391,8 @@ export function App() {
     // The sandbox runs once the stream has closed, so the conversation id of a first turn
     // (sent in `done`) ties the sandbox to this conversation.
     if (finalFragment) startSandbox(assistant.id, finalFragment, { fragmentId });
-  }, [model, customModel, prefs.template, prefs.config, patch, setMessages, startSandbox]);
+  }, [model, customModel, prefs.template, prefs.config, patch, setMessages, startSandbox, me,
+    refreshHistory]);
 
   const send = useCallback((text, images = []) => {
     if (streaming) return;
@@ -296,6 +425,8 @@ export function App() {
     for (const controller of sandboxAborts.current.values()) controller.abort();
     sandboxAborts.current.clear();
     conversationRef.current = null;
+    setCurrentId(null);
+    saveCurrentConversation(null);
     setMessages(() => []);
     setStreaming(false);
     setError(null);
@@ -317,6 +448,111 @@ export function App() {
     }
   }, [startSandbox]);
 
+  const openConversation = useCallback(async (id) => {
+    let detail;
+    try {
+      detail = await getConversation(id);
+    } catch (e) {
+      if (e.status === 404) saveCurrentConversation(null);
+      else setError({ detail: `The conversation did not load: ${e.detail || e.message}` });
+      return;
+    }
+    newChat();
+    conversationRef.current = detail.id;
+    setCurrentId(detail.id);
+    saveCurrentConversation(detail.id);
+    const restored = detail.messages.map((m) => (m.role === "user"
+      ? { id: newId("u"), role: "user", content: m.content }
+      : {
+        id: newId("a"), role: "assistant", content: m.content, object: m.object || null,
+        streaming: false, final: true, provider: null, usage: null, sandbox: null,
+        fragmentId: m.fragment_id || null,
+      }));
+    setMessages(() => restored);
+    const last = [...restored].reverse().find((m) => m.object);
+    if (last) {
+      setSelectedId(last.id);
+      setTab("preview");
+      // The old sandbox may have expired: run the fragment again to restore the preview.
+      if (detail.owned) startSandbox(last.id, last.object, { fragmentId: last.fragmentId });
+      else patch(last.id, { sandbox: null });
+    }
+  }, [newChat, setMessages, startSandbox, patch]);
+
+  useEffect(() => {
+    (async () => {
+      const draft = loadDraft();
+      sessionReady.current = loadMe();
+      const who = await sessionReady.current;
+      if (!who) return;
+      await flushPending();
+      refreshHistory();
+      const current = loadCurrentConversation();
+      if (current) await openConversation(current);
+      if (draft?.text) setInput(draft.text);
+    })();
+    const timer = setInterval(flushPending, 30000);
+    return () => clearInterval(timer);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, []);
+
+  const submitAuth = useCallback(async (mode, email, password) => {
+    const before = loadTokens();
+    const pair = mode === "signup"
+      ? await signUp(email, password, before?.guest ? before.access_token : null)
+      : await logIn(email, password);
+    saveTokens({ ...pair, guest: false });
+    setAuthMode(null);
+    if (mode === "login") newChat();
+    await loadMe();
+    refreshHistory();
+  }, [loadMe, refreshHistory, newChat]);
+
+  const signOut = useCallback(async () => {
+    const tokens = loadTokens();
+    try {
+      await logOut(tokens?.refresh_token);
+    } catch {
+      // Signing out locally is what matters; the server's session expires anyway.
+    }
+    saveTokens(null);
+    newChat();
+    setHistory([]);
+    await loadMe();
+    refreshHistory();
+  }, [loadMe, refreshHistory, newChat]);
+
+  const changeTeam = useCallback(async (teamId) => {
+    try {
+      const pair = await switchTeam(teamId);
+      saveTokens({ ...loadTokens(), ...pair });
+      newChat();
+      await loadMe();
+      refreshHistory();
+    } catch (e) {
+      setError({ detail: e.detail || "The team could not be switched." });
+    }
+  }, [loadMe, refreshHistory, newChat]);
+
+  const share = useCallback(async (id, shared) => {
+    try {
+      await patchConversation(id, { shared });
+    } catch (e) {
+      setError({ detail: e.detail || "Sharing did not change." });
+    }
+    refreshHistory();
+  }, [refreshHistory]);
+
+  const remove = useCallback(async (id) => {
+    try {
+      await deleteConversation(id);
+    } catch (e) {
+      setError({ detail: e.detail || "The conversation was not deleted." });
+    }
+    if (id === conversationRef.current) newChat();
+    refreshHistory();
+  }, [refreshHistory, newChat]);
+
   const selected = messages.find((m) => m.id === selectedId && m.object) || null;
 
   return html`
@@ -324,10 +560,14 @@ export function App() {
     <div class="app">
       <${Header} models=${models} model=${model} templates=${templates} prefs=${prefs}
         theme=${theme}
+        account=${html`<${AccountBar} me=${me} onOpenAuth=${setAuthMode} onSignOut=${signOut}
+          onSwitchTeam=${changeTeam} />`}
         onPrefs=${updatePrefs} onNewChat=${newChat}
         onOpenSettings=${() => setSettingsOpen(true)}
         onToggleTheme=${() => updatePrefs({ theme: theme === "dark" ? "light" : "dark" })} />
       <main class=${`layout${selected ? " with-panel" : ""}`}>
+        <${History} open=${Boolean(me)} items=${history} currentId=${currentId}
+          onOpen=${openConversation} onShare=${share} onDelete=${remove} />
         <section class="chat" aria-label="Chat">
           <${MessageList} messages=${messages} selectedId=${selectedId} streaming=${streaming}
             onSelect=${selectFragment}
@@ -345,6 +585,8 @@ export function App() {
         ${selected && html`<${Panel} message=${selected} tab=${tab} onTab=${setTab}
           onClose=${() => setSelectedId(null)} onRerun=${rerun} />`}
       </main>
+      <${AuthDialog} mode=${authMode} onMode=${setAuthMode} onClose=${() => setAuthMode(null)}
+        onSubmit=${submitAuth} />
       <${SettingsDialog} open=${settingsOpen} prefs=${prefs} onPrefs=${updatePrefs} model=${model}
         onClose=${() => setSettingsOpen(false)} />
     </div>

@@ -65,6 +65,7 @@ export function Header(props) {
           onChange=${(model) => props.onPrefs({ model })} />
       </div>
       <div class="header-actions">
+        ${props.account}
         <button type="button" class="btn btn-ghost" data-testid="new-chat" aria-label="New chat"
           onClick=${props.onNewChat}>
           <${Plus} /><span class="hide-sm">New chat</span>

@@ -1,5 +1,48 @@
-// The HTTP API as DESIGN.md pins it: /api/models, /api/templates, /api/chat (SSE), /api/sandbox.
+// The HTTP API as DESIGN.md pins it: /api/models, /api/templates, /api/chat (SSE), /api/sandbox,
+// /api/auth/*, /api/conversations. Every call carries the bearer token the session keeps.
+import { loadTokens, saveTokens } from "./session.js";
 import { readEventStream } from "./sse.js";
+
+function authHeaders() {
+  const tokens = loadTokens();
+  return tokens?.access_token ? { Authorization: `Bearer ${tokens.access_token}` } : {};
+}
+
+let refreshing = null;
+
+/** Swap the refresh token for a new pair (once at a time); false when it no longer works. */
+async function refreshTokens() {
+  const tokens = loadTokens();
+  if (!tokens?.refresh_token) return false;
+  refreshing ??= (async () => {
+    try {
+      const response = await fetch("/api/auth/refresh", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh_token: tokens.refresh_token }),
+      });
+      if (!response.ok) return false;
+      const pair = await response.json();
+      saveTokens({ ...tokens, ...pair });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+/** fetch with the bearer token; a 401 refreshes the tokens and tries once more. */
+async function authFetch(url, init = {}) {
+  const go = () => fetch(url, { ...init, headers: { ...(init.headers || {}), ...authHeaders() } });
+  let response = await go();
+  if (response.status === 401 && loadTokens()?.refresh_token && (await refreshTokens())) {
+    response = await go();
+  }
+  return response;
+}
 
 /** An HTTP or stream failure carrying the server's one-sentence `detail`. */
 export class ApiError extends Error {
@@ -37,7 +80,7 @@ async function errorFrom(response) {
 async function getJSON(url) {
   let response;
   try {
-    response = await fetch(url, { headers: { Accept: "application/json" } });
+    response = await authFetch(url, { headers: { Accept: "application/json" } });
   } catch {
     throw new ApiError("Could not reach the server.");
   }
@@ -48,11 +91,11 @@ async function getJSON(url) {
 export const getModels = () => getJSON("/api/models");
 export const getTemplates = () => getJSON("/api/templates");
 
-async function post(url, body, { signal, accept }) {
+async function post(url, body, { signal, accept = "application/json", method = "POST" } = {}) {
   let response;
   try {
-    response = await fetch(url, {
-      method: "POST",
+    response = await authFetch(url, {
+      method,
       headers: { "Content-Type": "application/json", Accept: accept },
       body: JSON.stringify(body),
       signal,
@@ -101,3 +144,33 @@ export async function runSandbox(body, { signal, onPhase }) {
   if (!result) throw new ApiError("The sandbox closed the connection without a result.");
   return result;
 }
+
+async function jsonOrNull(response) {
+  return response.status === 204 ? null : response.json();
+}
+
+const call = async (method, url, body) =>
+  jsonOrNull(await post(url, body, { method }));
+
+// ---- accounts -------------------------------------------------------------------------------
+
+export const signUp = (email, password, guestToken) =>
+  call("POST", "/api/auth/signup", { email, password, guest_token: guestToken || undefined });
+export const logIn = (email, password) => call("POST", "/api/auth/login", { email, password });
+export const startGuest = () => call("POST", "/api/auth/guest", {});
+export const getMe = () => getJSON("/api/auth/me");
+export const switchTeam = (teamId) => call("POST", "/api/auth/switch-team", { team_id: teamId });
+export const logOut = (refreshToken) =>
+  call("POST", "/api/auth/logout", refreshToken ? { refresh_token: refreshToken } : undefined);
+
+// ---- conversations --------------------------------------------------------------------------
+
+export const listConversations = (offset = 0) =>
+  getJSON(`/api/conversations?limit=50&offset=${offset}`);
+export const getConversation = (id) => getJSON(`/api/conversations/${encodeURIComponent(id)}`);
+export const patchConversation = (id, change) =>
+  call("PATCH", `/api/conversations/${encodeURIComponent(id)}`, change);
+export const deleteConversation = (id) =>
+  call("DELETE", `/api/conversations/${encodeURIComponent(id)}`);
+export const resendTurn = (id, turn) =>
+  call("POST", `/api/conversations/${encodeURIComponent(id)}/turns`, turn);
