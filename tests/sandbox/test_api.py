@@ -111,20 +111,6 @@ async def test_sse_reports_phases_then_the_result(client: httpx.AsyncClient) -> 
     assert [d.get("phase") for _, d in parse_sse(again.text)][:2] == ["acquiring", "running"]
 
 
-async def test_web_templates_answer_not_available(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/api/sandbox",
-        json=body("", fragment={"template": "nextjs-developer", "file_path": "pages/index.tsx"}),
-    )
-    assert response.status_code == 200
-    data = response.json()
-    assert data["sandbox_id"] is None
-    assert data["url"] is None
-    assert data["template"] == "nextjs-developer"
-    assert data["error"]["name"] == "NotAvailable"
-    assert "not available" in data["error"]["value"]
-
-
 @pytest.mark.parametrize(
     ("payload", "status", "code"),
     [

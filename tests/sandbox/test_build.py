@@ -28,17 +28,11 @@ def fresh_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_cli_refuses_templates_it_cannot_build_yet(
-    monkeypatch: pytest.MonkeyPatch, fresh_root: Path
-) -> None:
+def test_cli_refuses_unknown_templates(monkeypatch: pytest.MonkeyPatch, fresh_root: Path) -> None:
     monkeypatch.setenv("FRAGMENTS_SANDBOX_ROOT", str(fresh_root))
-    result = CliRunner().invoke(cli, ["templates", "build", "nextjs-developer"])
-    assert result.exit_code == 2
-    assert "not available in local sandboxes yet" in result.output
     unknown = CliRunner().invoke(cli, ["templates", "build", "cobol"])
     assert unknown.exit_code == 2
     assert "Unknown template 'cobol'" in unknown.output
-    assert not (fresh_root / "templates" / "nextjs-developer").exists()
 
 
 def test_cli_reports_an_environment_already_built(

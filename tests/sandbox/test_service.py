@@ -11,7 +11,7 @@ import pytest
 from fragments.config import Settings
 from fragments.errors import BadRequest
 from fragments.sandbox.local.service import LocalSandboxService
-from fragments.schemas import InterpreterResult, WebResult
+from fragments.schemas import InterpreterResult
 
 from .conftest import INTERPRETER, fragment
 
@@ -165,17 +165,6 @@ async def test_bad_paths_are_refused(service: LocalSandboxService) -> None:
 async def test_unknown_template_is_refused(service: LocalSandboxService) -> None:
     with pytest.raises(BadRequest):
         await service.execute(fragment("print(1)", template="cobol-developer"), owner=None)
-
-
-async def test_node_templates_are_not_available_yet(service: LocalSandboxService) -> None:
-    result = await service.execute(
-        fragment("export default 1", template="nextjs-developer"), owner="c"
-    )
-    assert isinstance(result, WebResult)
-    assert result.sandbox_id is None
-    assert result.url is None
-    assert result.error is not None
-    assert result.error.name == "NotAvailable"
 
 
 async def test_phases_are_reported(service: LocalSandboxService) -> None:

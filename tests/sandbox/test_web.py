@@ -271,3 +271,39 @@ async def test_gradio_preview_through_the_proxy(client: httpx.AsyncClient) -> No
     assert page.status_code == 200
     assert "reverse-marker" in page.text
     assert "content-security-policy" not in page.headers
+
+
+NEXT_PAGE = """export default function Home() {
+  return <main className="p-4 text-xl">MARKER</main>;
+}
+"""
+NUXT_PAGE = """<template>
+  <div class="p-4 text-xl">MARKER</div>
+</template>
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("template", "page"), [("nextjs-developer", NEXT_PAGE), ("vue-developer", NUXT_PAGE)]
+)
+async def test_node_preview_and_hot_reload(
+    app: FastAPI, client: httpx.AsyncClient, template: str, page: str
+) -> None:
+    """A Node project runs from an overlay of the shared template; an edit is served in place."""
+    data = await run_app(client, page.replace("MARKER", "first-node"), "n", template)
+    assert data["error"] is None, data["error"]
+    assert data["url"] == f"http://3000-{data['sandbox_id']}.{DOMAIN}/"
+    host = host_of(data["url"])
+    first = await client.get("/", headers={"host": host}, timeout=120)
+    assert first.status_code == 200
+    assert "first-node" in first.text
+    again = await run_app(client, page.replace("MARKER", "second-node"), "n", template)
+    assert again["sandbox_id"] == data["sandbox_id"]
+    assert web_sandbox(app, data["sandbox_id"]).starts == 1
+    async with asyncio.timeout(60):
+        while True:
+            second = await client.get("/", headers={"host": host}, timeout=60)
+            if "second-node" in second.text:
+                break
+            await asyncio.sleep(0.2)

@@ -64,6 +64,36 @@ class TemplateEnv:
         return self.path / MPL_CACHE
 
 
+def node_group(settings: Settings) -> int:
+    """The group every Node sandbox runs with; their template trees are writable by it."""
+    return settings.sandbox_uid_base + settings.sandbox_max_count + 2
+
+
+def _build_any(settings: Settings, template_id: str, force: bool, progress: Progress) -> Path:
+    """Build a Python or a Node template (the CLI's one entry); the built folder."""
+    from fragments.sandbox.local.node_build import NODE_TEMPLATES, build_node_template
+
+    if template_id in NODE_TEMPLATES:
+        return build_node_template(
+            settings,
+            template_id,
+            progress,
+            gid=node_group(settings),
+            group_writable=True,
+            force=force,
+        )
+    return build_template(settings, template_id, force=force, progress=progress).path
+
+
+def _built(settings: Settings, template: Template) -> Path | None:
+    from fragments.sandbox.local.node_build import NODE_TEMPLATES, node_template_dir
+
+    if template.id in NODE_TEMPLATES:
+        return node_template_dir(settings, template.id, gid=node_group(settings))
+    env = find_env(settings, template)
+    return None if env is None else env.path
+
+
 def templates_dir(settings: Settings) -> Path:
     return settings.sandbox_root / "templates"
 
@@ -296,7 +326,9 @@ def build_templates_cli(settings: Settings, name: str | None, *, force: bool = F
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    names = [name] if name else list(BUILDABLE)
+    from fragments.sandbox.local.node_build import NODE_TEMPLATES
+
+    names = [name] if name else [*BUILDABLE, *sorted(NODE_TEMPLATES)]
     status = 0
     for template_id in names:
         template = TEMPLATES.get(template_id)
@@ -306,17 +338,11 @@ def build_templates_cli(settings: Settings, name: str | None, *, force: bool = F
             )
             status = 2
             continue
-        if not is_buildable(template):
-            console.print(
-                f"[yellow]The template '{template_id}' is not available in local sandboxes yet."
-                f"[/yellow] Buildable now: {', '.join(BUILDABLE)}."
-            )
-            status = 2
-            continue
-        if not force and find_env(settings, template) is not None:
+        built_at = _built(settings, template)
+        if not force and built_at is not None:
             console.print(
                 f"[green]{template_id}[/green] is already built at "
-                f"{env_path(settings, template)} (use --force to rebuild)."
+                f"{built_at} (use --force to rebuild)."
             )
             continue
         started = time.monotonic()
@@ -335,14 +361,13 @@ def build_templates_cli(settings: Settings, name: str | None, *, force: bool = F
                 bar.update(task, description=step, completed=done, total=total)  # noqa: B023
 
             try:
-                built = build_template(settings, template_id, force=force, progress=on_progress)
+                built = _build_any(settings, template_id, force, on_progress)
             except TemplateBuildError as exc:
                 bar.stop()
                 console.print(f"[red]Could not build {template_id}:[/red] {exc}")
                 status = 1
                 continue
         console.print(
-            f"[green]Built {template_id}[/green] at {built.path} "
-            f"in {time.monotonic() - started:.0f} s."
+            f"[green]Built {template_id}[/green] at {built} in {time.monotonic() - started:.0f} s."
         )
     return status

@@ -72,6 +72,8 @@ class Confinement:
     rw_binds: tuple[tuple[Path, str], ...] = ()
     # Share the host's network: only for installs, which run uv and never the fragment's code.
     network: bool = False
+    # Where the command starts (a Node project runs from its own folder).
+    workdir: str = HOME
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -154,7 +156,7 @@ def bwrap_command(c: Confinement, command: list[str]) -> list[str]:
         "--remount-ro",
         "/",
         "--chdir",
-        HOME,
+        c.workdir,
         "--clearenv",
     ]
     for key, value in sandbox_env(c).items():

@@ -48,11 +48,17 @@ from fragments.sandbox.local.build import (
     ensure_traversable,
     find_env,
     is_buildable,
+    node_group,
 )
 from fragments.sandbox.local.confine import prepare_etc
 from fragments.sandbox.local.install import Installer, install_packages, prepare_installer
 from fragments.sandbox.local.kernel import KernelConfig, KernelSandbox, SandboxStartError
 from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
+from fragments.sandbox.local.node_build import (
+    NODE_TEMPLATES,
+    build_node_template,
+    node_template_dir,
+)
 from fragments.sandbox.local.pool import WarmPool
 from fragments.sandbox.local.seccomp import seccomp_filter
 from fragments.sandbox.local.web import WebSandbox, write_gradio_boot
@@ -96,6 +102,19 @@ def _instance_alive(name: str) -> bool:
     return pid.isdigit() and _pid_alive(int(pid))
 
 
+def _runnable(template: Template) -> bool:
+    return is_buildable(template) or template.id in NODE_TEMPLATES
+
+
+def _unmount_below(path: Path) -> None:
+    """Lazily unmount what a dead app left mounted under `path` (Node project overlays)."""
+    prefix = str(path) + "/"
+    with contextlib.suppress(OSError), open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, SandboxStartError) and not exc.app_failed
 
@@ -113,10 +132,7 @@ def web_unavailable(template: Template) -> WebResult:
         url=None,
         error=ExecutionError(
             name="NotAvailable",
-            value=(
-                f"Live previews of {template.name} apps are not available in local sandboxes "
-                "yet; the Python interpreter, Streamlit and Gradio run here for now."
-            ),
+            value=(f"Live previews of {template.name} apps are not available in local sandboxes."),
         ),
     )
 
@@ -225,6 +241,7 @@ class LocalSandboxService:
         """Folders and cgroups left by app processes that died without cleaning up."""
         for path in self.run_root.iterdir():
             if not _instance_alive(path.name):
+                _unmount_below(path)
                 shutil.rmtree(path, ignore_errors=True)
         remove_stale_cgroups(lambda name: not _instance_alive(name))
 
@@ -263,18 +280,36 @@ class LocalSandboxService:
 
     # ---- templates ---------------------------------------------------------------------------
 
+    @property
+    def node_gid(self) -> int:
+        return node_group(self.settings)
+
+    def _find_env(self, template: Template) -> TemplateEnv | None:
+        if template.id in NODE_TEMPLATES:
+            path = node_template_dir(self.settings, template.id, gid=self.node_gid)
+            return None if path is None else TemplateEnv(template, path)
+        return find_env(self.settings, template)
+
+    def _build_env(self, template: Template) -> TemplateEnv:
+        if template.id in NODE_TEMPLATES:
+            path = build_node_template(
+                self.settings, template.id, gid=self.node_gid, group_writable=True
+            )
+            return TemplateEnv(template, path)
+        return build_template(self.settings, template.id)
+
     async def _ensure_env(self, template: Template, phase: PhaseCallback) -> TemplateEnv:
-        env = find_env(self.settings, template)
+        env = self._find_env(template)
         if env is not None:
             return env
         async with self._build_lock:
-            env = find_env(self.settings, template)
+            env = self._find_env(template)
             if env is not None:
                 return env
             await phase("installing")
             log.info("sandbox_template_build", template=template.id)
             try:
-                return await asyncio.to_thread(build_template, self.settings, template.id)
+                return await asyncio.to_thread(self._build_env, template)
             except TemplateBuildError as exc:
                 raise SandboxUnavailable(
                     f"The {template.id} sandbox environment could not be built: {exc}"
@@ -332,9 +367,9 @@ class LocalSandboxService:
     async def _make_warm(self, template_id: str) -> Sandbox | None:
         """A started sandbox for the pool, or None when its template or a slot is missing."""
         template = TEMPLATES[template_id]
-        env = await asyncio.to_thread(find_env, self.settings, template)
+        env = await asyncio.to_thread(self._find_env, template)
         config = self._config
-        if env is None or config is None or not is_buildable(template):
+        if env is None or config is None or not _runnable(template):
             return None
         async with self._acquire_lock:
             slot = None if self._closed else self._take_slot()
@@ -347,7 +382,8 @@ class LocalSandboxService:
                 warm = await sandbox.run(_WARM_IMPORTS, silent=True)
                 if warm.error is not None:
                     raise SandboxStartError(f"{warm.error.name}: {warm.error.value}")
-            elif template_id == "streamlit-developer":
+            elif template_id == "streamlit-developer" or template.language == "node":
+                # Node's placeholder page was compiled when the template was built.
                 await sandbox.write_files([(sandbox.entry, _STREAMLIT_PLACEHOLDER)])
                 await sandbox.start()
             else:
@@ -370,6 +406,7 @@ class LocalSandboxService:
                 env=env,
                 config=config,
                 gradio_boot=self._gradio_boot,
+                node_gid=self.node_gid,
             )
         return KernelSandbox(
             sandbox_id=sandbox_id,
@@ -438,7 +475,7 @@ class LocalSandboxService:
     ) -> InterpreterResult | WebResult:
         """Run a fragment in the owner's sandbox (see the module docstring)."""
         program = prepare_program(fragment)
-        if not is_buildable(program.template):
+        if not _runnable(program.template):
             return web_unavailable(program.template)
 
         async def phase(name: Phase) -> None:
@@ -511,9 +548,9 @@ class LocalSandboxService:
                     return WebResult(
                         sandbox_id=sandbox.id, template=template.id, url=None, error=error
                     )
-                # Streamlit reruns a rewritten file by itself; Gradio has to be relaunched,
-                # unless this is a warm slot that has not launched an app yet.
-                if sandbox.alive and sandbox.serving and template.id != "streamlit-developer":
+                # Streamlit and the Node dev servers reload a rewritten file by themselves;
+                # Gradio has to be relaunched, unless it is a warm slot with no app yet.
+                if sandbox.alive and sandbox.serving and template.id == "gradio-developer":
                     await sandbox.stop()
                 if not sandbox.alive or not sandbox.serving:
                     await phase("starting")

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path, PurePosixPath
 
@@ -28,10 +29,17 @@ import httpx
 import structlog
 
 from fragments.sandbox.local.build import TemplateEnv
-from fragments.sandbox.local.confine import DEPS_DIR, KERNEL_DIR, Confinement, bwrap_command
+from fragments.sandbox.local.confine import (
+    DEPS_DIR,
+    HOME,
+    KERNEL_DIR,
+    Confinement,
+    bwrap_command,
+)
 from fragments.sandbox.local.kernel import MAX_SOCKET_PATH, KernelConfig, SandboxStartError
 from fragments.sandbox.local.kernel import _descendants as descendants
 from fragments.sandbox.local.limits import Limits, create_limits
+from fragments.sandbox.local.node_build import DEV_ENV, dev_command
 from fragments.schemas import ExecutionError
 
 log = structlog.get_logger(__name__)
@@ -116,7 +124,13 @@ def server_command(env: TemplateEnv, entry: str, port: int) -> list[str]:
         ]
     if env.template.id == "gradio-developer":
         return [python, GRADIO_BOOT_PATH, entry, str(port)]
+    if env.template.language == "node":
+        return _node_command(env, port)
     raise SandboxStartError(f"The template {env.template.id} has no dev server here.")
+
+
+def _node_command(env: TemplateEnv, port: int) -> list[str]:
+    return dev_command(env.template.id, env.path, port)
 
 
 def _with_forwarder(port: int, command: list[str]) -> list[str]:
@@ -197,6 +211,7 @@ class WebSandbox:
         env: TemplateEnv,
         config: KernelConfig,
         gradio_boot: Path | None,
+        node_gid: int | None = None,
     ) -> None:
         self.id = sandbox_id
         self.owner = owner
@@ -214,6 +229,13 @@ class WebSandbox:
         self.port = env.template.port or 0
         self.entry = env.template.file
         self._gradio_boot = gradio_boot
+        # Node projects: the template is an overlay (shared read-only lower, this sandbox's
+        # upper) mounted here on the host and bound at the template's own path inside, where
+        # its caches were built; files are group-writable for the sandboxes' shared group.
+        self.node = env.template.language == "node"
+        self.node_gid = node_gid
+        self.merged = self.root / "merged"
+        self._mounted = False
         self._limits: Limits | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -245,12 +267,42 @@ class WebSandbox:
                 "use a shorter FRAGMENTS_SANDBOX_ROOT."
             )
 
+    def _mount_overlay(self) -> None:
+        if self._mounted:
+            return
+        upper, work = self.root / "upper", self.root / "work"
+        for path in (upper, work, self.merged):
+            path.mkdir(mode=0o755, exist_ok=True)
+        os.chown(upper, self.uid, self.node_gid if self.node_gid is not None else self.uid)
+        options = f"lowerdir={self.env.path},upperdir={upper},workdir={work}"
+        done = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, str(self.merged)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SandboxStartError(f"The project overlay could not be mounted: {done.stderr}")
+        self._mounted = True
+
+    def _unmount_overlay(self) -> None:
+        if self._mounted:
+            subprocess.run(["umount", "-l", str(self.merged)], capture_output=True, check=False)
+            self._mounted = False
+
     async def write_files(self, files: list[tuple[str, str]]) -> ExecutionError | None:
         """Write the fragment's files into the workspace; an error result instead of a raise."""
         self.last_used = time.monotonic()
         await asyncio.to_thread(self.prepare)
+        target = self.home
+        if self.node:
+            try:
+                await asyncio.to_thread(self._mount_overlay)
+            except SandboxStartError as exc:
+                return ExecutionError(name="SandboxError", value=str(exc))
+            target = self.merged
         try:
-            await asyncio.to_thread(write_workspace, self.home, self.uid, files)
+            await asyncio.to_thread(write_workspace, target, self.uid, files)
         except (WorkspaceWriteError, OSError) as exc:
             return ExecutionError(name="WriteError", value=str(exc))
         return None
@@ -277,6 +329,16 @@ class WebSandbox:
                 self.config.limits_backend,
             )
         ro_files: list[tuple[Path, str]] = [(self.deps, DEPS_DIR)]
+        rw_binds: tuple[tuple[Path, str], ...] = ()
+        gid = self.uid
+        workdir = HOME
+        extra_env: dict[str, str] = {}
+        if self.node:
+            await asyncio.to_thread(self._mount_overlay)
+            rw_binds = ((self.merged, str(self.env.path)),)
+            gid = self.node_gid if self.node_gid is not None else self.uid
+            workdir = str(self.env.path)
+            extra_env = {**DEV_ENV, "PATH": f"{self.env.path}/node_modules/.bin:/usr/bin:/bin"}
         if self._gradio_boot is not None:
             ro_files.append((self._gradio_boot, GRADIO_BOOT_PATH))
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
@@ -287,7 +349,7 @@ class WebSandbox:
         try:
             confinement = Confinement(
                 uid=self.uid,
-                gid=self.uid,
+                gid=gid,
                 etc=self.config.etc,
                 template_env=self.env.path,
                 home=self.home,
@@ -295,6 +357,8 @@ class WebSandbox:
                 cpus=self.config.caps.cpus,
                 seccomp_fd=seccomp_fd,
                 ro_files=tuple(ro_files),
+                rw_binds=rw_binds,
+                workdir=workdir,
                 env={
                     "PYTHONPATH": DEPS_DIR,
                     "MPLBACKEND": "agg",
@@ -304,6 +368,7 @@ class WebSandbox:
                     "GRADIO_TEMP_DIR": "/tmp/gradio",
                     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
                     "HF_HUB_OFFLINE": "1",
+                    **extra_env,
                 },
             )
             inner = _with_forwarder(self.port, server_command(self.env, self.entry, self.port))
@@ -368,7 +433,9 @@ class WebSandbox:
         self.serving = True
 
     async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.config.start_timeout
+        # A Node dev server compiles the first page before answering: give it longer.
+        timeout = max(self.config.start_timeout, 120.0) if self.node else self.config.start_timeout
+        deadline = time.monotonic() + timeout
         locked = False
         transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
         async with httpx.AsyncClient(transport=transport, timeout=2.0) as client:
@@ -400,8 +467,7 @@ class WebSandbox:
                     return
                 await asyncio.sleep(_POLL)
         raise SandboxStartError(
-            f"The app did not answer within {self.config.start_timeout:.0f} s."
-            + self._tail_suffix()
+            f"The app did not answer within {timeout:.0f} s." + self._tail_suffix()
         )
 
     def _tail_suffix(self) -> str:
@@ -447,4 +513,5 @@ class WebSandbox:
         limits, self._limits = self._limits, None
         if limits is not None:
             await asyncio.to_thread(limits.remove)
+        await asyncio.to_thread(self._unmount_overlay)
         await asyncio.to_thread(shutil.rmtree, self.root, True)
