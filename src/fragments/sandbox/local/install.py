@@ -1,11 +1,12 @@
-"""Installing a fragment's extra Python packages, confined.
+"""Installing a fragment's extra packages (uv for Python, npm for Node), confined.
 
 The install is its own bubblewrap run, separate from the app's: it shares the host's network
 (the only confined process that does; it needs the registry), runs as a dedicated installer uid
 that no sandbox uses, and executes only uv, with wheels only (`--only-binary :all:`), so no
 package's own code runs during the install. Packages land in the sandbox's `deps` folder, bound
 read-only at /opt/deps in the sandbox and first on its PYTHONPATH; the download cache is shared
-by installs only and never visible to a running sandbox.
+by installs only and never visible to a running sandbox. Node packages go into the sandbox's
+project overlay with `npm install --ignore-scripts`, run the same way.
 
 Egress is not filtered to the registries: the install shares the host's network namespace, so
 uv could reach the host's loopback services. What runs there is uv alone, with validated
@@ -175,6 +176,19 @@ async def install_packages(
         "--",
         *packages,
     ]
+    return await _run_install(sandbox_id, confinement, command, packages, config, installer)
+
+
+async def _run_install(
+    sandbox_id: str,
+    confinement: Confinement,
+    command: list[str],
+    packages: list[str],
+    config: KernelConfig,
+    installer: Installer,
+) -> ExecutionError | None:
+    """Run one confined install command; its output as the error when it fails."""
+    scratch = confinement.home
     limits = create_limits(
         f"{config.run_root.name}-{sandbox_id}-install", config.caps, config.limits_backend
     )
@@ -217,3 +231,69 @@ async def install_packages(
             value=f"Installing {', '.join(packages)} failed:\n{text[-3000:]}",
         )
     return None
+
+
+NPM_CACHE_PATH = "/var/cache/fragments-npm"
+
+
+async def install_npm_packages(
+    *,
+    sandbox_id: str,
+    root: Path,
+    project: Path,
+    env: TemplateEnv,
+    gid: int,
+    packages: list[str],
+    config: KernelConfig,
+    installer: Installer,
+) -> ExecutionError | None:
+    """`npm install --ignore-scripts` validated names into a Node sandbox's project overlay.
+
+    Runs as the installer uid with the Node sandboxes' group (the template tree is writable by
+    it), at the project's in-sandbox path; no package's install script runs anywhere.
+    """
+    scratch = root / "install-home"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    os.chown(scratch, installer.uid, gid)
+    cache = installer.cache.parent / "npm"
+    cache.mkdir(mode=0o700, exist_ok=True)
+    os.chown(cache, installer.uid, installer.uid)
+    ro_files: list[tuple[Path, str]] = [(installer.nsswitch, "/etc/nsswitch.conf")]
+    for name in _NET_ETC:
+        ro_files.append((Path("/etc", name), f"/etc/{name}"))
+    extra_env = {
+        "npm_config_cache": NPM_CACHE_PATH,
+        "npm_config_update_notifier": "false",
+        "NO_UPDATE_NOTIFIER": "1",
+        "PATH": "/usr/bin:/bin",
+    }
+    if _HAS_CA_BUNDLE:
+        extra_env["NODE_EXTRA_CA_CERTS"] = str(_CA_BUNDLE)
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "npm_config_registry"):
+        if os.environ.get(key):
+            extra_env[key] = os.environ[key]
+    confinement = Confinement(
+        uid=installer.uid,
+        gid=gid,
+        etc=config.etc,
+        template_env=env.path,
+        home=scratch,
+        kernel_dir=scratch,
+        cpus=config.caps.cpus,
+        ro_files=tuple(ro_files),
+        rw_binds=((project, str(env.path)), (cache, NPM_CACHE_PATH)),
+        network=True,
+        workdir=str(env.path),
+        env=extra_env,
+    )
+    command = [
+        "npm",
+        "install",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        "--",
+        *packages,
+    ]
+    return await _run_install(sandbox_id, confinement, command, packages, config, installer)

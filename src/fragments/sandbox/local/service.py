@@ -51,7 +51,12 @@ from fragments.sandbox.local.build import (
     node_group,
 )
 from fragments.sandbox.local.confine import prepare_etc
-from fragments.sandbox.local.install import Installer, install_packages, prepare_installer
+from fragments.sandbox.local.install import (
+    Installer,
+    install_npm_packages,
+    install_packages,
+    prepare_installer,
+)
 from fragments.sandbox.local.kernel import KernelConfig, KernelSandbox, SandboxStartError
 from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
 from fragments.sandbox.local.node_build import (
@@ -585,23 +590,34 @@ class LocalSandboxService:
         missing = [d for d in program.dependencies if d not in done]
         if not missing:
             return None
-        if program.template.language != "python" or self._installer is None:
+        if self._installer is None:
             return ExecutionError(
                 name="InstallError",
-                value="Additional packages cannot be installed in this sandbox "
-                f"({program.template.id}); uv is needed for Python packages.",
+                value="Additional packages cannot be installed here: uv was not found.",
             )
         assert self._config is not None
         await phase("installing")
-        error = await install_packages(
-            sandbox_id=sandbox.id,
-            root=sandbox.root,
-            deps=sandbox.deps,
-            env=sandbox.env,
-            packages=missing,
-            config=self._config,
-            installer=self._installer,
-        )
+        if isinstance(sandbox, WebSandbox) and sandbox.node:
+            error = await install_npm_packages(
+                sandbox_id=sandbox.id,
+                root=sandbox.root,
+                project=sandbox.merged,
+                env=sandbox.env,
+                gid=self.node_gid,
+                packages=missing,
+                config=self._config,
+                installer=self._installer,
+            )
+        else:
+            error = await install_packages(
+                sandbox_id=sandbox.id,
+                root=sandbox.root,
+                deps=sandbox.deps,
+                env=sandbox.env,
+                packages=missing,
+                config=self._config,
+                installer=self._installer,
+            )
         if error is None:
             done.update(missing)
         return error
