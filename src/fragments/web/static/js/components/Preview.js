@@ -164,10 +164,13 @@ function InterpreterResult({ result }) {
 function WebResult({ result, reloadKey }) {
   if (!result.url) {
     const error = result.error || {};
+    // Installer and start-up failures carry the tool's own multi-line output: keep its lines.
+    const value = error.value || "The sandbox returned no preview address.";
+    const title = error.name === "InstallError" ? "Installing the packages failed" : "No live preview";
     return html`<div class="preview-message">
       <div class="exec-error" data-testid="preview-unavailable" role="alert">
-        <div class="exec-error-head"><${Alert} size=${16} /><strong>No live preview</strong></div>
-        <p>${error.value || "The sandbox returned no preview address."}</p>
+        <div class="exec-error-head"><${Alert} size=${16} /><strong>${title}</strong></div>
+        ${value.includes("\n") ? html`<pre class="output">${value}</pre>` : html`<p>${value}</p>`}
         ${error.name && html`<p class="muted small">${error.name}</p>`}
       </div>
     </div>`;
