@@ -25,6 +25,7 @@ from fragments.sandbox.templates import TEMPLATES
 from fragments.state import State, StateDep
 from fragments.store.db import Database
 from fragments.store.migrate import upgrade
+from fragments.store.retention import retention_job
 
 
 def _static_dir() -> str:
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings=settings, http=http, sandboxes=sandboxes, llm=llm, db=db
             )
             try:
-                yield
+                async with retention_job(db, settings.retention_days):
+                    yield
             finally:
                 await llm.aclose()
                 await preview.aclose()

@@ -65,6 +65,27 @@ def serve(
     )
 
 
+@db_app.command("purge")
+def db_purge() -> None:
+    """Delete conversations older than FRAGMENTS_RETENTION_DAYS (the app also does it daily)."""
+    import asyncio
+
+    from fragments.config import Settings
+    from fragments.store.db import Database
+    from fragments.store.retention import purge_expired
+
+    settings = Settings()
+
+    async def run() -> int:
+        db = Database(settings.resolved_database_url)
+        try:
+            return await purge_expired(db, settings.retention_days)
+        finally:
+            await db.aclose()
+
+    typer.echo(f"purged {asyncio.run(run())} conversations")
+
+
 @templates_app.command("build")
 def templates_build(
     name: Annotated[
