@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     # Retries of a failed provider call (5xx, connection refused) before its first token only.
     provider_retries: int = 1
 
+    # History windowing: the last `history_turns` exchanges verbatim, older ones condensed into a
+    # running summary; the window moves `history_step` exchanges at a time (so the summary and
+    # the cached prompt prefix change only every `history_step` turns). Off: the whole history.
+    history_window: bool = True
+    history_turns: int = Field(5, ge=1)
+    history_step: int = Field(5, ge=1)
+    history_summary_chars: int = Field(1200, ge=200)
+
     # Local sandbox.
     sandbox_root: Path = Path("/var/tmp/fragments")
     sandbox_python: Path = Path("/usr/bin/python3")

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from fragments.chat.window import code_reference
 from fragments.config import Settings
 from fragments.sandbox.templates import TEMPLATES
 from tests.chat.conftest import PLATFORM_KEYS, chat_body, names, post_chat, received_key
@@ -244,8 +245,10 @@ async def test_history_images_and_earlier_fragments(
     messages = fake_openai.last_request.json["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert json.loads(messages[2]["content"])["title"] == "Earlier"
-    assert json.loads(messages[2]["content"])["code"] == SAMPLE_FRAGMENT["code"]
-    assert messages[3]["content"] == [
+    # History windowing: the code of the latest fragment goes once, before the new message.
+    assert json.loads(messages[2]["content"])["code"] == code_reference(1)
+    assert messages[3]["content"][0]["text"].endswith(SAMPLE_FRAGMENT["code"])
+    assert messages[3]["content"][1:] == [
         {"type": "text", "text": "now like this"},
         {"type": "text", "text": "print(1)"},
         {"type": "image_url", "image_url": {"url": png}},

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from fragments.config import Settings
 from fragments.store.db import Database
-from fragments.store.migrate import check, upgrade
+from fragments.store.migrate import alembic_config, check, upgrade
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +24,8 @@ async def test_upgrade_is_idempotent(db_settings: Settings) -> None:
     try:
         async with db.transaction() as session:
             version = await session.execute(text("SELECT version_num FROM alembic_version"))
-            assert version.scalar_one() == "0002"
+            head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+            assert version.scalar_one() == head
     finally:
         await db.aclose()
 

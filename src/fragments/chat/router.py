@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -9,6 +10,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
 from fragments.auth.deps import CurrentUser, get_db
+from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.request import chat_limits, check_conversation
 from fragments.chat.stream import chat_events
@@ -83,6 +85,19 @@ async def chat(
     db = get_db(request)
     user_content = body.messages[-1].model_dump(mode="json", exclude_none=True)["content"]
     turn = await open_chat_turn(db, who, body.conversation_id, user_content)
+    if settings.history_window:
+        window = await windowed(
+            settings=settings,
+            streamer=streamer,
+            db=db,
+            who=who,
+            messages=body.messages,
+            conversation_id=body.conversation_id,
+            persist=turn.persist,
+            call=call,
+            multimodal=model.multimodal,
+        )
+        call = dataclasses.replace(call, turns=window.turns, cache_turns=window.cache_turns)
 
     async def save(fragment: Fragment, result: StreamResult) -> tuple[str, bool]:
         usage = result.usage

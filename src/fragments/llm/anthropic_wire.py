@@ -4,7 +4,8 @@
 retries); its model profile supplies the schema transformer and the model's output limit. The
 tool is marked `eager_input_streaming` so Claude streams the input as it writes it instead of
 one whole value at a time (otherwise `code` would arrive in one piece at the end), and the system
-prompt and tool carry `cache_control` so repeated prompts are read from Anthropic's cache.
+prompt and tool carry `cache_control` so repeated prompts are read from Anthropic's cache, as
+does the end of the stable history prefix (`ModelCall.cache_turns`, set by history windowing).
 """
 
 from __future__ import annotations
@@ -64,10 +65,18 @@ def _model_facts(model_id: str) -> tuple[dict[str, Any], int]:
     return schema, max_tokens
 
 
-def _messages(turns: tuple[Turn, ...]) -> list[dict[str, Any]]:
-    """Anthropic wants non-empty blocks, a user turn first, and roles that alternate."""
+def _messages(turns: tuple[Turn, ...], cache_turns: int = 0) -> list[dict[str, Any]]:
+    """Anthropic wants non-empty blocks, a user turn first, and roles that alternate.
+
+    The last block of the first `cache_turns` turns (the stable history prefix) is marked for
+    caching: the next request reads everything up to it from the cache.
+    """
     out: list[dict[str, Any]] = []
-    for turn in turns:
+    marked: dict[str, Any] | None = None
+    for index, turn in enumerate(turns):
+        if index == cache_turns and out and out[-1]["role"] == "assistant":
+            # The prefix ends with an answer; the new user turn starts a new message.
+            marked = out[-1]["content"][-1]
         blocks: list[dict[str, Any]] = []
         for part in turn.parts:
             if isinstance(part, ImageInput):
@@ -81,6 +90,8 @@ def _messages(turns: tuple[Turn, ...]) -> list[dict[str, Any]]:
             out[-1]["content"].extend(blocks)
         else:
             out.append({"role": turn.role, "content": blocks})
+    if marked is not None and cache_turns < len(turns):
+        marked["cache_control"] = _CACHE
     return out
 
 
@@ -111,7 +122,7 @@ class AnthropicWire:
             "model": call.model_id,
             "max_tokens": call.sampling.max_tokens or max_tokens,
             "system": [{"type": "text", "text": system, "cache_control": _CACHE}],
-            "messages": _messages(call.turns),
+            "messages": _messages(call.turns, call.cache_turns),
             "stream": True,
         }
         if mode == "tool":

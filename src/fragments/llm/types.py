@@ -55,6 +55,9 @@ class ModelCall:
     # From the request's config: a user base URL means the platform's keys are never used.
     api_key: str | None = None
     base_url: str | None = None
+    # The first `cache_turns` turns stay identical on the next request (history windowing):
+    # wires with explicit prompt caching mark the end of that prefix.
+    cache_turns: int = 0
 
 
 @dataclass(slots=True)

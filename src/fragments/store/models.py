@@ -130,6 +130,9 @@ class Conversation(Base):
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Running summary of the first `summary_turns` exchanges (history windowing).
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class MessageRow(Base):

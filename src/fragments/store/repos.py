@@ -321,3 +321,34 @@ async def purge_older_than(session: AsyncSession, cutoff: datetime) -> int:
     """Retention: delete conversations (and by cascade their turns) not updated since cutoff."""
     result = await session.execute(delete(Conversation).where(Conversation.updated_at < cutoff))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def chat_history(session: AsyncSession, conversation: Conversation) -> list[dict[str, Any]]:
+    """The conversation's messages in order, as chat request messages (an answer carries its
+    fragment as `object`), for a client that sends only `conversation_id`."""
+    rows = (
+        await session.execute(
+            select(MessageRow, FragmentRow.body)
+            .outerjoin(FragmentRow, FragmentRow.id == MessageRow.fragment_id)
+            .where(MessageRow.conversation_id == conversation.id)
+            .order_by(MessageRow.seq)
+        )
+    ).all()
+    out: list[dict[str, Any]] = []
+    for message, body in rows:
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if body is not None:
+            item["object"] = body
+        out.append(item)
+    return out
+
+
+async def save_summary(
+    session: AsyncSession, conversation: Conversation, summary: str, turns: int
+) -> None:
+    """Store the running summary, unless a newer one (covering more turns) is already there."""
+    if turns <= conversation.summary_turns:
+        return
+    conversation.summary = summary
+    conversation.summary_turns = turns
+    await session.flush()

@@ -1,0 +1,126 @@
+"""Which history a chat request is answered with: the client's, or the stored conversation's
+when the client sends only the new message with `conversation_id`; windowed (see `window`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from pydantic import ValidationError
+
+from fragments.auth.deps import DB_DOWN, Principal
+from fragments.chat.summary import model_summary
+from fragments.chat.window import Window, build_window, exchanges, extractive_summary
+from fragments.config import Settings
+from fragments.llm.types import ModelCall, ModelStreamer
+from fragments.schemas import Message
+from fragments.store import repos
+from fragments.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredHistory:
+    messages: list[Message]
+    summary: str | None
+    summary_turns: int
+
+
+async def load_history(db: Database, who: Principal, conversation_id: str) -> StoredHistory | None:
+    """The stored conversation's messages and summary; None when it cannot be read."""
+    try:
+        async with db.transaction(who.identity) as session:
+            conversation = await repos.own_conversation(session, who.identity, conversation_id)
+            if conversation is None:
+                return None
+            rows = await repos.chat_history(session, conversation)
+            summary, turns = conversation.summary, conversation.summary_turns
+    except DB_DOWN:
+        log.warning("chat_history_unavailable", conversation_id=conversation_id)
+        return None
+    messages: list[Message] = []
+    for row in rows:
+        try:
+            messages.append(Message.model_validate(row))
+        except ValidationError:
+            continue  # a row the current schema cannot read is left out, not fatal
+    return StoredHistory(messages, summary, turns or 0)
+
+
+async def store_summary(
+    db: Database, who: Principal, conversation_id: str, summary: str, turns: int
+) -> None:
+    try:
+        async with db.transaction(who.identity) as session:
+            conversation = await repos.own_conversation(session, who.identity, conversation_id)
+            if conversation is not None:
+                await repos.save_summary(session, conversation, summary, turns)
+    except DB_DOWN:
+        log.warning("chat_summary_not_saved", conversation_id=conversation_id)
+
+
+async def windowed(
+    *,
+    settings: Settings,
+    streamer: ModelStreamer,
+    db: Database,
+    who: Principal,
+    messages: list[Message],
+    conversation_id: str | None,
+    persist: bool,
+    call: ModelCall,
+    multimodal: bool,
+) -> Window:
+    """The windowed turns of this request. The summary of a stored conversation is written by
+    the provider's cheap model when the window moves, and stored; otherwise it is the local
+    extractive summary, recomputed identically on every request (no model call)."""
+    history = messages[:-1]
+    stored: StoredHistory | None = None
+    if persist and conversation_id and not who.anonymous:
+        stored = await load_history(db, who, conversation_id)
+        if stored is not None and not history:
+            history = stored.messages
+    keep, step = settings.history_turns, settings.history_step
+    summary = stored.summary if stored is not None else None
+    summary_turns = stored.summary_turns if stored is not None else 0
+    window = build_window(
+        history,
+        messages[-1],
+        keep=keep,
+        step=step,
+        summary=summary,
+        summary_turns=summary_turns,
+        multimodal=multimodal,
+        max_image_bytes=settings.max_image_bytes,
+    )
+    if not window.folded or not window.to_fold:
+        return window
+    covered = window.folded - len(window.to_fold)
+    if stored is not None and conversation_id:
+        summary, _ = await model_summary(
+            streamer,
+            call,
+            summary if covered else None,
+            list(window.to_fold),
+            first_index=covered + 1,
+            max_chars=settings.history_summary_chars,
+        )
+        await store_summary(db, who, conversation_id, summary, window.folded)
+    else:
+        summary = extractive_summary(
+            None,
+            exchanges(history)[: window.folded],
+            first_index=1,
+            max_chars=settings.history_summary_chars,
+        )
+    return build_window(
+        history,
+        messages[-1],
+        keep=keep,
+        step=step,
+        summary=summary,
+        summary_turns=window.folded,
+        multimodal=multimodal,
+        max_image_bytes=settings.max_image_bytes,
+    )
