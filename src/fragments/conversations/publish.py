@@ -1,0 +1,110 @@
+"""POST /api/publish: keep a web app's sandbox alive (at most 24 h) behind a short link;
+GET /s/<id> redirects to the preview, or says clearly that the link has expired."""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from sqlalchemy import select
+
+from fragments.auth.deps import SessionDep, SignedInUser, get_db
+from fragments.errors import BadRequest, NotFound
+from fragments.state import StateDep
+from fragments.store.db import aware
+from fragments.store.models import Conversation, ExecutionResultRow, FragmentRow, ShortLink
+
+router = APIRouter(tags=["publish"])
+
+MAX_SECONDS = 24 * 3600
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class PublishRequest(BaseModel):
+    sandbox_id: str = Field(
+        max_length=100, validation_alias=AliasChoices("sandbox_id", "sbxId", "sandboxId")
+    )
+    # Seconds, or the original client's strings: "30m", "1h", "3h", "6h", "1d".
+    duration: int | str = 3600
+
+    @field_validator("duration")
+    @classmethod
+    def _seconds(cls, value: int | str) -> int:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
+            if not match:
+                raise ValueError("use seconds or a duration such as 30m, 1h or 1d")
+            value = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+        if not 60 <= value <= MAX_SECONDS:
+            raise ValueError("a link lives between 1 minute and 24 hours")
+        return value
+
+
+@router.post("/api/publish", status_code=201)
+async def publish(
+    request: Request, body: PublishRequest, user: SignedInUser, session: SessionDep, state: StateDep
+) -> dict[str, Any]:
+    """Only the owner of the conversation that ran the sandbox publishes it."""
+    rows = await session.execute(
+        select(ExecutionResultRow.result)
+        .join(FragmentRow, FragmentRow.id == ExecutionResultRow.fragment_id)
+        .join(Conversation, Conversation.id == FragmentRow.conversation_id)
+        .where(
+            ExecutionResultRow.sandbox_id == body.sandbox_id,
+            Conversation.user_id == user.user_id,
+        )
+        .order_by(ExecutionResultRow.created_at.desc())
+        .limit(1)
+    )
+    result = rows.scalar_one_or_none()
+    if result is None:
+        raise NotFound("There is no such sandbox.")
+    url = result.get("url")
+    if not isinstance(url, str) or not url:
+        raise BadRequest("Only a web app's preview can be published.", code="not_a_web_app")
+    seconds = int(body.duration)
+    granted = await state.sandboxes.extend(body.sandbox_id, seconds)
+    if granted is None:
+        raise NotFound("The sandbox is no longer running; run the fragment again to publish it.")
+    expires = datetime.now(UTC) + timedelta(seconds=granted)
+    link = ShortLink(
+        id=secrets.token_urlsafe(6),
+        url=url,
+        user_id=user.user_id,
+        sandbox_id=body.sandbox_id,
+        expires_at=expires,
+    )
+    session.add(link)
+    await session.flush()
+    short = str(request.base_url).rstrip("/") + f"/s/{link.id}"
+    return {"id": link.id, "url": short, "expires_at": expires.isoformat()}
+
+
+def _page(title: str, text: str, status: int) -> HTMLResponse:
+    t, p = html.escape(title), html.escape(text)
+    body = (
+        f"<!doctype html><meta charset=utf-8><title>{t}</title>"
+        f"<h1>{t}</h1><p>{p}</p><p><a href='/'>Open Fragments</a></p>"
+    )
+    return HTMLResponse(body, status_code=status)
+
+
+@router.get("/s/{link_id}", include_in_schema=False)
+async def follow(link_id: str, request: Request) -> Response:
+    async with get_db(request).transaction() as session:
+        link = await session.get(ShortLink, link_id[:32])
+    if link is None:
+        return _page("Link not found", "There is no published app at this address.", 404)
+    if aware(link.expires_at) <= datetime.now(UTC):
+        return _page(
+            "This link has expired",
+            "The app published here was only kept for a while, and that time is over.",
+            410,
+        )
+    return RedirectResponse(link.url, status_code=307)
