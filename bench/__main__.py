@@ -14,8 +14,8 @@ def main() -> None:
     parser.add_argument(
         "parts",
         nargs="*",
-        default=["overhead", "sandbox", "templates", "capacity"],
-        help="which benchmarks: overhead, sandbox, templates, capacity",
+        default=["overhead", "sandbox", "templates", "capacity", "cost"],
+        help="which benchmarks: overhead, sandbox, templates, capacity, cost",
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
@@ -37,6 +37,10 @@ def main() -> None:
         sandbox_templates.run(runs=args.runs)
     if "capacity" in args.parts:
         chat_stream.capacity(args.workers)
+    if "cost" in args.parts:
+        from bench import cost
+
+        cost.run()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from __future__ import annotations
 from fragments.llm.types import Usage
 
 _PRICES: dict[str, tuple[float, float, float, float]] = {
+    "claude-sonnet-5-5": (3.0, 15.0, 0.30, 3.75),
+    "claude-opus-5-5": (5.0, 25.0, 0.50, 6.25),
+    "claude-haiku-5-5": (1.0, 5.0, 0.10, 1.25),
     "claude-haiku-4-5": (1.0, 5.0, 0.10, 1.25),
     "gpt-4.1": (2.0, 8.0, 0.50, 2.0),
     "gpt-4.1-mini": (0.40, 1.60, 0.10, 0.40),
