@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from fragments.auth.keys import router as keys_router
     from fragments.auth.router import router as auth_router
+    from fragments.auth.teams import router as teams_router
     from fragments.chat.router import router as chat_router
     from fragments.conversations.publish import router as publish_router
     from fragments.conversations.router import router as conversations_router
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(auth_router)
     app.include_router(keys_router)
+    app.include_router(teams_router)
     app.include_router(conversations_router)
     app.include_router(publish_router)
     app.include_router(chat_router)

@@ -156,6 +156,11 @@ async def resolve_principal(request: Request) -> Principal:
             rows = await session.execute(
                 select(AuthSession.revoked_at, AuthSession.expires_at)
                 .join(User, User.id == AuthSession.user_id)
+                # Still a member of the team the token acts for (removal takes effect at once).
+                .join(
+                    Membership,
+                    (Membership.user_id == User.id) & (Membership.team_id == claims.team_id),
+                )
                 .where(AuthSession.id == claims.session_id, User.id == claims.user_id)
             )
             found = rows.first()

@@ -167,6 +167,9 @@ async def refresh(session: AsyncSession, settings: Settings, refresh_token: str)
     user = await session.get(User, row.user_id)
     if user is None:
         raise Unauthorized("The refresh token is not valid; sign in again.", "invalid_token")
+    if await membership(session, user.id, row.team_id) is None:
+        # Removed from the team meanwhile: the session falls back to the default team.
+        row.team_id = await default_team_id(session, user.id)
     new_refresh = new_opaque_token()
     row.refresh_hash = digest(new_refresh)
     row.expires_at = datetime.now(UTC) + timedelta(days=settings.refresh_token_days)
