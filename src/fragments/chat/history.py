@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from fragments.auth.deps import DB_DOWN, Principal
 from fragments.chat.summary import model_summary
+from fragments.chat.usage import record_usage
 from fragments.chat.window import Window, build_window, exchanges, extractive_summary
 from fragments.config import Settings
 from fragments.llm.types import ModelCall, ModelStreamer
@@ -98,7 +99,7 @@ async def windowed(
         return window
     covered = window.folded - len(window.to_fold)
     if stored is not None and conversation_id:
-        summary, _ = await model_summary(
+        summary, result = await model_summary(
             streamer,
             call,
             summary if covered else None,
@@ -107,6 +108,15 @@ async def windowed(
             max_chars=settings.history_summary_chars,
         )
         await store_summary(db, who, conversation_id, summary, window.folded)
+        if result is not None:
+            await record_usage(
+                db,
+                who,
+                conversation_id=conversation_id,
+                model=f"{result.provider}/{result.model}",
+                usage=result.usage,
+                cost=result.cost_usd,
+            )
     else:
         summary = extractive_summary(
             None,

@@ -14,14 +14,18 @@ from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.request import chat_limits, check_conversation
 from fragments.chat.stream import chat_events
+from fragments.chat.usage import record_usage
+from fragments.chat.usage import router as usage_router
 from fragments.conversations.turns import open_chat_turn, save_chat_turn
 from fragments.llm.catalogue import resolve_model
-from fragments.llm.types import ModelCall, Sampling, StreamResult
+from fragments.llm.types import ModelCall, Sampling, StreamResult, Usage
 from fragments.sandbox.templates import resolve_templates
 from fragments.schemas import ChatRequest, Fragment
 from fragments.state import State, get_state
 
 router = APIRouter()
+# GET /api/usage rides on this router so the app's router list stays as it is.
+router.include_router(usage_router)
 
 
 # Async on purpose: FastAPI runs plain `def` dependencies in a worker thread, which costs more
@@ -118,6 +122,16 @@ async def chat(
             cost_usd=result.cost_usd,
         )
 
+    async def charge(usage: Usage, cost: float) -> None:
+        await record_usage(
+            db,
+            who,
+            conversation_id=turn.conversation_id,
+            model=f"{model.provider_id}/{model.id}",
+            usage=usage,
+            cost=cost,
+        )
+
     events = chat_events(
         streamer,
         call,
@@ -125,6 +139,7 @@ async def chat(
         conversation_id=turn.conversation_id,
         interval=settings.partial_interval_seconds,
         save=save if turn.persist else None,
+        charge=charge if turn.persist else None,
     )
     return _EventStream(
         events,

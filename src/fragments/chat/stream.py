@@ -20,7 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from fragments.chat.finalize import finalize
 from fragments.llm.errors import LLMError
-from fragments.llm.types import ModelCall, ModelStreamer, StreamResult
+from fragments.llm.pricing import cost_usd
+from fragments.llm.types import ModelCall, ModelStreamer, StreamResult, Usage
+from fragments.llm.wire import estimate_input_tokens
 from fragments.sandbox.templates import Template
 from fragments.schemas import Fragment
 
@@ -29,6 +31,8 @@ log = structlog.get_logger(__name__)
 _FRAGMENT = TypeAdapter(Fragment)
 # Stores a finished turn once the answer is complete: (fragment, result) -> (fragment_id, saved).
 SaveTurn = Callable[[Fragment, StreamResult], Awaitable[tuple[str, bool]]]
+# Records the estimated usage of an answer cut off before it completed: (usage, cost_usd).
+ChargeCut = Callable[[Usage, float], Awaitable[None]]
 _INTERNAL = "Something went wrong on our side; please try again."
 
 
@@ -114,6 +118,15 @@ def partial_snapshot(text: str, pinned: Template | None) -> bytes | None:
     return _FRAGMENT.dump_json(fragment)
 
 
+def estimate_cut(call: ModelCall, chars: int) -> tuple[Usage, float]:
+    """Usage of an answer cut off mid-stream, estimated locally (characters / 4: no tokenizer
+    is downloaded at run time), and its list-price cost (0 on a caller's own server)."""
+    usage = Usage(
+        input_tokens=estimate_input_tokens(call), output_tokens=chars // 4, reported=False
+    )
+    return usage, 0.0 if call.base_url else cost_usd(call.model_id, usage)
+
+
 async def chat_events(
     streamer: ModelStreamer,
     call: ModelCall,
@@ -122,8 +135,11 @@ async def chat_events(
     conversation_id: str,
     interval: float,
     save: SaveTurn | None = None,
+    charge: ChargeCut | None = None,
 ) -> AsyncIterator[bytes]:
-    """Every SSE event of one answer, ending with `done` or `error`."""
+    """Every SSE event of one answer, ending with `done` or `error`. An answer cut off after
+    it started streaming (the provider's stream broke, or the client left) is `charge`d with
+    its estimated usage."""
     loop = asyncio.get_running_loop()
     answer = Answer()
     began = time.monotonic()
@@ -174,6 +190,9 @@ async def chat_events(
             result: StreamResult = task.result()
             fragment = finalize(answer.text(), result, pinned)
         except LLMError as exc:
+            if charge is not None and exc.after_content:
+                with anyio.CancelScope(shield=True):
+                    await charge(*estimate_cut(call, len(answer.text())))
             bound.warning(
                 "chat_failed",
                 error=exc.code,
@@ -226,6 +245,9 @@ async def chat_events(
             task.cancel()
             with anyio.CancelScope(shield=True):
                 await asyncio.wait((task,), timeout=5)
+                chars = len(answer.text())
+                if charge is not None and chars:
+                    await charge(*estimate_cut(call, chars))
             bound.info("chat_cancelled", seconds=round(time.monotonic() - began, 3))
         elif not task.cancelled():
             task.exception()  # retrieved, so an unread failure is never reported as lost

@@ -158,10 +158,12 @@ class DirectStreamer:
             exc.after_content = parser.content_seen
             raise
         if not parser.complete:
-            raise LLMError(
+            cut = LLMError(
                 "provider_unavailable",
                 f"{endpoint.provider_name} ended the stream before the answer was complete.",
             )
+            cut.after_content = parser.content_seen
+            raise cut
         usage = parser.usage()
         if usage is None:
             usage = Usage(

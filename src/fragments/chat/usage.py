@@ -1,0 +1,122 @@
+"""GET /api/usage: tokens and cost by day and model, for the caller or their team, and the
+current month's total. Rows come from `usage_records` (one per answer, and per summary)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from fragments.auth.deps import Principal, SessionDep, SignedInUser
+from fragments.llm.types import Usage
+from fragments.store import repos
+from fragments.store.db import Database, aware
+from fragments.store.models import UsageRecord
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(tags=["usage"])
+
+_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _empty() -> dict[str, Any]:
+    return {"requests": 0, **dict.fromkeys(_FIELDS, 0), "cost_usd": 0.0}
+
+
+def _add(into: dict[str, Any], row: UsageRecord) -> None:
+    into["requests"] += 1
+    for name in _FIELDS:
+        into[name] += int(getattr(row, name) or 0)
+    into["cost_usd"] += float(row.cost_usd or 0.0)
+
+
+def _rounded(item: dict[str, Any]) -> dict[str, Any]:
+    return {**item, "cost_usd": round(item["cost_usd"], 6)}
+
+
+@router.get("/api/usage")
+async def usage(
+    user: SignedInUser,
+    session: SessionDep,
+    days: Annotated[int, Query(ge=1, le=366)] = 31,
+    scope: Literal["me", "team"] = "me",
+) -> dict[str, Any]:
+    """Usage of the last `days` days (UTC) by day and model, newest first; `month` is the
+    current calendar month so far."""
+    now = datetime.now(UTC)
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    since = min(now - timedelta(days=days), month_start)
+    who = user.identity
+    owner = (
+        UsageRecord.team_id == who.team_id
+        if scope == "team"
+        else UsageRecord.user_id == who.user_id
+    )
+    rows = (
+        await session.execute(select(UsageRecord).where(owner, UsageRecord.created_at >= since))
+    ).scalars()
+    first_day = (now - timedelta(days=days - 1)).date()
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    month = _empty()
+    for row in rows:
+        at = aware(row.created_at)
+        if at >= month_start:
+            _add(month, row)
+        if at.date() < first_day:
+            continue
+        key = (at.date().isoformat(), row.model)
+        _add(by_key.setdefault(key, _empty()), row)
+    items = [
+        {"day": day, "model": model, **_rounded(values)}
+        for (day, model), values in sorted(
+            by_key.items(), key=lambda kv: (kv[0][0], kv[0][1]), reverse=True
+        )
+    ]
+    total = _empty()
+    for item in items:
+        total["requests"] += item["requests"]
+        for name in _FIELDS:
+            total[name] += item[name]
+        total["cost_usd"] += item["cost_usd"]
+    return {
+        "scope": scope,
+        "days": days,
+        "items": items,
+        "total": _rounded(total),
+        "month": {"start": month_start.date().isoformat(), **_rounded(month)},
+    }
+
+
+async def record_usage(
+    db: Database,
+    who: Principal,
+    *,
+    conversation_id: str | None,
+    model: str,
+    usage: Usage,
+    cost: float,
+) -> None:
+    """Store one usage record outside a turn (a cut-off answer, a summary); never raises."""
+    if who.anonymous:
+        return
+    try:
+        async with db.transaction(who.identity) as session:
+            await repos.record_usage(
+                session,
+                who.identity,
+                conversation_id=conversation_id,
+                model=model,
+                tokens={
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "cache_read_tokens": usage.cache_read_tokens,
+                    "cache_write_tokens": usage.cache_write_tokens,
+                },
+                cost_usd=cost,
+            )
+    except Exception:  # accounting must never fail a chat
+        log.warning("usage_not_recorded", conversation_id=conversation_id, model=model)
