@@ -3,18 +3,32 @@ and team and reported by GET /api/usage by day and model; a cut-off answer is es
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from fragments.config import Settings
 from fragments.llm.pricing import cost_usd
 from fragments.llm.types import Usage
 from tests.accounts import sign_up
-from tests.chat.conftest import chat_body, names, parse_sse
+from tests.chat.conftest import app_client, chat_body, names, parse_sse
+from tests.conftest import Backend, database_settings
+from tests.databases import PgDatabase
 from tests.fakes import FakeAnthropic, FakeOpenAI, FragmentReply
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client(
+    chat_settings: Settings, backend: Backend, pg_database: PgDatabase | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """On SQLite and PostgreSQL (row-level security on)."""
+    settings = chat_settings.model_copy(update=database_settings(backend, pg_database))
+    async with app_client(settings) as c:
+        yield c
 
 
 async def test_usage_by_day_and_model_with_cache_tokens(

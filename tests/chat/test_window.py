@@ -23,6 +23,8 @@ from fragments.config import Settings
 from fragments.schemas import Message
 from tests.accounts import sign_up
 from tests.chat.conftest import app_client, chat_body, names, post_chat
+from tests.conftest import Backend, database_settings
+from tests.databases import PgDatabase
 from tests.fakes import SAMPLE_FRAGMENT, FakeAnthropic, FakeOpenAI, FragmentReply
 
 pytestmark = pytest.mark.anyio
@@ -181,8 +183,12 @@ async def test_windowing_off_sends_the_whole_history(
 
 
 @pytest.fixture
-async def small_window(chat_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    settings = chat_settings.model_copy(update={"history_turns": 2, "history_step": 2})
+async def small_window(
+    chat_settings: Settings, backend: Backend, pg_database: PgDatabase | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Keep 2, step 2; on SQLite and PostgreSQL (row-level security on)."""
+    update = {"history_turns": 2, "history_step": 2, **database_settings(backend, pg_database)}
+    settings = chat_settings.model_copy(update=update)
     async with app_client(settings) as c:
         yield c
 
