@@ -88,3 +88,42 @@ def test_guest_history_survives_refresh_and_signup(
         assert problems == []
     finally:
         context.close()
+
+
+def test_a_refresh_mid_answer_keeps_the_message(
+    browser: Any,  # noqa: F811
+    app_url: str,  # noqa: F811
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    from playwright.sync_api import expect
+
+    fake_openai.reset()
+    # A slow answer: the page is refreshed while it streams.
+    fake_openai.script(FragmentReply(FRAGMENT, chunk_size=4, delay=0.1), FragmentReply(FRAGMENT))
+    model = next(
+        m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
+    )
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(app_url)
+        expect(page.get_by_test_id("account-guest")).to_be_visible(timeout=15_000)
+        page.wait_for_selector('[data-testid="model-select"] option', state="attached")
+        page.select_option('[data-testid="model-select"]', f"openai:{model['id']}")
+        prompt = page.get_by_test_id("chat-input")
+        prompt.fill("Build me a slow app")
+        prompt.press("Enter")
+        expect(page.get_by_test_id("commentary")).to_contain_text("Printing", timeout=15_000)
+        page.reload()
+        # The message in flight is back in the input, ready to send again.
+        expect(page.get_by_test_id("chat-input")).to_have_value(
+            "Build me a slow app", timeout=15_000
+        )
+        page.get_by_test_id("chat-input").press("Enter")
+        expect(page.get_by_test_id("stdout")).to_contain_text("hello from history", timeout=90_000)
+        page.reload()
+        expect(page.get_by_test_id("message-user")).to_have_text(
+            "Build me a slow app", timeout=15_000
+        )
+    finally:
+        context.close()
