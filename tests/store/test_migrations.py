@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
@@ -46,3 +48,20 @@ async def test_fresh_sqlite_migrates_from_nothing(tmp_path: object) -> None:
         assert (mode, timeout, fks) == ("wal", 5000, 1)
     finally:
         await db.aclose()
+
+
+def test_the_cli_migrates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from fragments.cli import app
+
+    monkeypatch.setenv("FRAGMENTS_DATA_DIR", str(tmp_path / "cli-data"))
+    monkeypatch.delenv("FRAGMENTS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("FRAGMENTS_DATABASE_MIGRATION_URL", raising=False)
+    result = CliRunner().invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "database at head" in result.output
+    assert (tmp_path / "cli-data" / "fragments.db").is_file()
+    purged = CliRunner().invoke(app, ["db", "purge"])
+    assert purged.exit_code == 0, purged.output
+    assert "purged 0 conversations" in purged.output
