@@ -3,10 +3,12 @@ expire with a clear page."""
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import update
 
 from fragments.app import create_app
@@ -21,7 +23,28 @@ pytestmark = pytest.mark.anyio
 PREVIEW = "http://8501-sbxweb.localhost:8000/"
 
 
-async def test_publish_and_follow(db_settings: Settings) -> None:
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("links", ["database", "redis", "redis-down"])
+async def test_publish_and_follow(db_settings: Settings, links: str) -> None:
+    redis_url = {
+        "database": None,
+        "redis": "redis://127.0.0.1:6379/0",
+        "redis-down": f"redis://127.0.0.1:{_closed_port()}/0",
+    }[links]
+    if links == "redis":
+        try:
+            with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+                pass
+        except OSError:
+            pytest.skip(
+                "Redis at 127.0.0.1:6379 is unreachable (it runs on the dev and CI machines)"
+            )
+    db_settings = db_settings.model_copy(update={"redis_url": redis_url})
     app = create_app(db_settings)
     async with app.router.lifespan_context(app):
         state: State = app.state.fragments
@@ -89,16 +112,25 @@ async def test_publish_and_follow(db_settings: Settings) -> None:
             assert follow.headers["location"] == PREVIEW
             assert (await api.get("/s/nothing-here")).status_code == 404
 
-            owner = Database(db_settings.resolved_database_url)
-            try:
-                async with owner.transaction() as session:
-                    await session.execute(
-                        update(ShortLink)
-                        .where(ShortLink.id == link["id"])
-                        .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
-                    )
-            finally:
-                await owner.aclose()
+            if links == "redis":
+                redis = Redis.from_url("redis://127.0.0.1:6379/0")
+                try:
+                    assert await redis.ttl(f"fragments:link:{link['id']}") > 3500
+                    await redis.delete(f"fragments:link:{link['id']}")  # as if it expired
+                finally:
+                    await redis.aclose()
+            else:
+                owner = Database(db_settings.resolved_database_url)
+                try:
+                    async with owner.transaction() as session:
+                        changed = await session.execute(
+                            update(ShortLink)
+                            .where(ShortLink.id == link["id"])
+                            .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+                        )
+                        assert changed.rowcount == 1  # type: ignore[attr-defined]
+                finally:
+                    await owner.aclose()
             expired = await api.get(f"/s/{link['id']}")
             assert expired.status_code == 410
             assert "expired" in expired.text

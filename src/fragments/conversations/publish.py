@@ -3,24 +3,50 @@ GET /s/<id> redirects to the preview, or says clearly that the link has expired.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import AliasChoices, BaseModel, Field, field_validator
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from fragments.auth.deps import SessionDep, SignedInUser, get_db
+from fragments.config import Settings
 from fragments.errors import BadRequest, NotFound
 from fragments.state import StateDep
 from fragments.store.db import aware
 from fragments.store.models import Conversation, ExecutionResultRow, FragmentRow, ShortLink
 
 router = APIRouter(tags=["publish"])
+log = structlog.get_logger(__name__)
+
+# With Redis configured, links live there with their expiry; a longer-lived marker remembers that
+# a link existed, so an expired one still gets the "expired" page rather than "not found".
+_LINK = "fragments:link:"
+_SEEN = "fragments:link-seen:"
+_SEEN_SECONDS = 30 * 86400
+
+
+@contextlib.asynccontextmanager
+async def _redis(settings: Settings) -> AsyncIterator[Redis | None]:
+    if not settings.redis_url:
+        yield None
+        return
+    client = Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
 
 MAX_SECONDS = 24 * 3600
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -73,17 +99,29 @@ async def publish(
     if granted is None:
         raise NotFound("The sandbox is no longer running; run the fragment again to publish it.")
     expires = datetime.now(UTC) + timedelta(seconds=granted)
-    link = ShortLink(
-        id=secrets.token_urlsafe(6),
-        url=url,
-        user_id=user.user_id,
-        sandbox_id=body.sandbox_id,
-        expires_at=expires,
-    )
-    session.add(link)
-    await session.flush()
-    short = str(request.base_url).rstrip("/") + f"/s/{link.id}"
-    return {"id": link.id, "url": short, "expires_at": expires.isoformat()}
+    link_id = secrets.token_urlsafe(6)
+    stored = False
+    async with _redis(state.settings) as redis:
+        if redis is not None:
+            try:
+                await redis.set(_LINK + link_id, url, ex=max(1, int(granted)))
+                await redis.set(_SEEN + link_id, "1", ex=_SEEN_SECONDS)
+                stored = True
+            except RedisError as exc:
+                log.warning("publish_redis_down", error=repr(exc))
+    if not stored:
+        session.add(
+            ShortLink(
+                id=link_id,
+                url=url,
+                user_id=user.user_id,
+                sandbox_id=body.sandbox_id,
+                expires_at=expires,
+            )
+        )
+        await session.flush()
+    short = str(request.base_url).rstrip("/") + f"/s/{link_id}"
+    return {"id": link_id, "url": short, "expires_at": expires.isoformat()}
 
 
 def _page(title: str, text: str, status: int) -> HTMLResponse:
@@ -95,16 +133,31 @@ def _page(title: str, text: str, status: int) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
+_EXPIRED = (
+    "This link has expired",
+    "The app published here was only kept for a while, and that time is over.",
+    410,
+)
+
+
 @router.get("/s/{link_id}", include_in_schema=False)
-async def follow(link_id: str, request: Request) -> Response:
+async def follow(link_id: str, request: Request, state: StateDep) -> Response:
+    link_id = link_id[:32]
+    async with _redis(state.settings) as redis:
+        if redis is not None:
+            try:
+                url, seen = await redis.mget(_LINK + link_id, _SEEN + link_id)
+                if url is not None:
+                    target = url.decode() if isinstance(url, bytes) else str(url)
+                    return RedirectResponse(target, status_code=307)
+                if seen is not None:
+                    return _page(*_EXPIRED)
+            except RedisError as exc:
+                log.warning("short_link_redis_down", error=repr(exc))
     async with get_db(request).transaction() as session:
-        link = await session.get(ShortLink, link_id[:32])
+        link = await session.get(ShortLink, link_id)
     if link is None:
         return _page("Link not found", "There is no published app at this address.", 404)
     if aware(link.expires_at) <= datetime.now(UTC):
-        return _page(
-            "This link has expired",
-            "The app published here was only kept for a while, and that time is over.",
-            410,
-        )
+        return _page(*_EXPIRED)
     return RedirectResponse(link.url, status_code=307)
