@@ -5,7 +5,7 @@ Cold: no pool, a new sandbox per request. Warm: a sandbox taken from a warm pool
 refilled (and waited for) between requests. Each figure is request -> "the new content is
 served": the interpreter's result; for Streamlit, a session opened on the sandbox's socket
 renders the new app's marker (the browser's own WebSocket protocol, without the browser); for
-Gradio, the page served contains the new app's title.
+Gradio, Next.js and Nuxt, the page served contains the new app's marker.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from websockets.asyncio.client import unix_connect
 
 from bench.sse_client import percentile
 from fragments.config import Settings
-from fragments.sandbox.local.build import build_template
+from fragments.sandbox.local.build import build_templates_cli
 from fragments.sandbox.local.service import LocalSandboxService
 from fragments.sandbox.local.web import WebSandbox
 from fragments.schemas import Fragment, InterpreterResult, WebResult
@@ -31,6 +31,8 @@ from fragments.schemas import Fragment, InterpreterResult, WebResult
 INTERPRETER = "code-interpreter-v1"
 STREAMLIT = "streamlit-developer"
 GRADIO = "gradio-developer"
+NEXT = "nextjs-developer"
+NUXT = "vue-developer"
 # A Streamlit BackMsg asking for a script run (`rerun_script` with an empty ClientState).
 _RERUN = b"Z\x00"
 
@@ -53,12 +55,15 @@ async def _streamlit_rendered(sandbox: WebSandbox, marker: str) -> None:
                     return
 
 
-async def _gradio_served(sandbox: WebSandbox, marker: str) -> None:
+async def _page_served(sandbox: WebSandbox, marker: str) -> None:
     transport = httpx.AsyncHTTPTransport(uds=str(sandbox.socket))
-    async with httpx.AsyncClient(transport=transport, timeout=30) as client:
-        page = await client.get(f"http://127.0.0.1:{sandbox.port}/")
-        if marker not in page.text:
-            raise RuntimeError("the Gradio page does not show the new app")
+    async with httpx.AsyncClient(transport=transport, timeout=120) as client:
+        async with asyncio.timeout(120):
+            while True:
+                page = await client.get(f"http://127.0.0.1:{sandbox.port}/")
+                if marker in page.text:
+                    return
+                await asyncio.sleep(0.02)
 
 
 def _code(template: str, marker: str) -> str:
@@ -70,6 +75,10 @@ def _code(template: str, marker: str) -> str:
             "demo = gr.Interface(fn=lambda s: s, inputs='text', outputs='text',"
             f" title='{marker}')\n"
         )
+    if template == NEXT:
+        return f"export default function Home() {{\n  return <main>{marker}</main>;\n}}\n"
+    if template == NUXT:
+        return f"<template>\n  <div>{marker}</div>\n</template>\n"
     return f"print('{marker}')"
 
 
@@ -86,7 +95,7 @@ async def _one(svc: LocalSandboxService, template: str, owner: str) -> float:
         sandbox = svc.sandbox_for(owner)
         if result.error is not None or not isinstance(sandbox, WebSandbox):
             raise RuntimeError(f"the bench app failed: {result}")
-        check = _streamlit_rendered if template == STREAMLIT else _gradio_served
+        check = _streamlit_rendered if template == STREAMLIT else _page_served
         await check(sandbox, marker)
     elapsed = time.perf_counter() - start
     await svc.kill(result.sandbox_id or "")
@@ -117,9 +126,11 @@ async def _per_template(templates: list[str], runs: int) -> None:
         cold_svc = LocalSandboxService(_settings(tmp, {}))
         try:
             await cold_svc.check()
-            cold = {
-                t: [await _one(cold_svc, t, f"cold-{i}") for i in range(runs)] for t in templates
-            }
+            cold: dict[str, list[float]] = {}
+            for template in templates:
+                cold[template] = [await _one(cold_svc, template, f"c{i}") for i in range(runs)]
+                c50, c95 = percentile(cold[template], 50), percentile(cold[template], 95)
+                print(f"  {template:<20} cold p50 {c50 * 1000:7.0f} ms p95 {c95 * 1000:7.0f} ms")
         finally:
             await cold_svc.aclose()
         warm_svc = LocalSandboxService(_settings(tmp, dict.fromkeys(templates, 1)))
@@ -129,7 +140,7 @@ async def _per_template(templates: list[str], runs: int) -> None:
             memory: dict[str, int] = {}
             for template in templates:
                 for i in range(runs):
-                    async with asyncio.timeout(120):
+                    async with asyncio.timeout(300):
                         await warm_svc.pool.wait_full()
                     if i == 0:
                         pooled = warm_svc.pool.waiting(template)[0]
@@ -183,9 +194,9 @@ async def _concurrent(n: int) -> None:
 
 def run(templates: list[str] | None = None, runs: int = 10) -> None:
     """Print (d): per-template cold vs warm, memory, refill rate, 20 concurrent runs."""
-    templates = templates or [INTERPRETER, STREAMLIT, GRADIO]
+    templates = templates or [INTERPRETER, STREAMLIT, GRADIO, NEXT, NUXT]
     for template in templates:
-        build_template(Settings(), template)
+        build_templates_cli(Settings(), template)
     print(
         f"\n(d) templates: request -> new content served, cold (new sandbox, no pool) vs warm "
         f"(taken from a 1-slot pool), n={runs} each"

@@ -315,3 +315,23 @@ async def test_a_failing_launch_is_retried_with_backoff(
         assert len(attempts) == 4  # the first try and three retries
     finally:
         await svc.aclose()
+
+
+async def test_production_refuses_sandboxes_without_their_protections(
+    sandbox_settings: Settings,
+) -> None:
+    from fragments.sandbox.service import SandboxUnavailable
+
+    as_root = LocalSandboxService(
+        sandbox_settings.model_copy(update={"env": "production", "sandbox_uid_base": 0})
+    )
+    try:
+        with pytest.raises(SandboxUnavailable, match="non-system uid"):
+            await as_root.check()
+    finally:
+        await as_root.aclose()
+    confined = LocalSandboxService(sandbox_settings.model_copy(update={"env": "production"}))
+    try:
+        await confined.check()  # every protection is available on this machine
+    finally:
+        await confined.aclose()

@@ -178,7 +178,12 @@ class PreviewProxyMiddleware:
         if scope["type"] == "http":
             await self._http(scope, receive, send, socket, port)
         else:
-            await self._websocket(scope, receive, send, socket, port)
+            # An open session (Streamlit's, a dev server's hot reload) keeps its sandbox alive.
+            def touch() -> None:
+                if service is not None:
+                    service.preview_socket(sandbox_id, port)
+
+            await self._websocket(scope, receive, send, socket, port, touch)
 
     async def _http(
         self, scope: Scope, receive: Receive, send: Send, socket: Path, port: int
@@ -253,7 +258,13 @@ class PreviewProxyMiddleware:
             await response.aclose()
 
     async def _websocket(
-        self, scope: Scope, receive: Receive, send: Send, socket: Path, port: int
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        socket: Path,
+        port: int,
+        touch: Callable[[], None],
     ) -> None:
         first = await receive()
         if first["type"] != "websocket.connect":
@@ -288,15 +299,18 @@ class PreviewProxyMiddleware:
             return
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
         async with upstream:
-            await _relay(upstream, receive, send)
+            await _relay(upstream, receive, send, touch)
 
 
-async def _relay(upstream: ClientConnection, receive: Receive, send: Send) -> None:
+async def _relay(
+    upstream: ClientConnection, receive: Receive, send: Send, touch: Callable[[], None]
+) -> None:
     """Pump frames both ways until either side closes."""
 
     async def from_client() -> None:
         while True:
             message: Message = await receive()
+            touch()
             if message["type"] == "websocket.receive":
                 data = message.get("bytes")
                 await upstream.send(data if data is not None else message.get("text") or "")
@@ -306,6 +320,7 @@ async def _relay(upstream: ClientConnection, receive: Receive, send: Send) -> No
     async def from_upstream() -> None:
         with contextlib.suppress(ConnectionClosed):
             async for data in upstream:
+                touch()
                 if isinstance(data, bytes):
                     await send({"type": "websocket.send", "bytes": data})
                 else:

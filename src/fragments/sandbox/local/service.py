@@ -224,7 +224,7 @@ class LocalSandboxService:
             limits=backend,
             seccomp=seccomp is not None,
         )
-        return KernelConfig(
+        config = KernelConfig(
             run_root=run_root,
             etc=etc,
             uid_base=s.sandbox_uid_base,
@@ -241,6 +241,29 @@ class LocalSandboxService:
             output_cap=s.sandbox_output_cap_bytes,
             boot_script=boot,
         )
+        if s.env == "production":
+            self._require_protections(config)
+        return config
+
+    def _require_protections(self, config: KernelConfig) -> None:
+        """Production refuses local sandboxes missing an essential protection: namespaces
+        (network, a read-only view of the host), a non-root uid, memory and process caps."""
+        if config.uid_base < 1000:
+            raise SandboxUnavailable(
+                "Refusing local sandboxes in production: FRAGMENTS_SANDBOX_UID_BASE must give "
+                "each sandbox a non-system uid (1000 or more)."
+            )
+        try:
+            self._probe_confinement(config)
+        except SandboxUnavailable as exc:
+            raise SandboxUnavailable(
+                f"Refusing local sandboxes in production: {exc.detail} (namespaces, a read-only "
+                "view of the host and no network need bubblewrap)."
+            ) from exc
+        if config.caps.memory_bytes <= 0 or config.caps.max_processes <= 0:
+            raise SandboxUnavailable(
+                "Refusing local sandboxes in production without memory and process caps."
+            )
 
     def _remove_stale(self) -> None:
         """Folders and cgroups left by app processes that died without cleaning up."""
@@ -387,9 +410,11 @@ class LocalSandboxService:
                 warm = await sandbox.run(_WARM_IMPORTS, silent=True)
                 if warm.error is not None:
                     raise SandboxStartError(f"{warm.error.name}: {warm.error.value}")
-            elif template_id == "streamlit-developer" or template.language == "node":
-                # Node's placeholder page was compiled when the template was built.
+            elif template_id == "streamlit-developer":
                 await sandbox.write_files([(sandbox.entry, _STREAMLIT_PLACEHOLDER)])
+                await sandbox.start()
+            elif template.language == "node":
+                # The scaffold's placeholder page was compiled when the template was built.
                 await sandbox.start()
             else:
                 await asyncio.to_thread(sandbox.prepare)
