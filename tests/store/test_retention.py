@@ -11,9 +11,9 @@ from sqlalchemy import func, select, update
 
 from fragments.config import Settings
 from fragments.store.db import Database, Identity
-from fragments.store.models import Conversation, FragmentRow
+from fragments.store.models import Conversation, FragmentRow, User
 from fragments.store.retention import purge_expired
-from tests.accounts import sign_up
+from tests.accounts import bearer, sign_up
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +66,35 @@ async def test_old_conversations_are_purged(api: httpx.AsyncClient, db_settings:
             assert left.scalar_one() == 0
     finally:
         await owner_db.aclose()
+
+
+async def test_old_empty_guests_are_purged(api: httpx.AsyncClient, db_settings: Settings) -> None:
+    old_guest = (await api.post("/api/auth/guest")).json()
+    busy_guest = (await api.post("/api/auth/guest")).json()
+    new_guest = (await api.post("/api/auth/guest")).json()
+    made = await api.post(
+        "/api/conversations", json={"title": "kept"}, headers=bearer(busy_guest["access_token"])
+    )
+    assert made.status_code == 201
+    ids = {}
+    for name, tokens in (("old", old_guest), ("busy", busy_guest), ("new", new_guest)):
+        me = await api.get("/api/auth/me", headers=bearer(tokens["access_token"]))
+        ids[name] = me.json()["id"]
+    db = Database(db_settings.resolved_database_url)
+    try:
+        async with db.transaction() as session:
+            await session.execute(
+                update(User)
+                .where(User.id.in_([ids["old"], ids["busy"]]))
+                .values(created_at=datetime.now(UTC) - timedelta(days=100))
+            )
+        await purge_expired(db, 90)
+        async with db.transaction() as session:
+            left = set(
+                (await session.execute(select(User.id).where(User.id.in_(ids.values())))).scalars()
+            )
+    finally:
+        await db.aclose()
+    assert left == {ids["busy"], ids["new"]}
+    gone = await api.get("/api/auth/me", headers=bearer(old_guest["access_token"]))
+    assert gone.status_code == 401

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.tokens import (
@@ -130,7 +131,10 @@ async def signup(
     else:
         user = User(email=email, password_hash=hash_password(password), is_guest=False)
         session.add(user)
-        await session.flush()
+        try:
+            await session.flush()
+        except IntegrityError as exc:  # the same email signing up twice at once
+            raise Conflict("An account with this email already exists; sign in instead.") from exc
         team_id = (await _personal_team(session, user, email.split("@")[0])).id
     return await start_session(session, settings, user, team_id)
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy import delete, select
 
-from fragments.store.db import Database, Identity
-from fragments.store.models import Conversation, User
+from fragments.store.db import Database, Identity, aware
+from fragments.store.models import Conversation, Membership, Team, User
 
 log = structlog.get_logger(__name__)
 
@@ -24,9 +24,9 @@ async def purge_expired(db: Database, retention_days: int, *, now: datetime | No
     that user, so on PostgreSQL the job needs no way around row-level security."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
     async with db.transaction() as session:
-        user_ids = list((await session.execute(select(User.id))).scalars())
+        users = (await session.execute(select(User.id, User.is_guest, User.created_at))).all()
     total = 0
-    for user_id in user_ids:
+    for user_id, is_guest, created_at in users:
         async with db.transaction(Identity(user_id, "")) as session:
             result = await session.execute(
                 delete(Conversation).where(
@@ -34,6 +34,23 @@ async def purge_expired(db: Database, retention_days: int, *, now: datetime | No
                 )
             )
             total += int(getattr(result, "rowcount", 0) or 0)
+            if is_guest and aware(created_at) < cutoff:
+                # An old guest with nothing left goes too (every visit without a token makes one).
+                left = await session.execute(
+                    select(Conversation.id).where(Conversation.user_id == user_id).limit(1)
+                )
+                if left.first() is None:
+                    teams = select(Membership.team_id).where(Membership.user_id == user_id)
+                    personal = list(
+                        (
+                            await session.execute(
+                                select(Team.id).where(Team.id.in_(teams), Team.personal.is_(True))
+                            )
+                        ).scalars()
+                    )
+                    await session.execute(delete(User).where(User.id == user_id))
+                    if personal:
+                        await session.execute(delete(Team).where(Team.id.in_(personal)))
     return total
 
 
