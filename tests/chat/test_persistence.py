@@ -103,6 +103,22 @@ async def test_turn_id_makes_a_resend_idempotent(
     )
     assert made.status_code == 200
     assert made.json()["conversation_id"] == new_id
+    # Another tenant naming ids that are taken: refused or stored under fresh ids, never a 500.
+    mallory = await sign_up(client, "mallory")
+    taken = await client.post(
+        f"/api/conversations/{conversation_id}/turns",
+        json={**turn, "turn_id": "turn-3"},
+        headers=mallory.headers,
+    )
+    assert taken.status_code == 404
+    own_id = "cd" * 16
+    clash = await client.post(
+        f"/api/conversations/{own_id}/turns",
+        json={**turn, "turn_id": "turn-4", "fragment_id": done["fragment_id"]},
+        headers=mallory.headers,
+    )
+    assert clash.status_code == 200, clash.text
+    assert clash.json()["fragment_id"] != done["fragment_id"]
 
 
 async def test_nobody_chats_into_another_users_conversation(

@@ -121,16 +121,25 @@ async def resend_turn(
                 )
         except IntegrityError as exc:  # the id is taken by another tenant: invisible to us
             raise NotFound(_MISSING) from exc
-    saved = await repos.save_turn(
-        session,
-        row,
-        user_content=body.message.model_dump(mode="json", exclude_none=True)["content"],
-        fragment=body.fragment.model_dump(mode="json"),
-        turn_id=body.turn_id,
-        fragment_id=body.fragment_id
-        if body.fragment_id and _valid_new_id(body.fragment_id)
-        else None,
-    )
+    wanted = body.fragment_id if body.fragment_id and _valid_new_id(body.fragment_id) else None
+    content = body.message.model_dump(mode="json", exclude_none=True)["content"]
+    fragment = body.fragment.model_dump(mode="json")
+    try:
+        async with session.begin_nested():
+            saved = await repos.save_turn(
+                session,
+                row,
+                user_content=content,
+                fragment=fragment,
+                turn_id=body.turn_id,
+                fragment_id=wanted,
+            )
+    except IntegrityError:
+        # The id the client kept is taken (by another tenant's fragment, say): store the turn
+        # under a new one rather than fail or reveal anything.
+        saved = await repos.save_turn(
+            session, row, user_content=content, fragment=fragment, turn_id=body.turn_id
+        )
     return {
         "conversation_id": row.id,
         "fragment_id": saved.fragment_id,
