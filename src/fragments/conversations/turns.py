@@ -3,12 +3,13 @@ before the stream (ownership, or a new conversation) and one after it (the turn)
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 
 from fragments.auth.deps import DB_DOWN, DatabaseUnavailable, Principal
 from fragments.errors import NotFound
@@ -53,7 +54,9 @@ async def open_chat_turn(
         # Chat goes on without the database; the turn is saved at the end if it is back, or
         # re-sent by the client (POST /api/conversations/{id}/turns).
         log.warning("chat_database_down", user_id=who.user_id)
-        return ChatTurn(conversation_id or uuid.uuid4().hex, persist=True)
+        if conversation_id and re.fullmatch(r"[0-9a-f]{32}", conversation_id):
+            return ChatTurn(conversation_id, persist=True)
+        return ChatTurn(uuid.uuid4().hex, persist=True)
 
 
 async def save_chat_turn(
@@ -100,8 +103,8 @@ async def save_chat_turn(
                 cost_usd=cost_usd,
             )
             return saved.fragment_id, True
-    except (*DB_DOWN, IntegrityError):
-        log.warning("chat_turn_not_saved", conversation_id=turn.conversation_id)
+    except (*DB_DOWN, SQLAlchemyError):
+        log.warning("chat_turn_not_saved", conversation_id=turn.conversation_id, exc_info=True)
         return fragment_id, False
 
 
@@ -163,6 +166,6 @@ async def save_run(db: Database, who: Principal, access: RunAccess, result: dict
                 session, access.fragment_id, result, sandbox_id if sandbox_id else None
             )
         return True
-    except (*DB_DOWN, IntegrityError):
-        log.warning("sandbox_result_not_saved", fragment_id=access.fragment_id)
+    except (*DB_DOWN, SQLAlchemyError):
+        log.warning("sandbox_result_not_saved", fragment_id=access.fragment_id, exc_info=True)
         return False
