@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     history_turns: int = Field(5, ge=1)
     history_step: int = Field(5, ge=1)
     history_summary_chars: int = Field(1200, ge=200)
+    # Response cache: the same request (model, prompt version, windowed prompt, template) is
+    # answered from the cache, still streamed; Redis (FRAGMENTS_REDIS_URL) with this TTL, else
+    # memory (bounded, per process).
+    response_cache: bool = True
+    response_cache_ttl_seconds: float = Field(3600.0, gt=0)
+    response_cache_max_entries: int = Field(1000, ge=1)
 
     # Local sandbox.
     sandbox_root: Path = Path("/var/tmp/fragments")

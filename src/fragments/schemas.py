@@ -113,6 +113,8 @@ class LLMConfig(BaseModel):
         None, ge=-2, le=2, validation_alias=AliasChoices("presence_penalty", "presencePenalty")
     )
     routing: Literal["auto", "off"] | None = None
+    # Ask the model again even when the response cache holds an answer to this very request.
+    regenerate: bool = False
 
     @field_validator("api_key", "base_url", mode="before")
     @classmethod

@@ -40,8 +40,8 @@ async def test_usage_by_day_and_model_with_cache_tokens(
     )
     fake_anthropic.script(reply, reply)
     fake_openai.script(FragmentReply(input_tokens=1000, output_tokens=100))
-    body = chat_body(model="claude-sonnet-5-5", provider="anthropic")
-    for _ in range(2):
+    for n in range(2):
+        body = chat_body(f"Make counter {n}", model="claude-sonnet-5-5", provider="anthropic")
         response = await client.post("/api/chat", json=body, headers=alice.headers)
         events = parse_sse(response.text)
         assert names(events)[-1] == "done"

@@ -13,6 +13,7 @@ from fragments.auth.deps import CurrentUser, get_db
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.request import chat_limits, check_conversation
+from fragments.chat.response_cache import cached
 from fragments.chat.stream import chat_events
 from fragments.chat.usage import record_usage
 from fragments.chat.usage import router as usage_router
@@ -132,6 +133,8 @@ async def chat(
             cost=cost,
         )
 
+    if settings.response_cache:
+        streamer = cached(request.app.state, settings, streamer, regenerate=body.config.regenerate)
     events = chat_events(
         streamer,
         call,

@@ -1,0 +1,215 @@
+"""Response cache: the same request answered again without calling the provider.
+
+The key is a hash of the prompt version, the provider and model, the sampling settings and the
+whole prompt as the model would see it (system prompt with its templates, and the windowed
+turns). A hit replays the stored answer into the sink in pieces, so the client still receives a
+stream (`provider`, `partial`s, `fragment`, `usage` with zero tokens, `done`). Redis with a TTL
+when `FRAGMENTS_REDIS_URL` is set (falling back to memory while it is unreachable), memory
+otherwise. Requests with the caller's own server or key are not cached; `config.regenerate`
+bypasses the cache (and stores the new answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from fragments.config import Settings
+from fragments.llm.types import (
+    AnswerSink,
+    ImageInput,
+    ModelCall,
+    ModelStreamer,
+    StreamResult,
+    Usage,
+)
+from fragments.schemas import Fragment
+
+log = structlog.get_logger(__name__)
+
+# Bump when the prompt's wording or the answer's schema changes meaning.
+PROMPT_VERSION = "2026-11-25.1"
+_PIECE = 256
+
+
+def cache_key(call: ModelCall) -> str:
+    digest = hashlib.sha256()
+    head = {
+        "v": PROMPT_VERSION,
+        "provider": call.provider_id,
+        "model": call.model_id,
+        "sampling": asdict(call.sampling),
+    }
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    digest.update(b"\0" + call.system.encode())
+    for turn in call.turns:
+        digest.update(b"\0" + turn.role.encode())
+        for part in turn.parts:
+            if isinstance(part, ImageInput):
+                digest.update(b"\1" + part.media_type.encode() + b"\1" + part.data.encode())
+            else:
+                digest.update(b"\2" + part.encode())
+    return "fragments:response:" + digest.hexdigest()
+
+
+class MemoryStore:
+    """A bounded LRU with expiry, per process."""
+
+    def __init__(self, max_entries: int = 1000) -> None:
+        self._items: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
+        self._max = max_entries
+
+    async def get(self, key: str) -> str | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[0] < time.monotonic():
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        self._items[key] = (time.monotonic() + ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+
+class RedisStore:
+    """Redis with a TTL; any Redis error falls back to the memory store for that call."""
+
+    def __init__(self, url: str, fallback: MemoryStore) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=0.5, socket_timeout=0.5, decode_responses=True
+        )
+        self._fallback = fallback
+
+    async def get(self, key: str) -> str | None:
+        try:
+            value = await self._redis.get(key)
+        except Exception as exc:
+            log.warning("response_cache_redis_down", error=repr(exc))
+            return await self._fallback.get(key)
+        return value if isinstance(value, str) else None
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        try:
+            await self._redis.set(key, value, px=max(1, int(ttl * 1000)))
+        except Exception as exc:
+            log.warning("response_cache_redis_down", error=repr(exc))
+            await self._fallback.set(key, value, ttl)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+class _Tee:
+    """Passes an answer through to the real sink and keeps its text."""
+
+    __slots__ = ("parts", "sink")
+
+    def __init__(self, sink: AnswerSink) -> None:
+        self.sink = sink
+        self.parts: list[str] = []
+
+    def started(self, provider: str, model: str, fallback: bool) -> None:
+        self.sink.started(provider, model, fallback)
+
+    def delta(self, text: str) -> None:
+        self.parts.append(text)
+        self.sink.delta(text)
+
+    def reset(self, reason: str) -> None:
+        self.parts.clear()
+        self.sink.reset(reason)
+
+
+class CachedStreamer:
+    """A `ModelStreamer` in front of another, answering repeated requests from the cache."""
+
+    def __init__(
+        self,
+        inner: ModelStreamer,
+        store: MemoryStore | RedisStore,
+        ttl: float,
+        *,
+        regenerate: bool = False,
+    ) -> None:
+        self.inner = inner
+        self.store = store
+        self.ttl = ttl
+        self.regenerate = regenerate
+
+    async def stream(self, call: ModelCall, sink: AnswerSink) -> StreamResult:
+        if call.api_key is not None or call.base_url is not None:
+            return await self.inner.stream(call, sink)
+        key = cache_key(call)
+        if not self.regenerate:
+            stored = await self.store.get(key)
+            if stored is not None:
+                return await self._replay(json.loads(stored), sink)
+        tee = _Tee(sink)
+        result = await self.inner.stream(call, tee)
+        text = "".join(tee.parts)
+        if not result.truncated and _cacheable(text):
+            entry = {"provider": result.provider, "model": result.model, "text": text}
+            await self.store.set(key, json.dumps(entry), self.ttl)
+        return result
+
+    async def _replay(self, entry: dict[str, Any], sink: AnswerSink) -> StreamResult:
+        text = str(entry["text"])
+        sink.started(str(entry["provider"]), str(entry["model"]), False)
+        for i in range(0, len(text), _PIECE):
+            sink.delta(text[i : i + _PIECE])
+            await asyncio.sleep(0)  # let the chat layer's ticker send partials
+        log.info("response_cache_hit", provider=entry["provider"], model=entry["model"])
+        return StreamResult(
+            provider=str(entry["provider"]),
+            model=str(entry["model"]),
+            usage=Usage(),
+            stop_reason="cached",
+            cost_usd=0.0,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _cacheable(text: str) -> bool:
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return False
+    try:
+        fragment = Fragment.model_validate_json(text[start : end + 1])
+    except ValidationError:
+        return False
+    return bool(fragment.code.strip() or fragment.files)
+
+
+def make_store(settings: Settings) -> MemoryStore | RedisStore:
+    memory = MemoryStore(settings.response_cache_max_entries)
+    if settings.redis_url:
+        return RedisStore(settings.redis_url, memory)
+    return memory
+
+
+def cached(
+    app_state: Any, settings: Settings, inner: ModelStreamer, *, regenerate: bool
+) -> CachedStreamer:
+    """The app's response cache (made on first use) in front of `inner`, for one request."""
+    store = getattr(app_state, "response_cache_store", None)
+    if store is None:
+        store = make_store(settings)
+        app_state.response_cache_store = store
+    return CachedStreamer(inner, store, settings.response_cache_ttl_seconds, regenerate=regenerate)
