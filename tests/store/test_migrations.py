@@ -65,3 +65,18 @@ def test_the_cli_migrates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     purged = CliRunner().invoke(app, ["db", "purge"])
     assert purged.exit_code == 0, purged.output
     assert "purged 0 conversations" in purged.output
+
+
+async def test_concurrent_start_ups_migrate_one_at_a_time(
+    db_settings: Settings, tmp_path: Path
+) -> None:
+    import asyncio
+
+    # A fresh SQLite file (the PostgreSQL database of the run is already at head: the advisory
+    # lock is exercised there by the concurrent no-op upgrades).
+    urls = [f"sqlite+aiosqlite:///{tmp_path / 'race.db'}", db_settings.resolved_migration_url]
+    for url in urls:
+        await asyncio.gather(
+            *(upgrade(url, app_role=db_settings.database_app_role) for _ in range(3))
+        )
+        await check(url)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from sqlalchemy import Connection, make_url, text
 
 from fragments.store.db import make_engine
 
@@ -30,17 +35,46 @@ def alembic_config(url: str | None = None, app_role: str | None = None) -> Confi
     return cfg
 
 
+# Any constant: app processes starting together (uvicorn --workers N) migrate one at a time.
+_PG_LOCK = 7_240_917_311
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(url: str) -> AsyncIterator[None]:
+    """SQLite: an exclusive lock on a file beside the database while migrating (waited for in
+    a thread, so the event loop keeps running)."""
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        yield
+        return
+    fd = await asyncio.to_thread(os.open, f"{path}.migrate.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 async def upgrade(url: str, *, app_role: str | None = None, revision: str = "head") -> None:
-    """Migrate the database at `url` to `revision` (idempotent)."""
+    """Migrate the database at `url` to `revision` (idempotent; concurrent callers take turns)."""
     cfg = alembic_config(url, app_role)
     engine = make_engine(url)
+    postgres = engine.dialect.name == "postgresql"
 
     def run(connection: Connection) -> None:
         cfg.attributes["connection"] = connection
+        if postgres:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
         command.upgrade(cfg, revision)
 
     try:
-        async with engine.connect() as conn:
+        async with (
+            contextlib.nullcontext() if postgres else _file_lock(url),
+            engine.connect() as conn,
+        ):
             await conn.run_sync(run)
             await conn.commit()
     finally:
