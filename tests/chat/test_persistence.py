@@ -184,3 +184,22 @@ async def test_nobody_runs_another_users_fragment(
         headers=alice.headers,
     )
     assert response.status_code == 404
+
+
+async def test_a_saved_key_serves_the_users_chats(
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI
+) -> None:
+    from tests.chat.conftest import PLATFORM_KEYS, received_key
+
+    fake_openai.script(FragmentReply(), FragmentReply(), FragmentReply())
+    alice = await sign_up(client, "alice")
+    bob = await sign_up(client, "bob")
+    saved = await client.put(
+        "/api/keys/openai", json={"api_key": "alice-own-openai-key"}, headers=alice.headers
+    )
+    assert saved.status_code == 200
+    await chat(client, alice)
+    await chat(client, alice, config={"api_key": "request-key"})
+    await chat(client, bob)
+    keys = [received_key(r) for r in fake_openai.requests if r.path.endswith("/chat/completions")]
+    assert keys == ["alice-own-openai-key", "request-key", PLATFORM_KEYS["openai"]]

@@ -12,6 +12,8 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from fragments.auth.deps import DB_DOWN, DatabaseUnavailable, Principal
+from fragments.auth.keys import saved_key
+from fragments.config import Settings
 from fragments.errors import NotFound
 from fragments.schemas import Fragment
 from fragments.store import repos
@@ -27,6 +29,8 @@ class ChatTurn:
     conversation_id: str
     # False for anonymous callers: nothing of theirs is stored.
     persist: bool
+    # The caller's saved key for the provider, when asked for and saved.
+    api_key: str | None = None
 
 
 def _title(content: list[dict[str, Any]]) -> str:
@@ -37,19 +41,30 @@ def _title(content: list[dict[str, Any]]) -> str:
 
 
 async def open_chat_turn(
-    db: Database, who: Principal, conversation_id: str | None, user_content: list[dict[str, Any]]
+    db: Database,
+    who: Principal,
+    conversation_id: str | None,
+    user_content: list[dict[str, Any]],
+    *,
+    settings: Settings | None = None,
+    key_for: str | None = None,
 ) -> ChatTurn:
-    """Check the caller owns the conversation (404 otherwise), or create one."""
+    """Check the caller owns the conversation (404 otherwise), or create one; in the same short
+    transaction, read the caller's saved key for provider `key_for`."""
     if who.anonymous:
         return ChatTurn(conversation_id or uuid.uuid4().hex, persist=False)
+    assert who.user_id is not None
     try:
         async with db.transaction(who.identity) as session:
+            api_key = None
+            if key_for and settings is not None:
+                api_key = await saved_key(session, settings, who.user_id, key_for)
             if conversation_id:
                 if await repos.own_conversation(session, who.identity, conversation_id) is None:
                     raise NotFound(_MISSING)
-                return ChatTurn(conversation_id, persist=True)
+                return ChatTurn(conversation_id, persist=True, api_key=api_key)
             row = await repos.create_conversation(session, who.identity, title=_title(user_content))
-            return ChatTurn(row.id, persist=True)
+            return ChatTurn(row.id, persist=True, api_key=api_key)
     except DB_DOWN:
         # Chat goes on without the database; the turn is saved at the end if it is back, or
         # re-sent by the client (POST /api/conversations/{id}/turns).
