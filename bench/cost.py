@@ -269,6 +269,8 @@ async def conversation(window: bool, base_url: str, fake: CountingAnthropic, dat
         anthropic_base_url=base_url,
         history_window=window,
         provider_retries=0,
+        rate_limits=False,
+        response_cache=False,
     )
     app = create_app(settings)
     fake.replies = [answer(t) for t in range(1, TURNS + 1)]

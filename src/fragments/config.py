@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     response_cache: bool = True
     response_cache_ttl_seconds: float = Field(3600.0, gt=0)
     response_cache_max_entries: int = Field(1000, ge=1)
+    # Chat requests a rolling 24 hours (limits library; Redis when configured, else memory):
+    # guests by IP, signed-in users by their team's tier (enterprise: the team's
+    # limits.chat_per_day, else this default), and requests with the caller's own key or server.
+    rate_limits: bool = True
+    rate_limit_guest_per_day: int = Field(10, ge=1)
+    rate_limit_free_per_day: int = Field(50, ge=1)
+    rate_limit_pro_per_day: int = Field(200, ge=1)
+    rate_limit_enterprise_per_day: int = Field(1000, ge=1)
+    rate_limit_own_key_per_day: int = Field(500, ge=1)
 
     # Local sandbox.
     sandbox_root: Path = Path("/var/tmp/fragments")

@@ -91,6 +91,8 @@ def chat_settings(
         first_event_timeout_seconds=2.0,
         stream_idle_timeout_seconds=2.0,
         provider_retries=0,
+        # Chat tests send many guest requests from one address; test_rate_limits sets its own.
+        rate_limit_guest_per_day=100_000,
     )
 
 

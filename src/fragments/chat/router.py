@@ -12,6 +12,7 @@ from starlette.types import Message, Send
 from fragments.auth.deps import CurrentUser, get_db
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
+from fragments.chat.ratelimit import enforce
 from fragments.chat.request import chat_limits, check_conversation
 from fragments.chat.response_cache import cached
 from fragments.chat.stream import chat_events
@@ -88,6 +89,10 @@ async def chat(
     )
     # One short transaction before the stream (ownership, or a new conversation), one after it.
     db = get_db(request)
+    limit_headers: dict[str, str] = {}
+    if settings.rate_limits:
+        own_key = config.api_key is not None or config.base_url is not None
+        limit_headers = await enforce(request, settings, db, who, own_key=own_key)
     user_content = body.messages[-1].model_dump(mode="json", exclude_none=True)["content"]
     turn = await open_chat_turn(
         db,
@@ -157,5 +162,5 @@ async def chat(
     return _EventStream(
         events,
         ping=15,
-        headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"},
+        headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store", **limit_headers},
     )
