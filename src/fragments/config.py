@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     rate_limit_pro_per_day: int = Field(200, ge=1)
     rate_limit_enterprise_per_day: int = Field(1000, ge=1)
     rate_limit_own_key_per_day: int = Field(500, ge=1)
+    # Monthly token budgets (input + output) of a team by tier; a team's limits.monthly_tokens
+    # overrides (set by an admin).
+    token_budget_free: int = Field(2_000_000, ge=0)
+    token_budget_pro: int = Field(20_000_000, ge=0)
+    token_budget_enterprise: int = Field(200_000_000, ge=0)
 
     # Local sandbox.
     sandbox_root: Path = Path("/var/tmp/fragments")

@@ -178,3 +178,21 @@ async def test_redis_down_and_back(redis_client: tuple[httpx.AsyncClient, int]) 
         finally:
             again.terminate()
             again.wait(10)
+
+
+async def test_monthly_token_budget(chat_settings: Settings, fake_openai: FakeOpenAI) -> None:
+    async with app_client(limited(chat_settings)) as client:
+        alice = await sign_up(client, "alice")
+        db = client._transport.app.state.fragments.db  # type: ignore[attr-defined]
+        async with db.transaction() as session:
+            await session.execute(update(Team).values(limits={"monthly_tokens": 1000}))
+        fake_openai.script(FragmentReply(input_tokens=900, output_tokens=200))
+        assert (await send(client, alice.headers)).status_code == 200
+        over = await send(client, alice.headers)
+        assert over.status_code == 429
+        assert over.json()["error"] == "quota_exceeded"
+        assert "1,100 of its 1,000 tokens" in over.json()["detail"]
+        # Their own key is not charged to the team's budget.
+        fake_openai.script(FragmentReply())
+        own = await send(client, alice.headers, config={"apiKey": "user-key"})
+        assert own.status_code == 200

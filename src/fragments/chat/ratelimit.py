@@ -5,12 +5,17 @@ enterprise as set in the team's `limits.chat_per_day`). A request bringing its o
 server is not charged to the platform quota but to a separate abuse limit (500 a day). Counters
 live in Redis when `FRAGMENTS_REDIS_URL` is set; while Redis is unreachable an in-memory limiter
 per instance takes over, and Redis is tried again every `_RETRY_SECONDS`.
+
+Token budgets: a team's tokens (input + output) this calendar month against its tier's budget
+(or the team's `limits.monthly_tokens`); over it, 429 `quota_exceeded`. Own-key requests and
+guests are not counted against a team budget.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 from fastapi import Request
@@ -18,12 +23,13 @@ from limits import RateLimitItem, RateLimitItemPerDay
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from sqlalchemy import func, select
 
 from fragments.auth.deps import DB_DOWN, Principal
 from fragments.config import Settings
 from fragments.errors import FragmentsError
 from fragments.store.db import Database
-from fragments.store.models import Team
+from fragments.store.models import Team, UsageRecord
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +41,9 @@ class Quota:
     scope: str  # guest, free, pro, enterprise, own-key
     key: str
     limit: int
+    # The team's monthly token budget and what it has used this calendar month (UTC).
+    budget: int | None = None
+    used: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,8 @@ async def quota_for(
     if who.anonymous or who.user_id is None:
         host = request.client.host if request.client else "unknown"
         return Quota("guest", host, settings.rate_limit_guest_per_day)
-    tier, custom = "free", None
+    tier, custom, custom_budget, used = "free", None, None, 0
+    month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     try:
         async with db.transaction(who.identity) as session:
             team = await session.get(Team, who.team_id) if who.team_id else None
@@ -103,15 +113,31 @@ async def quota_for(
                 tier = team.tier
                 value = (team.limits or {}).get("chat_per_day")
                 custom = int(value) if isinstance(value, int) else None
+                value = (team.limits or {}).get("monthly_tokens")
+                custom_budget = int(value) if isinstance(value, int) else None
+                total = await session.execute(
+                    select(
+                        func.coalesce(
+                            func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0
+                        )
+                    ).where(UsageRecord.team_id == team.id, UsageRecord.created_at >= month_start)
+                )
+                used = int(total.scalar_one())
     except DB_DOWN:
         log.warning("rate_limit_tier_unknown", user_id=who.user_id)
+    budgets = {
+        "free": settings.token_budget_free,
+        "pro": settings.token_budget_pro,
+        "enterprise": settings.token_budget_enterprise,
+    }
+    budget = custom_budget if custom_budget is not None else budgets.get(tier)
     limits = {
         "free": settings.rate_limit_free_per_day,
         "pro": settings.rate_limit_pro_per_day,
         "enterprise": settings.rate_limit_enterprise_per_day,
     }
     limit = custom if custom is not None else limits.get(tier, settings.rate_limit_free_per_day)
-    return Quota(tier, who.user_id, limit)
+    return Quota(tier, who.user_id, limit, budget, used)
 
 
 def limiter_of(request: Request, settings: Settings) -> ChatLimiter:
@@ -128,6 +154,13 @@ async def enforce(
 ) -> dict[str, str]:
     """The rate-limit headers for this request; 429 with `Retry-After` when over the limit."""
     quota = await quota_for(settings, db, who, request, own_key)
+    if quota.budget is not None and quota.used >= quota.budget:
+        raise FragmentsError(
+            f"Your team has used {quota.used:,} of its {quota.budget:,} tokens this month; "
+            "ask an admin to raise the budget or upgrade the plan, or use your own API key.",
+            code="quota_exceeded",
+            status_code=429,
+        )
     decision = await limiter_of(request, settings).check(quota)
     headers = decision.headers()
     if not decision.allowed:
