@@ -80,6 +80,10 @@ def service(
         "OPENAI_BASE_URL": f"http://127.0.0.1:{provider_port}/v1",
         "OPENAI_API_KEY": "bench-key",
         "FRAGMENTS_DATA_DIR": str(data_dir),
+        # These measure streaming: every request must reach the provider (no replay from the
+        # response cache) and none may be refused by the guest's daily limit.
+        "FRAGMENTS_RESPONSE_CACHE": "false",
+        "FRAGMENTS_RATE_LIMITS": "false",
         "JUPYTER_PLATFORM_DIRS": "1",
     }
     proc = subprocess.Popen(
