@@ -118,6 +118,33 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+async def kill_sandbox_processes(
+    proc: asyncio.subprocess.Process | None,
+    limits: Limits | None,
+    drain: asyncio.Task[None] | None,
+) -> None:
+    """Kill a sandbox's process tree, then whatever its cgroup still holds, then its log drain."""
+    if proc is not None and proc.returncode is None:
+        # Kill what runs under our child (bwrap) first, so that bwrap reaps it and exits:
+        # killing bwrap first would leave its child a zombie for the machine's init.
+        for pid in _descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(proc.wait(), 2)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
+    if limits is not None:
+        await asyncio.to_thread(limits.kill_all)
+    if drain is not None:
+        drain.cancel()
+        with contextlib.suppress(BaseException):
+            await drain
+
+
 def _make_client(context: zmq.asyncio.Context, info: dict[str, Any]) -> AsyncKernelClient:
     client = AsyncKernelClient(context=context)
     client.load_connection_info(cast(KernelConnectionInfo, info))
@@ -363,26 +390,8 @@ class KernelSandbox:
             with contextlib.suppress(Exception):
                 client.stop_channels()
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            # Kill what runs under our child (bwrap) first, so that bwrap reaps it and exits:
-            # killing bwrap first would leave its child a zombie for the machine's init.
-            for pid in _descendants(proc.pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            try:
-                await asyncio.wait_for(proc.wait(), 2)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(proc.wait(), 5)
-        if self._limits is not None:
-            await asyncio.to_thread(self._limits.kill_all)
         drain, self._drain = self._drain, None
-        if drain is not None:
-            drain.cancel()
-            with contextlib.suppress(BaseException):
-                await drain
+        await kill_sandbox_processes(proc, self._limits, drain)
 
     async def close(self) -> None:
         """Stop the kernel, remove the caps and delete the sandbox's folders."""

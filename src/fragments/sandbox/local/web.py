@@ -19,7 +19,6 @@ import errno
 import hashlib
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import time
@@ -36,8 +35,12 @@ from fragments.sandbox.local.confine import (
     Confinement,
     bwrap_command,
 )
-from fragments.sandbox.local.kernel import MAX_SOCKET_PATH, KernelConfig, SandboxStartError
-from fragments.sandbox.local.kernel import _descendants as descendants
+from fragments.sandbox.local.kernel import (
+    MAX_SOCKET_PATH,
+    KernelConfig,
+    SandboxStartError,
+    kill_sandbox_processes,
+)
 from fragments.sandbox.local.limits import Limits, create_limits
 from fragments.sandbox.local.node_build import DEV_ENV, dev_command
 from fragments.schemas import ExecutionError
@@ -487,24 +490,8 @@ class WebSandbox:
     async def stop(self) -> None:
         """Kill the server and everything it started; the workspace stays."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            for pid in descendants(proc.pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            try:
-                await asyncio.wait_for(proc.wait(), 2)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(proc.wait(), 5)
-        if self._limits is not None:
-            await asyncio.to_thread(self._limits.kill_all)
         drain, self._drain = self._drain, None
-        if drain is not None:
-            drain.cancel()
-            with contextlib.suppress(BaseException):
-                await drain
+        await kill_sandbox_processes(proc, self._limits, drain)
 
     async def close(self) -> None:
         """Stop the server, remove the caps and delete the sandbox's folders."""
