@@ -104,6 +104,18 @@ class Settings(BaseSettings):
     response_cache: bool = True
     response_cache_ttl_seconds: float = Field(3600.0, gt=0)
     response_cache_max_entries: int = Field(1000, ge=1)
+    # Model routing (off unless enabled): an edit of an existing fragment goes to the cheaper
+    # model of the same provider given by this map (JSON object in the environment); a new app
+    # stays on the chosen model; a request pins its model with config.routing "off".
+    routing: bool = False
+    routing_map: dict[str, str] = {
+        "claude-sonnet-5-5": "claude-haiku-4-5",
+        "claude-opus-5-5": "claude-haiku-4-5",
+        "gpt-4.1": "gpt-4.1-mini",
+        "gpt-4o": "gpt-4.1-mini",
+        "gemini-2.5-pro": "gemini-2.5-flash",
+        "mistral-large-latest": "codestral-latest",
+    }
     # Chat requests a rolling 24 hours (limits library; Redis when configured, else memory):
     # guests by IP, signed-in users by their team's tier (enterprise: the team's
     # limits.chat_per_day, else this default), and requests with the caller's own key or server.

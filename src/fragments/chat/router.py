@@ -15,6 +15,7 @@ from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.ratelimit import enforce
 from fragments.chat.request import chat_limits, check_conversation
 from fragments.chat.response_cache import cached
+from fragments.chat.routing import route_model
 from fragments.chat.stream import chat_events
 from fragments.chat.usage import record_usage
 from fragments.chat.usage import router as usage_router
@@ -67,6 +68,8 @@ async def chat(
     check_conversation(body)
     templates = resolve_templates(body.template)
     model = resolve_model(body.model, has_base_url=body.config.base_url is not None)
+    # From here on `model` is the one that answers: the call, the provider event, pricing.
+    model, _routed = route_model(settings, body, model)
     turns = to_turns(
         body.messages, multimodal=model.multimodal, max_image_bytes=settings.max_image_bytes
     )
