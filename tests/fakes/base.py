@@ -6,6 +6,7 @@ provider would send; this module queues replies, records requests and streams th
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import json
@@ -133,27 +134,32 @@ class Exchange:
     model: str
 
 
-class Encoder:
-    """Turns a reply into a provider's wire format."""
+class Encoder(abc.ABC):
+    """Turns a reply into a provider's wire format; each provider's fake implements the
+    abstract parts (which requests it answers, and the bytes of its stream and errors)."""
 
     # SSE event separator of this provider.
     sep = b"\n\n"
 
+    @abc.abstractmethod
     def matches(self, method: str, path: str) -> bool:
-        raise NotImplementedError
+        """Implemented by each provider's encoder."""
 
     def model(self, request: RecordedRequest) -> str:
         body = request.json if isinstance(request.json, dict) else {}
         return str(body.get("model") or "fake-model")
 
+    @abc.abstractmethod
     def head(self, reply: FragmentReply, ex: Exchange, tool: bool) -> list[bytes]:
-        raise NotImplementedError
+        """Implemented by each provider's encoder."""
 
+    @abc.abstractmethod
     def content(self, reply: FragmentReply, ex: Exchange, tool: bool) -> list[bytes]:
-        raise NotImplementedError
+        """Implemented by each provider's encoder."""
 
+    @abc.abstractmethod
     def tail(self, reply: FragmentReply, ex: Exchange, tool: bool) -> list[bytes]:
-        raise NotImplementedError
+        """Implemented by each provider's encoder."""
 
     def wants_tool(self, reply: FragmentReply, request: RecordedRequest) -> bool:
         if reply.mode != "auto":
@@ -161,8 +167,9 @@ class Encoder:
         body = request.json if isinstance(request.json, dict) else {}
         return bool(body.get("tools"))
 
+    @abc.abstractmethod
     def error_body(self, reply: ErrorReply) -> bytes:
-        raise NotImplementedError
+        """Implemented by each provider's encoder."""
 
     @staticmethod
     def usage_counts(reply: FragmentReply, ex: Exchange) -> tuple[int, int]:
