@@ -43,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.check_production()
     configure_logging()
     domain = settings.resolved_preview_domain
-    preview = PreviewProxy(domain, lambda: _sandboxes(app))
+    preview = PreviewProxy(
+        domain, lambda: _sandboxes(app), max_body_bytes=settings.preview_max_body_bytes
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

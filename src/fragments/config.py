@@ -79,6 +79,8 @@ class Settings(BaseSettings):
 
     # Request limits (DESIGN.md: 1 MB of JSON not counting images, 5 MB an image, 20 MB a body).
     max_body_bytes: int = 20 * 1024 * 1024
+    # Requests to a preview (an app's own uploads, forms) have their own, larger cap.
+    preview_max_body_bytes: int = 50 * 1024 * 1024
     max_json_bytes: int = 1024 * 1024
     max_image_bytes: int = 5 * 1024 * 1024
     max_messages: int = 500

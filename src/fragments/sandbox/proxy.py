@@ -79,6 +79,19 @@ _PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>{title}</
 color:#333}}h1{{font-size:1.3rem}}</style><h1>{title}</h1><p>{text}</p></html>"""
 
 
+class _BodyTooLarge(Exception):
+    """Raised from the streamed request body once it passes the preview body limit."""
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    await _page(
+        send,
+        413,
+        "The request is too large",
+        f"Previews accept request bodies of up to {limit // (1024 * 1024)} MB.",
+    )
+
+
 async def _page(send: Send, status: int, title: str, text: str) -> None:
     body = _PAGE.format(title=html.escape(title), text=html.escape(text)).encode()
     await send(
@@ -99,9 +112,16 @@ async def _page(send: Send, status: int, title: str, text: str) -> None:
 class PreviewProxy:
     """Pooled HTTP clients, one per sandbox socket; closed with the app."""
 
-    def __init__(self, domain: str, services: Callable[[], SandboxService | None]) -> None:
+    def __init__(
+        self,
+        domain: str,
+        services: Callable[[], SandboxService | None],
+        max_body_bytes: int = 50 * 1024 * 1024,
+    ) -> None:
         self.domain = domain
         self.services = services
+        # The app's body limit sits inside this middleware, so previews need their own.
+        self.max_body_bytes = max_body_bytes
         self._clients: OrderedDict[Path, httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -189,6 +209,7 @@ class PreviewProxyMiddleware:
         self, scope: Scope, receive: Receive, send: Send, socket: Path, port: int
     ) -> None:
         upstream_host = f"127.0.0.1:{port}"
+        limit = self.proxy.max_body_bytes
         headers: list[tuple[bytes, bytes]] = []
         has_body = False
         for key, value in scope["headers"]:
@@ -199,6 +220,12 @@ class PreviewProxyMiddleware:
                 value = f"http://{upstream_host}".encode()
             if name == b"content-length":
                 has_body = value != b"0"
+                if not value.isdigit():
+                    await _page(send, 400, "Bad request", "Invalid Content-Length header.")
+                    return
+                if int(value) > limit:
+                    await _too_large(send, limit)
+                    return
             headers.append((name, value))
         if _header(scope, b"transfer-encoding"):
             has_body = True
@@ -210,11 +237,15 @@ class PreviewProxyMiddleware:
             url += "?" + query.decode("latin-1")
 
         async def body() -> AsyncIterator[bytes]:
+            received = 0
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return
                 chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    raise _BodyTooLarge
                 if chunk:
                     yield chunk
                 if not message.get("more_body", False):
@@ -226,6 +257,9 @@ class PreviewProxyMiddleware:
         )
         try:
             response = await client.send(request, stream=True)
+        except _BodyTooLarge:
+            await _too_large(send, limit)
+            return
         except httpx.HTTPError as exc:
             log.info("preview_upstream_failed", socket=str(socket), error=type(exc).__name__)
             self.proxy.forget(socket)
