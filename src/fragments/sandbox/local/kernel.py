@@ -3,7 +3,7 @@
 The kernel (ipykernel from the template environment) runs under `confine.bwrap_command` and
 talks ZeroMQ over unix sockets (`transport: ipc`) in a folder bound into the sandbox at
 /run/kernel; the host connects to the same sockets through their host paths. The sandbox has
-no network at all.
+no network at all, unless the operator allows egress (`egress.py`: HTTP(S) via the app's proxy).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from jupyter_client.connect import KernelConnectionInfo
 
 from fragments.sandbox.local.build import TemplateEnv
 from fragments.sandbox.local.confine import DEPS_DIR, HOME, KERNEL_DIR, Confinement, bwrap_command
+from fragments.sandbox.local.egress import SandboxEgress
 from fragments.sandbox.local.limits import Caps, Limits, Usage, create_limits
 from fragments.sandbox.local.output import OutputCollector
 from fragments.schemas import ExecutionError, InterpreterResult
@@ -71,6 +72,8 @@ class KernelConfig:
     interrupt_grace: float
     output_cap: int
     boot_script: Path
+    # Running code's way out (FRAGMENTS_SANDBOX_EGRESS=internet), or None: no network.
+    egress: SandboxEgress | None = None
 
 
 def _fmt_bytes(n: int) -> str:
@@ -181,6 +184,9 @@ class KernelSandbox:
         self._limits: Limits | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._client: AsyncKernelClient | None = None
+        # Reports the iopub connection's drops: ZeroMQ closes it over a message larger than
+        # the cap and reconnects by itself, so without this a lost message could go unseen.
+        self._iopub_monitor: zmq.Socket[bytes] | None = None
         self._log_tail = bytearray()
         self._connection_info: dict[str, Any] = {}
         self._drain: asyncio.Task[None] | None = None
@@ -259,6 +265,7 @@ class KernelSandbox:
                 cpus=self.config.caps.cpus,
                 seccomp_fd=seccomp_fd,
                 ro_files=tuple(ro_files),
+                egress=self.config.egress,
                 env={
                     "PYTHONPATH": DEPS_DIR,
                     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
@@ -319,13 +326,35 @@ class KernelSandbox:
     def _connect(self) -> None:
         self._client = _make_client(self.context, self._connection_info)
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        iopub = self._client.iopub_channel.socket
+        self._iopub_monitor = (
+            iopub.get_monitor_socket(zmq.EVENT_DISCONNECTED) if iopub is not None else None
+        )
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        monitor, self._iopub_monitor = self._iopub_monitor, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                if client.iopub_channel.socket is not None and monitor is not None:
+                    client.iopub_channel.socket.disable_monitor()
+                client.stop_channels()
+        if monitor is not None:
+            monitor.close(linger=0)
+
+    def _iopub_dropped(self) -> bool:
+        """True (once per drop) when the iopub connection was dropped since the last call."""
+        monitor = self._iopub_monitor
+        dropped = False
+        while monitor is not None and cast(int, monitor.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            with contextlib.suppress(zmq.Again):
+                monitor.recv_multipart(zmq.NOBLOCK)
+            dropped = True
+        return dropped
 
     async def _reconnect(self) -> None:
         """New sockets to the same kernel: ZeroMQ dropped iopub over an oversized message."""
-        old = self._client
-        if old is not None:
-            with contextlib.suppress(Exception):
-                old.stop_channels()
+        self._disconnect()
         self._connect()
         try:
             await self._wait_ready()
@@ -385,10 +414,7 @@ class KernelSandbox:
 
     async def stop(self) -> None:
         """Kill the kernel and everything it started; the workspace stays."""
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.stop_channels()
+        self._disconnect()
         proc, self._proc = self._proc, None
         drain, self._drain = self._drain, None
         await kill_sandbox_processes(proc, self._limits, drain)
@@ -445,6 +471,7 @@ class KernelSandbox:
         started = loop.time()
         # stop_on_error=False: an error (or the interrupt of a cancelled run) in an earlier
         # cell must not abort this one, which may already be queued behind it.
+        self._iopub_dropped()  # forget drops from before this run
         msg_id = client.execute(
             code, silent=silent, store_history=False, allow_stdin=False, stop_on_error=False
         )
@@ -500,6 +527,8 @@ class KernelSandbox:
             raise
         finally:
             self.last_used = time.monotonic()
+        if self._iopub_dropped():
+            collector.unknown_drop = True
         # Drain the shell reply so it does not sit in the queue for the next run.
         if replied_at is None and not died and not killed:
             with contextlib.suppress(Empty):
