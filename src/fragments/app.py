@@ -14,7 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from fragments import __version__
 from fragments.config import Settings
 from fragments.errors import error_body, install_error_handlers
-from fragments.http_limits import BodyLimitMiddleware, SecurityHeadersMiddleware
+from fragments.http_limits import (
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    frame_sources,
+)
 from fragments.llm.catalogue import load_catalogue
 from fragments.llm.streamer import DirectStreamer
 from fragments.observability import configure_logging
@@ -80,9 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    # Previews are one origin per sandbox under the preview domain (DESIGN.md).
-    frame_src = f"http://*.{domain} https://*.{domain}"
-    app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_src)
+    # Previews are one origin per sandbox under the preview (or E2B's) domain (DESIGN.md).
+    app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_sources(settings))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so outermost: a preview host never reaches the routes or the app's headers.
     app.add_middleware(PreviewProxyMiddleware, proxy=preview)

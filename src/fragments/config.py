@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     token_budget_pro: int = Field(20_000_000, ge=0)
     token_budget_enterprise: int = Field(200_000_000, ge=0)
 
+    # Which backend runs sandboxes: local processes (the default) or E2B's cloud (E2B_API_KEY).
+    sandbox_backend: Literal["local", "e2b"] = "local"
+    # E2B: the key, and the domain its API and previews live under (`<port>-<id>.<domain>`);
+    # both keep the SDK's own variable names.
+    e2b_api_key: SecretStr | None = Field(None, validation_alias=_env("E2B_API_KEY"))
+    e2b_domain: str = Field("e2b.app", validation_alias=_env("E2B_DOMAIN"))
+
     # Local sandbox.
     sandbox_root: Path = Path("/var/tmp/fragments")
     sandbox_python: Path = Path("/usr/bin/python3")

@@ -8,6 +8,7 @@ import json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fragments.config import Settings
 from fragments.errors import error_body
 
 
@@ -80,6 +81,19 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started:
                 await _send_json(send, 413, "payload_too_large", detail)
+
+
+def frame_sources(settings: Settings) -> str:
+    """The CSP frame-src: the preview origins of the active sandbox backend only.
+
+    Local previews are `<port>-<id>.<preview domain>`, served by the app's proxy; E2B serves its
+    own previews at `https://<port>-<id>.<E2B domain>` (E2B_DOMAIN, default e2b.app), so the
+    frame-src follows that domain instead of allowing every E2B host name ever used.
+    """
+    if settings.sandbox_backend == "e2b":
+        return f"https://*.{settings.e2b_domain}"
+    domain = settings.resolved_preview_domain
+    return f"http://*.{domain} https://*.{domain}"
 
 
 class SecurityHeadersMiddleware:

@@ -6,8 +6,23 @@ from fragments.config import Settings
 from fragments.sandbox.service import SandboxService
 
 
+def check_backend(settings: Settings) -> None:
+    """Refuse at start-up a backend that cannot work: E2B without a key."""
+    key = settings.e2b_api_key
+    if settings.sandbox_backend == "e2b" and (key is None or not key.get_secret_value()):
+        raise RuntimeError(
+            "FRAGMENTS_SANDBOX_BACKEND=e2b needs E2B_API_KEY (an API key from e2b.dev); "
+            "set it, or use the local backend (FRAGMENTS_SANDBOX_BACKEND=local)."
+        )
+
+
 async def create_sandbox_service(settings: Settings) -> SandboxService:
-    """The sandbox backend the settings ask for (only `local` exists so far)."""
+    """The sandbox backend the settings ask for: `local` (default) or `e2b`."""
+    check_backend(settings)
+    if settings.sandbox_backend == "e2b":
+        from fragments.sandbox.e2b import E2BSandboxService
+
+        return E2BSandboxService(settings)
     from fragments.sandbox.local.service import LocalSandboxService
 
     return LocalSandboxService(settings)
