@@ -109,6 +109,39 @@ def _text_tokens(serialised: str) -> int:
     return tokens(rest if sep and role in ("user", "assistant") else serialised)
 
 
+def breakdown(body: dict[str, Any]) -> dict[str, int]:
+    """Tokens of one request by part: tools, system prompt, summary, verbatim user messages and
+    answers, the current code, the new message (counted as the fake counts them)."""
+    from fragments.chat.window import CURRENT_CODE_HEADING, SUMMARY_HEADING
+
+    parts = dict.fromkeys(
+        ("tools", "system", "summary", "verbatim user", "verbatim answers", "current code", "new"),
+        0,
+    )
+    for text, _marked in _blocks(body):
+        role, sep, _rest = text.partition(":")
+        if not sep or role not in ("user", "assistant"):
+            parts["tools" if text.startswith("{") else "system"] += tokens(text)
+    messages = body.get("messages") or []
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        last = index == len(messages) - 1
+        for block in content:
+            text = block.get("text") or json.dumps(block)
+            if message["role"] == "assistant":
+                key = "verbatim answers"
+            elif text.startswith(SUMMARY_HEADING):
+                key = "summary"
+            elif text.startswith(CURRENT_CODE_HEADING):
+                key = "current code"
+            else:
+                key = "new" if last else "verbatim user"
+            parts[key] += tokens(text)
+    return parts
+
+
 @dataclass
 class Counts:
     input: int
@@ -135,6 +168,7 @@ class CountingAnthropic:
 
     replies: list[dict[str, Any]] = field(default_factory=list)
     seen: list[Counts] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
     _cached: dict[str, int] = field(default_factory=dict)
 
     def count(self, body: dict[str, Any]) -> tuple[int, int, int]:
@@ -174,6 +208,7 @@ class CountingAnthropic:
             if not message.get("more_body"):
                 break
         body = json.loads(raw)
+        self.bodies.append(body)
         total, read, write = self.count(body)
         reply = json.dumps(self.replies.pop(0))
         output = tokens(reply)
@@ -256,6 +291,7 @@ def serve(app: Any) -> Iterator[str]:
 class Run:
     counts: list[Counts]
     reported_cost: list[float]
+    bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def conversation(window: bool, base_url: str, fake: CountingAnthropic, data: Path) -> Run:
@@ -275,6 +311,7 @@ async def conversation(window: bool, base_url: str, fake: CountingAnthropic, dat
     app = create_app(settings)
     fake.replies = [answer(t) for t in range(1, TURNS + 1)]
     fake.seen = []
+    fake.bodies = []
     fake._cached = {}
     messages: list[dict[str, Any]] = []
     reported: list[float] = []
@@ -304,7 +341,7 @@ async def conversation(window: bool, base_url: str, fake: CountingAnthropic, dat
                         "object": fragment,
                     }
                 )
-    return Run(list(fake.seen), reported)
+    return Run(list(fake.seen), reported, list(fake.bodies))
 
 
 async def measure() -> tuple[Run, Run]:

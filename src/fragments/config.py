@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderId = Literal[
@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     # the cached prompt prefix change only every `history_step` turns). Off: the whole history.
     history_window: bool = True
     history_turns: int = Field(5, ge=1)
-    history_step: int = Field(5, ge=1)
-    history_summary_chars: int = Field(1200, ge=200)
+    history_step: int = Field(2, ge=1)
+    history_summary_chars: int = Field(500, ge=200)
     # Response cache: the same request (model, prompt version, windowed prompt, template) is
     # answered from the cache, still streamed; Redis (FRAGMENTS_REDIS_URL) with this TTL, else
     # memory (bounded, per process).
@@ -170,6 +170,12 @@ class Settings(BaseSettings):
     sandbox_install_timeout_seconds: float = 180.0
     # Where installs get Python packages: an index URL, or a folder of wheels (offline; tests).
     sandbox_pip_index: str | None = None
+    # Sandbox network: installs reach only the registries (PyPI, npm, the configured indexes'
+    # hosts and these extra `host` / `host:port` entries, comma-separated; port 443 by default)
+    # through the app's egress proxy. Running code has no network unless `internet`: then
+    # HTTP(S) through the proxy to public addresses only (never loopback or private ranges).
+    sandbox_registry_hosts: str = ""
+    sandbox_egress: Literal["none", "internet"] = "none"
     # How caps are enforced: cgroups (v1 or v2) when writable, else rlimits; or force one.
     sandbox_limits: Literal["auto", "cgroup-v1", "cgroup-v2", "rlimit"] = "auto"
 
@@ -197,6 +203,13 @@ class Settings(BaseSettings):
     ollama_base_url: str = Field(
         "http://127.0.0.1:11434/v1", validation_alias=_env("OLLAMA_BASE_URL")
     )
+
+    @field_validator("sandbox_registry_hosts")
+    @classmethod
+    def _registry_hosts(cls, value: str) -> str:
+        from fragments.sandbox.local.egress import parse_registry_hosts
+
+        return ",".join(parse_registry_hosts(value))
 
     @property
     def resolved_database_url(self) -> str:

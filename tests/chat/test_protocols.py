@@ -244,10 +244,12 @@ async def test_history_images_and_earlier_fragments(
 
     messages = fake_openai.last_request.json["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert json.loads(messages[2]["content"])["title"] == "Earlier"
-    # History windowing: the code of the latest fragment goes once, before the new message.
-    assert json.loads(messages[2]["content"])["code"] == code_reference(1)
+    # History windowing: an earlier answer is its commentary and a reference to its version;
+    # the latest fragment's code (and its title) goes once, before the new message.
+    assert messages[2]["content"].endswith(code_reference(1))
+    assert SAMPLE_FRAGMENT["code"] not in messages[2]["content"]
     assert messages[3]["content"][0]["text"].endswith(SAMPLE_FRAGMENT["code"])
+    assert "Earlier" in messages[3]["content"][0]["text"]
     assert messages[3]["content"][1:] == [
         {"type": "text", "text": "now like this"},
         {"type": "text", "text": "print(1)"},

@@ -152,9 +152,10 @@ async def test_the_prefix_is_stable_from_one_turn_to_the_next(
     client: httpx.AsyncClient, fake_anthropic: FakeAnthropic
 ) -> None:
     fake_anthropic.script(FragmentReply(), FragmentReply())
-    await post_chat(client, anthropic_body(6, "REQUEST-7 please"))
-    first = fake_anthropic.requests[-1].json
+    # The default window moves 2 exchanges at a time: 7 and 8 earlier exchanges both fold 2.
     await post_chat(client, anthropic_body(7, "REQUEST-8 please"))
+    first = fake_anthropic.requests[-1].json
+    await post_chat(client, anthropic_body(8, "REQUEST-9 please"))
     second = fake_anthropic.requests[-1].json
     assert first["system"] == second["system"]
     assert first["tools"] == second["tools"]

@@ -9,12 +9,13 @@ import structlog
 from pydantic import ValidationError
 
 from fragments.auth.deps import DB_DOWN, Principal
+from fragments.chat.prompt import to_turns
 from fragments.chat.summary import model_summary
 from fragments.chat.usage import record_usage
 from fragments.chat.window import Window, build_window, exchanges, extractive_summary
 from fragments.config import Settings
 from fragments.llm.types import ModelCall, ModelStreamer
-from fragments.schemas import Message
+from fragments.schemas import Fragment, Message
 from fragments.store import repos
 from fragments.store.db import Database
 
@@ -61,6 +62,13 @@ async def store_summary(
         log.warning("chat_summary_not_saved", conversation_id=conversation_id)
 
 
+def latest_fragment(history: list[Message]) -> Fragment | None:
+    for message in reversed(history):
+        if message.role == "assistant" and message.object is not None:
+            return message.object
+    return None
+
+
 async def windowed(
     *,
     settings: Settings,
@@ -73,15 +81,24 @@ async def windowed(
     call: ModelCall,
     multimodal: bool,
 ) -> Window:
-    """The windowed turns of this request. The summary of a stored conversation is written by
-    the provider's cheap model when the window moves, and stored; otherwise it is the local
-    extractive summary, recomputed identically on every request (no model call)."""
+    """The turns of this request: the client's history, or the stored conversation's when the
+    client sends only the new message; windowed unless `settings.history_window` is off. The
+    summary of a stored conversation is written by the provider's cheap model when the window
+    moves, and stored; otherwise it is the local extractive summary, recomputed identically on
+    every request (no model call). `Window.latest` is the fragment this request edits."""
     history = messages[:-1]
     stored: StoredHistory | None = None
     if persist and conversation_id and not who.anonymous:
         stored = await load_history(db, who, conversation_id)
         if stored is not None and not history:
             history = stored.messages
+    if not settings.history_window:
+        turns = to_turns(
+            [*history, messages[-1]],
+            multimodal=multimodal,
+            max_image_bytes=settings.max_image_bytes,
+        )
+        return Window(tuple(turns), 0, 0, latest=latest_fragment(history))
     keep, step = settings.history_turns, settings.history_step
     summary = stored.summary if stored is not None else None
     summary_turns = stored.summary_turns if stored is not None else 0

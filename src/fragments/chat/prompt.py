@@ -16,43 +16,60 @@ IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w=.+-]+)*?;base64,", re.ASCII)
 
 
-def describe_template(index: int, template: Template) -> str:
+def describe_template(template: Template) -> str:
+    """One line per template: id, file, port, what is installed, and its own instructions."""
     port = str(template.port) if template.port is not None else "none"
     return (
-        f'{index}. {template.id}: "{template.instructions}" '
-        f"File: {template.file}. Dependencies already installed: "
-        f"{', '.join(template.libraries)}. Port: {port}."
+        f"- {template.id}: file {template.file}; port {port}; has "
+        f"{', '.join(template.libraries)}. {template.instructions}"
     )
 
 
-def system_prompt(templates: list[Template]) -> str:
-    """What the model is told before the conversation: its role, the rules, the templates."""
-    listing = "\n".join(describe_template(i, t) for i, t in enumerate(templates, 1))
-    pick = (
-        "Use this template:"
-        if len(templates) == 1
-        else "Pick the one template below that suits the request best:"
-    )
-    return f"""You are an experienced software engineer who writes correct, complete programs.
-Answer every request by writing a fragment: one small, runnable app or notebook cell that does
-what the user asked, together with a short commentary and its metadata.
+def brief_template(template: Template) -> str:
+    port = f"port {template.port}" if template.port is not None else "no port"
+    return f"{template.id} ({template.file}, {port})"
 
-Rules:
-- Write the whole program, ready to run as is; never leave placeholders or "rest of the code"
-  comments.
-- You may need packages beyond those the template has. List them in additional_dependencies,
-  set has_additional_dependencies, and give the command that installs them in
-  install_dependencies_command (e.g. `pip install x` or `npm install x`).
-- Do not create or change dependency files such as requirements.txt, package.json or
-  package-lock.json; they are managed for you.
-- Put the code in the code field as plain text: no Markdown, no backticks around it.
-- Break lines where they belong and indent properly; the code field holds real line breaks.
-- file_path is relative to the app's folder (no leading slash, no '..'). For an app that needs
-  several files, fill files with every file's path and full content instead of code.
-- Keep the commentary brief: what you will build and how.
 
-{pick}
-{listing}"""
+def mentioned(template: Template, message: str) -> bool:
+    """The user's message names the template's framework (Gradio, Streamlit, Vue, Next.js,
+    Python): they may be asking to switch to it, so it is described in full."""
+    word = template.name.split()[0].lower().removesuffix(".js")
+    return re.search(rf"\b{re.escape(word)}\b", message, re.IGNORECASE) is not None
+
+
+# Every sentence here is paid for on every request (see the README's cost figures): the rules
+# the sandbox depends on (whole program, paths, ports, dependencies) and nothing else. Field
+# meanings live here, not in the tool schema, so they are said once.
+_RULES = """You write fragments: a small runnable app or notebook cell for the user's request.
+- The whole program, runnable as is; no placeholders; code as plain text (no Markdown fences).
+- file_path is relative (no leading / or ..); multi-file apps fill files instead of code.
+- port: the template's (null if none).
+- Extra packages go in additional_dependencies, has_additional_dependencies and
+install_dependencies_command (pip/npm install x); never write requirements.txt or package.json.
+- commentary: brief, what you build and how; title: at most 3 words; description: one sentence."""
+
+
+def system_prompt(templates: list[Template], current: str | None = None, message: str = "") -> str:
+    """What the model is told before the conversation: the rules and the template(s).
+
+    A fixed template: only that one is described. "auto" for a new app: every template in
+    full. "auto" for an edit of a fragment of template `current`: that template in full, and
+    the others by id, file and port (in full when `message` names their framework), since an
+    edit rarely changes template and the full list is most of the prompt.
+    """
+    if len(templates) == 1:
+        return f"{_RULES}\nTemplate:\n{describe_template(templates[0])}"
+    in_use = [t for t in templates if t.id == current]
+    if not in_use:
+        listing = "\n".join(describe_template(t) for t in templates)
+        return f"{_RULES}\nPick the template that suits best:\n{listing}"
+    full = [t for t in templates if t.id == current or mentioned(t, message)]
+    brief = [t for t in templates if t not in full]
+    listing = "\n".join(describe_template(t) for t in full)
+    text = f"{_RULES}\nTemplate in use (keep unless asked):\n{listing}"
+    if brief:
+        text += "\nOthers: " + ", ".join(brief_template(t) for t in brief) + "."
+    return text
 
 
 def to_turns(messages: list[Message], *, multimodal: bool, max_image_bytes: int) -> list[Turn]:

@@ -19,6 +19,7 @@ from fragments.chat.routing import route_model
 from fragments.chat.stream import chat_events
 from fragments.chat.usage import record_usage
 from fragments.chat.usage import router as usage_router
+from fragments.chat.window import message_text
 from fragments.conversations.turns import open_chat_turn, save_chat_turn
 from fragments.llm.catalogue import resolve_model
 from fragments.llm.types import ModelCall, Sampling, StreamResult, Usage
@@ -68,8 +69,7 @@ async def chat(
     check_conversation(body)
     templates = resolve_templates(body.template)
     model = resolve_model(body.model, has_base_url=body.config.base_url is not None)
-    # From here on `model` is the one that answers: the call, the provider event, pricing.
-    model, _routed = route_model(settings, body, model)
+    # Checked before anything is stored or counted (images a model cannot take are a 400).
     turns = to_turns(
         body.messages, multimodal=model.multimodal, max_image_bytes=settings.max_image_bytes
     )
@@ -108,19 +108,33 @@ async def chat(
     )
     if turn.api_key:
         call = dataclasses.replace(call, api_key=turn.api_key)
-    if settings.history_window:
-        window = await windowed(
-            settings=settings,
-            streamer=streamer,
-            db=db,
-            who=who,
-            messages=body.messages,
-            conversation_id=body.conversation_id,
-            persist=turn.persist,
-            call=call,
-            multimodal=model.multimodal,
-        )
-        call = dataclasses.replace(call, turns=window.turns, cache_turns=window.cache_turns)
+    # The client's history, or the stored conversation's when it sends only the new message.
+    window = await windowed(
+        settings=settings,
+        streamer=streamer,
+        db=db,
+        who=who,
+        messages=body.messages,
+        conversation_id=body.conversation_id,
+        persist=turn.persist,
+        call=call,
+        multimodal=model.multimodal,
+    )
+    latest = window.latest
+    # From here on `model` is the one that answers: the call, the provider event, pricing.
+    model, _routed = route_model(settings, body, model, edit=latest is not None)
+    call = dataclasses.replace(
+        call,
+        provider_id=model.provider_id,
+        model_id=model.id,
+        system=system_prompt(
+            templates,
+            current=latest.template if latest is not None else None,
+            message=message_text(body.messages[-1]),
+        ),
+        turns=window.turns,
+        cache_turns=window.cache_turns,
+    )
 
     async def save(fragment: Fragment, result: StreamResult) -> tuple[str, bool]:
         usage = result.usage

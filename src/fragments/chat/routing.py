@@ -18,12 +18,16 @@ def is_edit(request: ChatRequest) -> bool:
 
 
 def route_model(
-    settings: Settings, request: ChatRequest, model: CatalogueModel
+    settings: Settings, request: ChatRequest, model: CatalogueModel, *, edit: bool | None = None
 ) -> tuple[CatalogueModel, bool]:
-    """The model that answers, and whether routing changed it."""
+    """The model that answers, and whether routing changed it. `edit`: the conversation already
+    has a fragment (from the client's history or the stored conversation); by default, judged
+    from the client's history alone."""
     if not settings.routing or request.config.routing == "off":
         return model, False
-    if request.config.base_url is not None or not is_edit(request):
+    if edit is None:
+        edit = is_edit(request)
+    if request.config.base_url is not None or not edit:
         return model, False
     target_id = settings.routing_map.get(model.id)
     if target_id is None or target_id == model.id:

@@ -20,11 +20,14 @@ from fragments.chat.prompt import to_turns
 from fragments.llm.types import Turn
 from fragments.schemas import CodePart, Fragment, Message, TextPart
 
-SUMMARY_HEADING = "Summary of the earlier conversation (older turns, condensed):"
+SUMMARY_HEADING = "Summary of earlier turns:"
+CURRENT_CODE_HEADING = "Current code"
 
 
 def code_reference(version: int) -> str:
-    return f"[code of version {version} omitted; current version below]"
+    """What stands for an answer's code in the history: the code itself is sent once, as the
+    current version, so an earlier answer only says which version it was."""
+    return f"(v{version})"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Window:
     # Exchanges the summary must cover (the oldest ones), and those not yet in `summary_turns`.
     folded: int
     to_fold: tuple[Exchange, ...] = field(default=())
+    # The conversation's latest fragment (the one this request edits), if any.
+    latest: Fragment | None = None
 
 
 def exchanges(history: list[Message]) -> list[Exchange]:
@@ -86,32 +91,22 @@ def message_text(message: Message, limit: int | None = None) -> str:
     return text
 
 
-def _first_sentence(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    end = text.find(". ")
-    if 0 < end < limit:
-        return text[: end + 1]
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def extractive_summary(
     previous: str | None, items: list[Exchange], *, first_index: int, max_chars: int
 ) -> str:
     """A deterministic summary made locally (no model call): a line per exchange with the
-    request and what was built, the oldest dropped first beyond `max_chars` (the first line,
-    usually the original request, is kept)."""
+    request and the version it produced (an answer's commentary mostly restates the request;
+    an answer without a fragment is kept, shortened), the oldest dropped first beyond
+    `max_chars` (the first line, usually the original request, is kept)."""
     lines = [line for line in (previous or "").splitlines() if line.strip()]
     for offset, item in enumerate(items):
-        asked = message_text(item.user, 140) or "(no text)"
-        line = f"- Turn {first_index + offset}: the user asked: {asked}"
+        asked = message_text(item.user, 120) or "(no text)"
+        line = f"- {first_index + offset}. {asked}"
         fragment = item.answer.object if item.answer is not None else None
         if fragment is not None:
-            what = fragment.title or fragment.template or "a fragment"
-            line += f" → built v{item.version} “{what}”"
-            if fragment.commentary:
-                line += f": {_first_sentence(fragment.commentary, 140)}"
+            line += f" → v{item.version}"
         elif item.answer is not None:
-            line += f" → answered: {message_text(item.answer, 140)}"
+            line += f" → {message_text(item.answer, 90)}"
         lines.append(line)
     while len(lines) > 2 and sum(len(x) + 1 for x in lines) > max_chars:
         del lines[1]
@@ -119,6 +114,8 @@ def extractive_summary(
 
 
 def _answer_turn(item: Exchange) -> Turn | None:
+    """An earlier answer as its commentary and a reference to its version: the title,
+    template, path and code are the current version's, sent once in the last turn."""
     answer = item.answer
     if answer is None:
         return None
@@ -126,25 +123,29 @@ def _answer_turn(item: Exchange) -> Turn | None:
     if fragment is None:
         text = message_text(answer)
         return Turn("assistant", (text,)) if text else None
-    slim = fragment.model_copy(deep=True)
+    commentary = " ".join(fragment.commentary.split())
     ref = code_reference(item.version or 0)
-    if slim.code:
-        slim.code = ref
-    for entry in slim.files:
-        entry.file_content = ref
-    return Turn("assistant", (slim.model_dump_json(exclude_defaults=True),))
+    return Turn("assistant", (f"{commentary} {ref}" if commentary else ref,))
 
 
 def current_code(fragment: Fragment, version: int) -> str:
-    """The current fragment's code, sent once, before the user's new message."""
-    head = f"Current code of the fragment (version {version}, template {fragment.template}"
+    """The current fragment's code, sent once, before the user's new message, with what the
+    next version must keep (template, path, title, extra packages)."""
+    facts = [f"v{version}", fragment.template]
+    if fragment.title:
+        facts.append(f"“{fragment.title}”")
+    if fragment.additional_dependencies:
+        facts.append("extra packages: " + ", ".join(fragment.additional_dependencies))
+    if fragment.port is not None:
+        facts.append(f"port {fragment.port}")
+    head = f"{CURRENT_CODE_HEADING} ({'; '.join(facts)})"
     if fragment.files:
-        parts = [f"{head}, {len(fragment.files)} files):"]
+        parts = [f"{head}:"]
         for entry in fragment.files:
             parts.append(f"--- {entry.file_path}\n{entry.file_content}")
         return "\n".join(parts)
     path = fragment.file_path or "main file"
-    return f"{head}, {path}):\n{fragment.code}"
+    return f"{head}, {path}:\n{fragment.code}"
 
 
 def build_window(
@@ -189,4 +190,6 @@ def build_window(
     if latest is not None:
         parts = (current_code(*latest), *parts)
     turns.append(Turn("user", parts))
-    return Window(tuple(turns), cache_turns, folded, to_fold)
+    return Window(
+        tuple(turns), cache_turns, folded, to_fold, latest[0] if latest is not None else None
+    )

@@ -21,10 +21,7 @@ from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.schemas import Fragment
 
 TOOL_NAME = "fragment"
-TOOL_DESCRIPTION = (
-    "Write the fragment: the app or notebook cell that answers the user, with its metadata and "
-    "its complete code."
-)
+TOOL_DESCRIPTION = "Write the fragment: the app or notebook cell, with its complete code."
 
 # pydantic-core's Rust parser: ~2 µs for a typical chunk where json.loads takes ~9 µs.
 loads: Callable[[bytes], Any] = pydantic_core.from_json
@@ -71,9 +68,45 @@ def fragment_schema() -> dict[str, Any]:
     return schema
 
 
+# Said once, in the system prompt, rather than in every field: the schema is sent on every
+# request (tool definitions count as input tokens).
+_UNSENT_KEYS = frozenset({"title", "description", "default"})
+
+
+def _compact(node: Any) -> Any:
+    """The schema without titles, descriptions and defaults (a `properties` map's keys are field
+    names, kept whatever they are called)."""
+    if isinstance(node, list):
+        return [_compact(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: _compact(field) for name, field in value.items()}
+        elif key not in _UNSENT_KEYS:
+            out[key] = _compact(value)
+    return out
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """`$ref`s replaced by their definitions (FileEntry is used once; the indirection only
+    costs tokens)."""
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+        return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+    return {k: _inline(v, defs) for k, v in node.items()}
+
+
 @functools.cache
 def _schema_text() -> str:
-    return json.dumps(Fragment.model_json_schema())
+    schema = _compact(Fragment.model_json_schema())
+    defs = schema.pop("$defs", {})
+    return json.dumps(_inline(schema, defs))
 
 
 def json_instructions(schema: dict[str, Any]) -> str:
