@@ -4,9 +4,11 @@ Inside a sandbox the filesystem is a read-only tmpfs root with read-only binds o
 `/bin`, `/lib*` and `/sbin` links point into it), a handful of files for /etc (generated ones
 for users and hosts, never the host's secrets), the template environment at its host path, a
 private tmpfs /tmp, the sandbox's workspace read-write as /home/user and the kernel's socket
-folder as /run/kernel. Every namespace is new: no network but its own loopback, its own pid
-tree (killed with its first process, which dies with the app), no further user namespaces. The
-user is uid 1000 inside, a per-sandbox uid outside, with no_new_privs and a seccomp denylist.
+folder as /run/kernel. Every namespace is new: no network but its own loopback (a sandbox given
+egress reaches only the app's HTTP proxy, through a bound unix socket: see `egress`), its own
+pid tree (killed with its first process, which dies with the app), no further user namespaces.
+The user is uid 1000 inside, a per-sandbox uid outside, with no_new_privs and a seccomp
+denylist.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fragments.sandbox.local.egress import SandboxEgress
 
 HOME = "/home/user"
 KERNEL_DIR = "/run/kernel"
@@ -70,8 +74,8 @@ class Confinement:
     ro_files: tuple[tuple[Path, str], ...] = ()
     # (host path, sandbox path) pairs bound read-write besides the workspace (installs only).
     rw_binds: tuple[tuple[Path, str], ...] = ()
-    # Share the host's network: only for installs, which run uv and never the fragment's code.
-    network: bool = False
+    # The way out, if any: HTTP(S) through the app's egress proxy (never the host's network).
+    egress: SandboxEgress | None = None
     # Where the command starts (a Node project runs from its own folder).
     workdir: str = HOME
     env: dict[str, str] = field(default_factory=dict)
@@ -92,6 +96,7 @@ def sandbox_env(c: Confinement) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": threads,
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
+        **(c.egress.env() if c.egress is not None else {}),
         **c.env,
     }
 
@@ -106,7 +111,6 @@ def bwrap_command(c: Confinement, command: list[str]) -> list[str]:
         "--no-new-privs",
         "bwrap",
         "--unshare-all",
-        *(["--share-net"] if c.network else []),
         "--unshare-user",
         "--disable-userns",
         "--uid",
@@ -141,7 +145,8 @@ def bwrap_command(c: Confinement, command: list[str]) -> list[str]:
         if Path("/etc", name).exists():
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     args += ["--ro-bind", str(c.template_env), str(c.template_env)]
-    for host, inside in c.ro_files:
+    ro_files = c.ro_files if c.egress is None else (*c.ro_files, c.egress.bind())
+    for host, inside in ro_files:
         args += ["--ro-bind", str(host), inside]
     for host, inside in c.rw_binds:
         args += ["--bind", str(host), inside]
@@ -163,4 +168,6 @@ def bwrap_command(c: Confinement, command: list[str]) -> list[str]:
         args += ["--setenv", key, value]
     if c.seccomp_fd is not None:
         args += ["--seccomp", str(c.seccomp_fd)]
+    if c.egress is not None:
+        command = c.egress.wrap(command)
     return [*args, "--", *command]

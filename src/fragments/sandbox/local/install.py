@@ -1,16 +1,14 @@
 """Installing a fragment's extra packages (uv for Python, npm for Node), confined.
 
-The install is its own bubblewrap run, separate from the app's: it shares the host's network
-(the only confined process that does; it needs the registry), runs as a dedicated installer uid
-that no sandbox uses, and executes only uv, with wheels only (`--only-binary :all:`), so no
-package's own code runs during the install. Packages land in the sandbox's `deps` folder, bound
-read-only at /opt/deps in the sandbox and first on its PYTHONPATH; the download cache is shared
-by installs only and never visible to a running sandbox. Node packages go into the sandbox's
-project overlay with `npm install --ignore-scripts`, run the same way.
-
-Egress is not filtered to the registries: the install shares the host's network namespace, so
-uv could reach the host's loopback services. What runs there is uv alone, with validated
-requirement strings (see `fragments.sandbox.deps`), never the fragment's code.
+The install is its own bubblewrap run, separate from the app's, with its own network namespace
+like every sandbox: it reaches the package registries only, over HTTPS through the app's egress
+proxy (`egress.py`, policy `registries`; socat inside forwards 127.0.0.1:3128 to the proxy's
+bound socket, and the proxy resolves names, so there is no DNS inside). It runs as a dedicated
+installer uid that no sandbox uses, and executes only uv, with wheels only (`--only-binary
+:all:`), so no package's own code runs during the install. Packages land in the sandbox's `deps`
+folder, bound read-only at /opt/deps in the sandbox and first on its PYTHONPATH; the download
+cache is shared by installs only and never visible to a running sandbox. Node packages go into
+the sandbox's project overlay with `npm install --ignore-scripts`, run the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import structlog
 from fragments.sandbox.local.build import TemplateBuildError, TemplateEnv
 from fragments.sandbox.local.confine import DEPS_DIR as DEPS_PATH
 from fragments.sandbox.local.confine import Confinement, bwrap_command
+from fragments.sandbox.local.egress import SandboxEgress
 from fragments.sandbox.local.kernel import KernelConfig
 from fragments.sandbox.local.limits import create_limits
 from fragments.schemas import ExecutionError
@@ -40,10 +39,10 @@ UV_PATH = "/opt/fragments/uv"
 WHEELS_PATH = "/opt/fragments/wheels"
 CACHE_PATH = "/var/cache/fragments-uv"
 _CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-# Host files an install needs to resolve and verify the registry (checked once, at import).
-_NET_ETC = tuple(name for name in ("resolv.conf", "ssl") if Path("/etc", name).exists())
+# Host files an install needs to verify the registry (checked once, at import); no resolv.conf:
+# names are resolved by the egress proxy.
+_NET_ETC = tuple(name for name in ("ssl",) if Path("/etc", name).exists())
 _HAS_CA_BUNDLE = _CA_BUNDLE.exists()
-_NSSWITCH_NET = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +51,12 @@ class Installer:
 
     uv: Path
     cache: Path
-    nsswitch: Path
     uid: int
     timeout: float
     # An index URL, or a host folder of wheels used with --no-index.
     index: str | None = None
+    # The registries-only egress proxy; without it an install has no network at all.
+    egress: SandboxEgress | None = None
 
 
 def _real_uv() -> Path:
@@ -81,7 +81,13 @@ def _real_uv() -> Path:
     raise TemplateBuildError("uv is needed to install packages; `python3 -m pip install uv`.")
 
 
-def prepare_installer(root: Path, uid: int, timeout: float, index: str | None = None) -> Installer:
+def prepare_installer(
+    root: Path,
+    uid: int,
+    timeout: float,
+    index: str | None = None,
+    egress: SandboxEgress | None = None,
+) -> Installer:
     """Copy uv where the installer uid can run it; create the shared cache (once)."""
     lib = root / "lib"
     lib.mkdir(mode=0o755, exist_ok=True)
@@ -92,17 +98,11 @@ def prepare_installer(root: Path, uid: int, timeout: float, index: str | None = 
         shutil.copyfile(source, tmp)
         tmp.chmod(0o755)
         tmp.rename(target)
-    nsswitch = root / "etc" / "nsswitch-net.conf"
-    if not nsswitch.exists():
-        nsswitch.write_text(_NSSWITCH_NET)
-        nsswitch.chmod(0o644)
     cache = root / "cache" / "uv"
     cache.mkdir(mode=0o700, parents=True, exist_ok=True)
     cache.parent.chmod(0o711)
     os.chown(cache, uid, uid)
-    return Installer(
-        uv=target, cache=cache, nsswitch=nsswitch, uid=uid, timeout=timeout, index=index
-    )
+    return Installer(uv=target, cache=cache, uid=uid, timeout=timeout, index=index, egress=egress)
 
 
 def prepare_deps_dir(deps: Path, installer_uid: int) -> None:
@@ -111,25 +111,15 @@ def prepare_deps_dir(deps: Path, installer_uid: int) -> None:
     os.chown(deps, installer_uid, installer_uid)
 
 
-async def install_packages(
-    *,
-    sandbox_id: str,
-    root: Path,
-    deps: Path,
-    env: TemplateEnv,
-    packages: list[str],
-    config: KernelConfig,
-    installer: Installer,
-) -> ExecutionError | None:
-    """Install `packages` (validated requirement strings) into `deps`; the error, if any."""
+def pip_confinement(
+    *, root: Path, deps: Path, env: TemplateEnv, config: KernelConfig, installer: Installer
+) -> tuple[Confinement, list[str]]:
+    """The confinement a Python install runs in, and uv's arguments for the package source."""
     scratch = root / "install-home"
     scratch.mkdir(mode=0o700, exist_ok=True)
     os.chown(scratch, installer.uid, installer.uid)
     prepare_deps_dir(deps, installer.uid)
-    ro_files: list[tuple[Path, str]] = [
-        (installer.uv, UV_PATH),
-        (installer.nsswitch, "/etc/nsswitch.conf"),
-    ]
+    ro_files: list[tuple[Path, str]] = [(installer.uv, UV_PATH)]
     for name in _NET_ETC:
         ro_files.append((Path("/etc", name), f"/etc/{name}"))
     source: list[str] = []
@@ -146,7 +136,8 @@ async def install_packages(
     }
     if _HAS_CA_BUNDLE:
         extra_env["SSL_CERT_FILE"] = str(_CA_BUNDLE)
-    for key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
+    # The app's own HTTP(S)_PROXY is the egress proxy's upstream, not the installer's.
+    for key in ("UV_INDEX_URL", "UV_DEFAULT_INDEX"):
         if os.environ.get(key):
             extra_env[key] = os.environ[key]
     confinement = Confinement(
@@ -159,8 +150,25 @@ async def install_packages(
         cpus=config.caps.cpus,
         ro_files=tuple(ro_files),
         rw_binds=((installer.cache, CACHE_PATH), (deps, DEPS_PATH)),
-        network=True,
+        egress=installer.egress,
         env=extra_env,
+    )
+    return confinement, source
+
+
+async def install_packages(
+    *,
+    sandbox_id: str,
+    root: Path,
+    deps: Path,
+    env: TemplateEnv,
+    packages: list[str],
+    config: KernelConfig,
+    installer: Installer,
+) -> ExecutionError | None:
+    """Install `packages` (validated requirement strings) into `deps`; the error, if any."""
+    confinement, source = pip_confinement(
+        root=root, deps=deps, env=env, config=config, installer=installer
     )
     command = [
         UV_PATH,
@@ -258,7 +266,7 @@ async def install_npm_packages(
     cache = installer.cache.parent / "npm"
     cache.mkdir(mode=0o700, exist_ok=True)
     os.chown(cache, installer.uid, installer.uid)
-    ro_files: list[tuple[Path, str]] = [(installer.nsswitch, "/etc/nsswitch.conf")]
+    ro_files: list[tuple[Path, str]] = []
     for name in _NET_ETC:
         ro_files.append((Path("/etc", name), f"/etc/{name}"))
     extra_env = {
@@ -269,7 +277,7 @@ async def install_npm_packages(
     }
     if _HAS_CA_BUNDLE:
         extra_env["NODE_EXTRA_CA_CERTS"] = str(_CA_BUNDLE)
-    for key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "npm_config_registry"):
+    for key in ("npm_config_registry",):
         if os.environ.get(key):
             extra_env[key] = os.environ[key]
     confinement = Confinement(
@@ -282,7 +290,7 @@ async def install_npm_packages(
         cpus=config.caps.cpus,
         ro_files=tuple(ro_files),
         rw_binds=((project, str(env.path)), (cache, NPM_CACHE_PATH)),
-        network=True,
+        egress=installer.egress,
         workdir=str(env.path),
         env=extra_env,
     )

@@ -51,6 +51,7 @@ from fragments.sandbox.local.build import (
     node_group,
 )
 from fragments.sandbox.local.confine import prepare_etc
+from fragments.sandbox.local.egress import EgressSetup, egress_setup, index_urls_from_environment
 from fragments.sandbox.local.install import (
     Installer,
     install_npm_packages,
@@ -169,6 +170,7 @@ class LocalSandboxService:
         self._background: set[asyncio.Task[None]] = set()
         self._context: zmq.asyncio.Context | None = None
         self._config: KernelConfig | None = None
+        self._egress: EgressSetup | None = None
         self._checked_at = 0.0
         self._closed = False
         self.instance = f"{os.getpid()}-{secrets.token_hex(3)}"
@@ -184,7 +186,16 @@ class LocalSandboxService:
             return self._config
         async with self._setup_lock:
             if self._config is None:
-                self._config = await asyncio.to_thread(self._setup_sync)
+                config = await asyncio.to_thread(self._setup_sync)
+                if self._egress is not None:
+                    # Listening before any sandbox (or install) can try to use them.
+                    try:
+                        await self._egress.start()
+                    except OSError as exc:
+                        raise SandboxUnavailable(
+                            f"The sandbox egress proxy cannot listen: {exc}"
+                        ) from exc
+                self._config = config
                 self._context = self._make_context()
                 self._reaper = asyncio.create_task(self._reap_forever())
                 self.pool.start()
@@ -206,6 +217,12 @@ class LocalSandboxService:
         etc = prepare_etc(root)
         boot = write_boot_script(root)
         self._gradio_boot = write_gradio_boot(root)
+        self._egress = egress_setup(
+            run_root,
+            mode=s.sandbox_egress,
+            registry_hosts=[h for h in s.sandbox_registry_hosts.split(",") if h],
+            index_urls=[s.sandbox_pip_index, *index_urls_from_environment()],
+        )
         try:
             # The uid just past the probe's: never a sandbox's, owns the install cache.
             self._installer = prepare_installer(
@@ -213,6 +230,7 @@ class LocalSandboxService:
                 s.sandbox_uid_base + s.sandbox_max_count + 1,
                 s.sandbox_install_timeout_seconds,
                 s.sandbox_pip_index,
+                self._egress.installs,
             )
         except TemplateBuildError as exc:
             log.warning("sandbox_installer_unavailable", error=str(exc))
@@ -240,6 +258,7 @@ class LocalSandboxService:
             interrupt_grace=s.sandbox_interrupt_grace_seconds,
             output_cap=s.sandbox_output_cap_bytes,
             boot_script=boot,
+            egress=self._egress.code,
         )
         if s.env == "production":
             self._require_protections(config)
@@ -776,6 +795,8 @@ class LocalSandboxService:
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
+        if self._egress is not None:
+            await self._egress.aclose()
         if self._config is not None:
             await asyncio.to_thread(shutil.rmtree, self._config.run_root, True)
 

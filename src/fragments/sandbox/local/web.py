@@ -362,6 +362,7 @@ class WebSandbox:
                 ro_files=tuple(ro_files),
                 rw_binds=rw_binds,
                 workdir=workdir,
+                egress=self.config.egress,
                 env={
                     "PYTHONPATH": DEPS_DIR,
                     "MPLBACKEND": "agg",
