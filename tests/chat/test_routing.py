@@ -14,7 +14,10 @@ from fragments.llm.catalogue import load_catalogue, resolve_model
 from fragments.llm.pricing import cost_usd
 from fragments.llm.types import Usage
 from fragments.schemas import ChatRequest, ModelRef
-from tests.chat.conftest import app_client, chat_body, names, post_chat
+from tests.accounts import sign_up
+from tests.chat.conftest import app_client, chat_body, names, parse_sse, post_chat
+from tests.conftest import Backend, database_settings
+from tests.databases import PgDatabase
 from tests.fakes import SAMPLE_FRAGMENT, FakeAnthropic, FakeGemini, FakeOpenAI, FragmentReply
 
 pytestmark = pytest.mark.anyio
@@ -135,3 +138,63 @@ def test_a_map_entry_to_another_provider_is_ignored() -> None:
     request = ChatRequest.model_validate(edit_body("gpt-4.1", "openai"))
     model = resolve_model(ModelRef(id="gpt-4.1", providerId="openai"), has_base_url=False)
     assert route_model(settings, request, model) == (model, False)
+
+
+@pytest.fixture
+async def routed_db(
+    chat_settings: Settings, backend: Backend, pg_database: PgDatabase | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Routing on, conversations stored on SQLite or PostgreSQL (row-level security on)."""
+    update = {"routing": True, **database_settings(backend, pg_database)}
+    async with app_client(chat_settings.model_copy(update=update)) as c:
+        yield c
+
+
+def done_data(events: list[Any]) -> dict[str, Any]:
+    data: dict[str, Any] = events[-1].data
+    return data
+
+
+async def test_a_stored_conversation_with_a_fragment_routes_its_edits(
+    routed_db: httpx.AsyncClient, fake_anthropic: FakeAnthropic
+) -> None:
+    """The client sends only `conversation_id` and the new message: the stored conversation
+    already has a fragment, so this turn is an edit and goes to the cheaper model."""
+    alice = await sign_up(routed_db, "alice")
+    fake_anthropic.script(FragmentReply(), FragmentReply())
+    first = chat_body("Make a loan calculator", model="claude-sonnet-5-5", provider="anthropic")
+    response = await routed_db.post("/api/chat", json=first, headers=alice.headers)
+    events = parse_sse(response.text)
+    assert names(events)[-1] == "done"
+    # A new app stays on the chosen model.
+    assert fake_anthropic.last_request.json["model"] == "claude-sonnet-5-5"
+    conversation_id = done_data(events)["conversation_id"]
+
+    second = chat_body("Make the button blue", model="claude-sonnet-5-5", provider="anthropic")
+    second["conversation_id"] = conversation_id
+    response = await routed_db.post("/api/chat", json=second, headers=alice.headers)
+    events = parse_sse(response.text)
+    assert names(events)[-1] == "done"
+    sent = fake_anthropic.last_request
+    assert sent.json["model"] == "claude-haiku-4-5"
+    provider = {"provider": "anthropic", "model": "claude-haiku-4-5", "fallback": False}
+    assert events[0].data == provider
+    # The edit was answered with the stored fragment's code, sent once.
+    texts = [b["text"] for m in sent.json["messages"] for b in m["content"] if "text" in b]
+    assert "\n".join(texts).count(SAMPLE_FRAGMENT["code"]) == 1
+
+
+async def test_another_users_conversation_is_refused_before_any_model(
+    routed_db: httpx.AsyncClient, fake_anthropic: FakeAnthropic
+) -> None:
+    alice = await sign_up(routed_db, "alice")
+    fake_anthropic.script(FragmentReply())
+    body = chat_body("Make a loan calculator", model="claude-sonnet-5-5", provider="anthropic")
+    response = await routed_db.post("/api/chat", json=body, headers=alice.headers)
+    conversation_id = done_data(parse_sse(response.text))["conversation_id"]
+    # Another user's conversation id: a 404 before any model is asked (nothing to route on).
+    bob = await sign_up(routed_db, "bob")
+    body["conversation_id"] = conversation_id
+    response = await routed_db.post("/api/chat", json=body, headers=bob.headers)
+    assert response.status_code == 404
+    assert len(fake_anthropic.requests) == 1
