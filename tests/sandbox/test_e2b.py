@@ -506,3 +506,33 @@ async def test_the_e2b_backend_without_a_key_fails_at_start_up(settings: Setting
     with pytest.raises(RuntimeError, match="E2B_API_KEY"):
         async with app.router.lifespan_context(app):
             pass
+
+
+# ---- the real SDK ----------------------------------------------------------------------------
+
+
+async def test_the_real_sdk_accepts_the_calls_we_make(
+    e2b_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With E2B_DEBUG the real SDK skips E2B's API (create, connect, set_timeout and kill
+    answer locally) and sends the sandbox's own requests to localhost ports where nothing
+    listens: nothing leaves the machine, and every call the backend makes goes through the
+    SDK's real signatures and error types."""
+    monkeypatch.setenv("E2B_DEBUG", "true")
+    svc = E2BSandboxService(e2b_settings)
+    try:
+        web = await svc.execute(fragment("import streamlit", "streamlit-developer"), owner="u:c")
+        assert isinstance(web, WebResult)
+        assert web.sandbox_id == "debug_sandbox_id"
+        assert web.url is None
+        assert web.error is not None
+        assert web.error.name == "SandboxError"
+        assert "could not be reached" in web.error.value
+        assert await svc.extend("debug_sandbox_id", 3 * 86400) == 86400
+        cell = await run(svc, fragment("print(1)"), owner=None)
+        assert cell.error is not None
+        assert cell.error.name == "SandboxError"
+        assert "could not be reached" in cell.error.value
+        assert cell.stdout == []
+    finally:
+        await svc.aclose()

@@ -11,7 +11,12 @@ import shlex
 from collections.abc import Sequence
 from typing import Literal
 
-from e2b import CommandExitException, SandboxNotRunningException, TimeoutException
+from e2b import (
+    CommandExitException,
+    SandboxNotRunningException,
+    SandboxUnreachableException,
+    TimeoutException,
+)
 
 from fragments.sandbox.e2b.sdk import Sandbox
 from fragments.schemas import ExecutionError
@@ -49,8 +54,8 @@ async def install_packages(
             name="InstallError",
             value=f"Installing {names} failed:\n{text[-_MESSAGE_CHARS:]}",
         )
-    except SandboxNotRunningException:
-        raise  # the sandbox is gone, not the install slow: the service handles that
+    except (SandboxNotRunningException, SandboxUnreachableException):
+        raise  # the sandbox is gone or unreachable, not the install slow
     except TimeoutException:
         return ExecutionError(
             name="InstallError", value=f"Installing {names} took longer than {time_limit:g} s."
