@@ -38,7 +38,12 @@ from bench.harness import free_port
 TURNS = 20
 SHOWN = (1, 5, 10, 15, 20)
 MODEL = "claude-sonnet-5-5"
-PRICE_IN, PRICE_OUT, PRICE_READ, PRICE_WRITE = 3.0, 15.0, 0.30, 3.75
+# List prices, USD per million tokens: input, output, cache read, cache write.
+PRICES = {
+    "claude-sonnet-5-5": (3.0, 15.0, 0.30, 3.75),
+    "claude-haiku-4-5": (1.0, 5.0, 0.10, 1.25),
+}
+SUMMARY_MARK = "You keep a running summary"
 
 
 def tokens(text: str) -> int:
@@ -148,6 +153,7 @@ class Counts:
     read: int
     write: int
     output: int
+    model: str = MODEL
 
     @property
     def fresh(self) -> int:
@@ -155,11 +161,24 @@ class Counts:
 
     @property
     def input_cost(self) -> float:
-        return (self.fresh * PRICE_IN + self.read * PRICE_READ + self.write * PRICE_WRITE) / 1e6
+        p_in, _, p_read, p_write = PRICES[self.model]
+        return (self.fresh * p_in + self.read * p_read + self.write * p_write) / 1e6
 
     @property
     def cost(self) -> float:
-        return self.input_cost + self.output * PRICE_OUT / 1e6
+        return self.input_cost + self.output * PRICES[self.model][1] / 1e6
+
+
+def summary_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """What the cheap model answers to a summary request: ~400 characters of summary."""
+    text = json.dumps(body.get("messages"))
+    turns = text.count("Turn ")
+    line = "The user builds a sales dashboard with regional breakdowns; colours kept consistent. "
+    return {
+        "commentary": (f"Summary of {turns} turns. " + line * 6)[:400],
+        "template": "code-interpreter-v1",
+        "code": "-",
+    }
 
 
 @dataclass
@@ -169,10 +188,18 @@ class CountingAnthropic:
     replies: list[dict[str, Any]] = field(default_factory=list)
     seen: list[Counts] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
-    _cached: dict[str, int] = field(default_factory=dict)
+    # The summary requests (the cheap model condensing older turns), counted apart.
+    summaries: list[Counts] = field(default_factory=list)
+    # Per model (each model has its own cache): the prefixes marked in its previous request.
+    _cached: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def reset(self, replies: list[dict[str, Any]]) -> None:
+        self.replies = replies
+        self.seen, self.bodies, self.summaries, self._cached = [], [], [], {}
 
     def count(self, body: dict[str, Any]) -> tuple[int, int, int]:
         blocks = _blocks(body)
+        cached = self._cached.get(str(body.get("model")), {})
         digest = hashlib.sha256()
         prefix_tokens = 0
         read = 0
@@ -182,14 +209,15 @@ class CountingAnthropic:
             digest.update(hashlib.sha256(text.encode()).digest())
             prefix_tokens += _text_tokens(text)
             key = digest.hexdigest()
-            if key in self._cached:
+            if key in cached:
                 read = prefix_tokens
             if marked:
                 last_mark = prefix_tokens
                 marks[key] = prefix_tokens
         total = prefix_tokens
         write = max(0, last_mark - read)
-        self._cached = marks  # the prefixes marked in this request, for the next one
+        # The prefixes marked in this request, for the next one to the same model.
+        self._cached[str(body.get("model"))] = marks
         return total, read, write
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -208,11 +236,17 @@ class CountingAnthropic:
             if not message.get("more_body"):
                 break
         body = json.loads(raw)
-        self.bodies.append(body)
         total, read, write = self.count(body)
-        reply = json.dumps(self.replies.pop(0))
+        system = body.get("system") or []
+        is_summary = bool(system) and str(system[0].get("text", "")).startswith(SUMMARY_MARK)
+        reply = json.dumps(summary_reply(body) if is_summary else self.replies.pop(0))
         output = tokens(reply)
-        self.seen.append(Counts(total, read, write, output))
+        counts = Counts(total, read, write, output, str(body["model"]))
+        if is_summary:
+            self.summaries.append(counts)
+        else:
+            self.seen.append(counts)
+            self.bodies.append(body)
         usage = {
             "input_tokens": total - read - write,
             "cache_read_input_tokens": read,
@@ -292,9 +326,30 @@ class Run:
     counts: list[Counts]
     reported_cost: list[float]
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    summaries: list[Counts] = field(default_factory=list)
+
+    @property
+    def routed(self) -> int:
+        return sum(1 for c in self.counts if c.model != MODEL)
+
+    def average(self, *, output: bool) -> float:
+        """Average cost a request, the summary calls included."""
+        every = [*self.counts, *self.summaries]
+        return sum(c.cost if output else c.input_cost for c in every) / len(self.counts)
 
 
-async def conversation(window: bool, base_url: str, fake: CountingAnthropic, data: Path) -> Run:
+async def conversation(
+    base_url: str,
+    fake: CountingAnthropic,
+    data: Path,
+    *,
+    window: bool,
+    routing: bool = False,
+    stored: bool = False,
+) -> Run:
+    """The scripted conversation. `stored`: a signed-in user whose client sends only the new
+    message and `conversation_id` (the server has the history); otherwise an anonymous guest
+    whose client sends the whole history, as the original's does."""
     from fragments.app import create_app
     from fragments.config import Settings
 
@@ -304,35 +359,45 @@ async def conversation(window: bool, base_url: str, fake: CountingAnthropic, dat
         anthropic_api_key="bench-key",
         anthropic_base_url=base_url,
         history_window=window,
+        routing=routing,
         provider_retries=0,
         rate_limits=False,
         response_cache=False,
     )
     app = create_app(settings)
-    fake.replies = [answer(t) for t in range(1, TURNS + 1)]
-    fake.seen = []
-    fake.bodies = []
-    fake._cached = {}
+    fake.reset([answer(t) for t in range(1, TURNS + 1)])
     messages: list[dict[str, Any]] = []
     reported: list[float] = []
+    conversation_id: str | None = None
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as c:
+            headers: dict[str, str] = {}
+            if stored:
+                account = {"email": "bench@example.com", "password": "correct horse battery"}
+                signup = await c.post("/api/auth/signup", json=account)
+                signup.raise_for_status()
+                headers["Authorization"] = f"Bearer {signup.json()['access_token']}"
             for turn in range(1, TURNS + 1):
                 text_part = {"type": "text", "text": user_text(turn)}
                 messages.append({"role": "user", "content": [text_part]})
-                body = {
-                    "messages": messages,
+                body: dict[str, Any] = {
+                    "messages": messages[-1:] if stored else messages,
                     "template": "auto",
                     "model": {"id": MODEL, "providerId": "anthropic"},
                 }
-                response = await c.post("/api/chat", json=body)
+                if conversation_id is not None:
+                    body["conversation_id"] = conversation_id
+                response = await c.post("/api/chat", json=body, headers=headers)
                 if response.status_code != 200 or "event: done" not in response.text:
                     detail = response.text[-500:]
                     raise RuntimeError(f"turn {turn}: {response.status_code} {detail}")
                 text = response.text.replace("\r\n", "\n")
                 fragment = json.loads(text.split("event: fragment\ndata: ")[1].split("\n")[0])
                 usage = json.loads(text.split("event: usage\ndata: ")[1].split("\n")[0])
+                done = json.loads(text.split("event: done\ndata: ")[1].split("\n")[0])
+                if stored:
+                    conversation_id = done["conversation_id"]
                 reported.append(float(usage.get("cost_usd") or 0.0))
                 messages.append(
                     {
@@ -341,21 +406,37 @@ async def conversation(window: bool, base_url: str, fake: CountingAnthropic, dat
                         "object": fragment,
                     }
                 )
-    return Run(list(fake.seen), reported, list(fake.bodies))
+    return Run(list(fake.seen), reported, list(fake.bodies), list(fake.summaries))
 
 
-async def measure() -> tuple[Run, Run]:
+@dataclass
+class Runs:
+    full: Run
+    windowed: Run
+    routed: Run
+    stored: Run
+    stored_routed: Run
+
+
+async def measure() -> Runs:
     fake = CountingAnthropic()
     with serve(fake) as url, tempfile.TemporaryDirectory() as tmp:
-        off = await conversation(False, url, fake, Path(tmp) / "off")
-        on = await conversation(True, url, fake, Path(tmp) / "on")
-    return off, on
+        root = Path(tmp)
+        full = await conversation(url, fake, root / "full", window=False)
+        windowed = await conversation(url, fake, root / "windowed", window=True)
+        routed = await conversation(url, fake, root / "routed", window=True, routing=True)
+        stored = await conversation(url, fake, root / "stored", window=True, stored=True)
+        stored_routed = await conversation(
+            url, fake, root / "stored-routed", window=True, routing=True, stored=True
+        )
+    return Runs(full, windowed, routed, stored, stored_routed)
 
 
-def report(off: Run, on: Run) -> None:
+def report(runs: Runs) -> None:
+    off, on = runs.full, runs.windowed
     print(
         f"\nCost: {TURNS}-turn conversation through /api/chat, Anthropic-format counting fake "
-        "(tokens = characters / 4), Claude Sonnet prices"
+        "(tokens = characters / 4), Claude Sonnet prices unless routed"
     )
     print(
         f"{'turn':>4} {'full input':>10} {'windowed':>9} {'ratio':>6} {'uncached':>9} "
@@ -369,19 +450,57 @@ def report(off: Run, on: Run) -> None:
             f"{b.read / b.input:>10.1%} {a.input_cost:>8.4f} {b.input_cost:>10.4f} "
             f"{b.cost:>11.4f}"
         )
-    n = len(on.counts)
-    total_in = sum(c.input for c in on.counts)
-    read_share = sum(c.read for c in on.counts) / total_in
-    print(
-        f"average per request: full history ${sum(c.input_cost for c in off.counts) / n:.4f} "
-        f"input (${sum(c.cost for c in off.counts) / n:.4f} with output); windowed + cached "
-        f"${sum(c.input_cost for c in on.counts) / n:.4f} input "
-        f"(${sum(c.cost for c in on.counts) / n:.4f} with output); cache-read share "
-        f"{read_share:.1%} of windowed input tokens"
+    worst = max(
+        range(10, TURNS + 1), key=lambda t: on.counts[t - 1].input / off.counts[t - 1].input
     )
     print(
-        "cost the app reported (usage events, same prices): windowed "
-        f"${sum(on.reported_cost) / n:.4f} a request, full ${sum(off.reported_cost) / n:.4f}"
+        f"largest ratio from turn 10 on: turn {worst}, "
+        f"{on.counts[worst - 1].input / off.counts[worst - 1].input:.1%} (the window holds 5 or "
+        "6 verbatim exchanges as it moves 2 at a time)"
+    )
+    total_in = sum(c.input for c in on.counts)
+    read_share = sum(c.read for c in on.counts) / total_in
+    print(f"cache-read share {read_share:.1%} of windowed input tokens")
+    parts = breakdown(on.bodies[9])
+    print(
+        "windowed prompt at turn 10, tokens: "
+        + ", ".join(f"{k} {v:,}" for k, v in parts.items())
+        + f" (total {sum(parts.values()):,})"
+    )
+    print("average cost a request (input only / with output at the answering model's prices):")
+    rows = (
+        ("full history, Sonnet", off),
+        ("windowed + cached, Sonnet", on),
+        ("windowed + cached, routing auto", runs.routed),
+        ("stored conversation (conversation_id only), Sonnet", runs.stored),
+        ("stored conversation, routing auto", runs.stored_routed),
+    )
+    for label, run in rows:
+        print(f"  {label:<52} ${run.average(output=False):.4f} / ${run.average(output=True):.4f}")
+    routed = runs.routed
+    print(
+        f"routing auto: {routed.routed}/{len(routed.counts)} turns routed to claude-haiku-4-5 "
+        f"({routed.routed / len(routed.counts):.0%}); ${routed.average(output=True):.4f} a "
+        f"request with output vs ${on.average(output=True):.4f} without routing "
+        f"({1 - routed.average(output=True) / on.average(output=True):.0%} less)"
+    )
+    stored = runs.stored
+    print(
+        "stored conversation, input tokens at turns "
+        + ", ".join(f"{t}: {stored.counts[t - 1].input:,}" for t in SHOWN)
+    )
+    calls = stored.summaries
+    print(
+        f"  summary calls (cheap model, when the window moves): {len(calls)}, input "
+        f"{sum(c.input for c in calls):,} and output {sum(c.output for c in calls):,} tokens, "
+        f"${sum(c.cost for c in calls):.4f} in all (${sum(c.cost for c in calls) / TURNS:.4f} a "
+        "request, counted in the averages above)"
+    )
+    n = len(on.counts)
+    print(
+        "cost the app reported (usage events): windowed "
+        f"${sum(on.reported_cost) / n:.4f} a request, full ${sum(off.reported_cost) / n:.4f}, "
+        f"routing auto ${sum(routed.reported_cost) / n:.4f}"
     )
     print(
         "uncached = fresh input + cache writes (what is billed at or above the input price); "
@@ -390,8 +509,7 @@ def report(off: Run, on: Run) -> None:
 
 
 def run() -> None:
-    off, on = asyncio.run(measure())
-    report(off, on)
+    report(asyncio.run(measure()))
 
 
 if __name__ == "__main__":

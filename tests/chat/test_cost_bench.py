@@ -43,7 +43,8 @@ def test_the_fake_reads_the_prefix_marked_in_the_previous_request() -> None:
 @pytest.mark.anyio
 async def test_a_short_bench_run_through_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cost, "TURNS", 8)
-    off, on = await cost.measure()
+    runs = await cost.measure()
+    off, on = runs.full, runs.windowed
     assert len(off.counts) == len(on.counts) == 8
     assert on.counts[0].input == off.counts[0].input
     assert on.counts[-1].input < off.counts[-1].input / 2
@@ -51,3 +52,13 @@ async def test_a_short_bench_run_through_the_endpoint(monkeypatch: pytest.Monkey
     assert sum(c.cost for c in on.counts) < sum(c.cost for c in off.counts)
     # The app priced the answers from the provider's reported usage, at the same prices.
     assert on.reported_cost[-1] == pytest.approx(on.counts[-1].cost, rel=0.02)
+    # The turn-10-style breakdown accounts for every token the fake counted.
+    assert sum(cost.breakdown(on.bodies[-1]).values()) == on.counts[-1].input
+    # Routing: the first turn makes the app on Sonnet, every edit goes to Haiku.
+    assert [c.model for c in runs.routed.counts] == [cost.MODEL] + ["claude-haiku-4-5"] * 7
+    assert runs.routed.average(output=True) < on.average(output=True)
+    # Only conversation_id sent: the server's history is windowed the same way, and the
+    # window moving at turn 8 (7 earlier exchanges, 5 kept) asked the cheap model for a summary.
+    assert runs.stored.counts[-1].input < off.counts[-1].input / 2
+    assert [c.model for c in runs.stored.summaries] == ["claude-haiku-4-5"]
+    assert runs.stored.average(output=False) > sum(c.input_cost for c in runs.stored.counts) / 8
