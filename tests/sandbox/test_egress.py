@@ -15,10 +15,12 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from fragments.config import Settings
+from fragments.sandbox.local.build import build_template
 from fragments.sandbox.local.confine import bwrap_command
 from fragments.sandbox.local.egress import (
     EgressLimits,
@@ -35,7 +37,7 @@ from fragments.sandbox.local.egress import (
 from fragments.sandbox.local.install import pip_confinement
 from fragments.sandbox.local.service import LocalSandboxService
 from fragments.sandbox.templates import TEMPLATES
-from fragments.schemas import InterpreterResult
+from fragments.schemas import Fragment, InterpreterResult, WebResult
 
 from .conftest import fragment
 from .test_deps import _wheel
@@ -667,3 +669,30 @@ for target in ['127.0.0.1:{port}', 'localhost:{port}', '[::ffff:127.0.0.1]:{port
     assert "proxy env http://127.0.0.1:3128 'localhost,127.0.0.1,::1'" in out, out
     assert " 200 " not in out
     assert seen == []
+
+
+async def test_a_web_app_with_internet_egress_starts_and_keeps_localhost_direct(
+    internet_service: LocalSandboxService,
+) -> None:
+    """Gradio checks its own server over HTTP on 127.0.0.1 while launching: with the proxy
+    variables set, that check must stay off the proxy (NO_PROXY), or the app never starts."""
+    build_template(internet_service.settings, "gradio-developer")
+    code = (
+        "import os\n"
+        "import gradio as gr\n"
+        "demo = gr.Interface(fn=lambda s: s, inputs='text', outputs='text',"
+        " title='via ' + os.environ['HTTPS_PROXY'])\n"
+    )
+    result = await internet_service.execute(
+        Fragment.model_validate({"template": "gradio-developer", "code": code}), owner="conv-web"
+    )
+    assert isinstance(result, WebResult)
+    assert result.error is None, result.error
+    assert result.sandbox_id is not None
+    sock = internet_service.preview_socket(result.sandbox_id, 7860)
+    assert sock is not None
+    transport = httpx.AsyncHTTPTransport(uds=str(sock))
+    async with httpx.AsyncClient(transport=transport, timeout=10) as http:
+        page = await http.get("http://127.0.0.1:7860/")
+    assert page.status_code == 200
+    assert "via http://127.0.0.1:3128" in page.text
