@@ -4,6 +4,7 @@ records commands and expires sandboxes on its own clock."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from e2b_code_interpreter import Execution, Logs, Result
+from e2b_code_interpreter import ExecutionError as SdkExecutionError
 from pydantic import SecretStr
 
 from fragments.app import create_app
@@ -18,6 +21,7 @@ from fragments.config import Settings
 from fragments.errors import BadRequest
 from fragments.sandbox.e2b import E2BSandboxService
 from fragments.sandbox.e2b import service as e2b_service
+from fragments.sandbox.e2b.results import CellOutput
 from fragments.sandbox.service import Phase, SandboxUnavailable
 from fragments.schemas import Fragment, InterpreterResult, WebResult
 from tests.fakes.e2b_sdk import FakeCloud
@@ -162,6 +166,40 @@ async def test_phases_are_reported(service: E2BSandboxService) -> None:
     assert seen == ["acquiring", "installing", "running"]
 
 
+async def test_the_sdks_own_execution_maps_like_a_local_kernel_result() -> None:
+    """E2B's tracebacks carry ANSI colours and its Results formats we do not carry (latex,
+    chart data): the mapping strips the one and drops the other, as the local collector does."""
+    execution = Execution(
+        results=[
+            Result(png="iVBORw0KGgo=\n", text="<Figure size 640x480>", is_main_result=False),
+            Result(latex="$x^2$"),
+            Result(text="3", json={"a": 1}, is_main_result=True, extra={"custom": 1}),
+        ],
+        logs=Logs(stdout=["a\n", "b\n"], stderr=["warn\n"]),
+        error=SdkExecutionError("ValueError", "bad", "\x1b[0;31mValueError\x1b[0m: bad\n  line 1"),
+    )
+    output = CellOutput(cap=1024)
+    output.add_execution(execution, streamed=False)
+    result = output.result("sbx", INTERPRETER)
+    assert result.stdout == ["a\n", "b\n"]
+    assert result.stderr == ["warn\n"]
+    assert [r.model_dump(by_alias=True, exclude_none=True) for r in result.results] == [
+        {"png": "iVBORw0KGgo=", "text": "<Figure size 640x480>", "is_main_result": False},
+        {"text": "3", "json": {"a": 1}, "is_main_result": True},
+    ]
+    assert result.error is not None
+    assert result.error.name == "ValueError"
+    assert result.error.traceback == "ValueError: bad\n  line 1"
+
+
+async def test_output_over_the_cap_is_cut_with_a_notice() -> None:
+    output = CellOutput(cap=10)
+    output.add_execution(Execution(logs=Logs(stdout=["x" * 25])), streamed=False)
+    result = output.result("sbx", INTERPRETER)
+    assert result.stdout[0] == "x" * 10
+    assert "output truncated" in result.stdout[-1]
+
+
 # ---- sandboxes: creation, reuse, lifetime ---------------------------------------------------
 
 
@@ -241,6 +279,30 @@ async def test_a_run_without_owner_gets_a_sandbox_killed_after_it(
     assert "".join(result.stdout) == "1\n"
     assert cloud.live() == []
     assert service.sandboxes == []
+
+
+async def test_two_requests_of_one_conversation_share_one_new_sandbox(
+    service: E2BSandboxService, cloud: FakeCloud
+) -> None:
+    first, second = await asyncio.gather(run(service, fragment("1")), run(service, fragment("2")))
+    assert first.sandbox_id == second.sandbox_id
+    assert cloud.creates == 1
+
+
+async def test_after_a_restart_extend_and_kill_reach_the_sandbox_by_id(
+    e2b_settings: Settings, cloud: FakeCloud
+) -> None:
+    before = E2BSandboxService(e2b_settings, sdk=cloud.sdk)  # type: ignore[arg-type]
+    web = await before.execute(fragment("x", "streamlit-developer"), owner="u:c")
+    assert isinstance(web, WebResult)
+    assert web.sandbox_id is not None
+    after = E2BSandboxService(e2b_settings, sdk=cloud.sdk)  # type: ignore[arg-type]
+    assert await after.extend(web.sandbox_id, 7200) == 7200
+    assert cloud.sandboxes[web.sandbox_id].timeouts[-1] == 7200
+    assert await after.kill(web.sandbox_id) is True
+    assert not cloud.sandboxes[web.sandbox_id].alive
+    assert await after.kill(web.sandbox_id) is False
+    assert await after.extend(web.sandbox_id, 60) is None
 
 
 async def test_extend_sets_the_timeout_capped_at_24_hours(
