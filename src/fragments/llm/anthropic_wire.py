@@ -17,6 +17,7 @@ import httpx2
 from anthropic import AsyncAnthropic
 from pydantic_ai.providers.anthropic import AnthropicProvider
 
+from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Turn, Usage
@@ -156,32 +157,14 @@ class AnthropicWire:
         return AnthropicParser(mode, sink, endpoint.provider_name)
 
 
-class AnthropicParser:
-    __slots__ = (
-        "_aside",
-        "_block",
-        "_delta",
-        "_provider",
-        "_tool",
-        "_usage",
-        "chars",
-        "complete",
-        "content_seen",
-        "stop_reason",
-    )
+class AnthropicParser(AnswerParser):
+    __slots__ = ("_block", "_usage")
 
     def __init__(self, mode: OutputMode, sink: AnswerSink, provider: str) -> None:
-        self._tool = mode == "tool"
-        self._delta = sink.delta
-        self._provider = provider
-        self._aside: list[str] = []
+        super().__init__(mode, sink, provider)
         # Index of the content block that carries the answer (the first tool_use block).
         self._block: int | None = None
         self._usage: dict[str, int] = {}
-        self.chars = 0
-        self.content_seen = False
-        self.complete = False
-        self.stop_reason: str | None = None
 
     def feed(self, payload: bytes) -> None:
         obj = loads(payload)
@@ -220,15 +203,6 @@ class AnthropicParser:
             error = obj.get("error") or {}
             status = _ERROR_STATUS.get(str(error.get("type")), 502)
             raise status_error(self._provider, status, upstream_message(obj))
-
-    def _emit(self, text: str) -> None:
-        self.chars += len(text)
-        self.content_seen = True
-        self._delta(text)
-
-    def finish(self) -> None:
-        if self._tool and not self.content_seen and self._aside:
-            self._emit("".join(self._aside))
 
     def usage(self) -> Usage | None:
         u = self._usage

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx2
 from pydantic_ai.profiles.google import google_model_profile
 
+from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
@@ -95,25 +96,13 @@ class GeminiWire:
         return GeminiParser(sink, endpoint.provider_name)
 
 
-class GeminiParser:
-    __slots__ = (
-        "_delta",
-        "_provider",
-        "_usage",
-        "chars",
-        "complete",
-        "content_seen",
-        "stop_reason",
-    )
+class GeminiParser(AnswerParser):
+    __slots__ = ("_usage",)
 
     def __init__(self, sink: AnswerSink, provider: str) -> None:
-        self._delta = sink.delta
-        self._provider = provider
+        # Gemini is always asked for JSON (no tool call), so there is no aside to fall back to.
+        super().__init__("json", sink, provider)
         self._usage: dict[str, Any] | None = None
-        self.chars = 0
-        self.content_seen = False
-        self.complete = False
-        self.stop_reason: str | None = None
 
     def feed(self, payload: bytes) -> None:
         obj = loads(payload)
@@ -126,9 +115,7 @@ class GeminiParser:
                     text = part.get("text")
                     # Thought summaries (when a model shares them) are not the answer.
                     if text and not part.get("thought"):
-                        self.chars += len(text)
-                        self.content_seen = True
-                        self._delta(text)
+                        self._emit(text)
             reason = candidate.get("finishReason")
             if reason:
                 self.stop_reason = reason
@@ -146,9 +133,6 @@ class GeminiParser:
             code = error.get("code") if isinstance(error, dict) else None
             status = code if isinstance(code, int) and code >= 400 else 502
             raise status_error(self._provider, status, upstream_message(obj))
-
-    def finish(self) -> None:
-        pass
 
     def usage(self) -> Usage | None:
         u = self._usage

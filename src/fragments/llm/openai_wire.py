@@ -26,6 +26,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.providers.together import TogetherProvider
 
 from fragments.config import ProviderId
+from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
@@ -156,30 +157,12 @@ class OpenAIWire:
         return OpenAIParser(mode, sink, endpoint.provider_name)
 
 
-class OpenAIParser:
-    __slots__ = (
-        "_aside",
-        "_delta",
-        "_provider",
-        "_tool",
-        "_usage",
-        "chars",
-        "complete",
-        "content_seen",
-        "stop_reason",
-    )
+class OpenAIParser(AnswerParser):
+    __slots__ = ("_usage",)
 
     def __init__(self, mode: OutputMode, sink: AnswerSink, provider: str) -> None:
-        self._tool = mode == "tool"
-        self._delta = sink.delta
-        self._provider = provider
-        # Content a model wrote instead of calling the tool; used only if no call came.
-        self._aside: list[str] = []
+        super().__init__(mode, sink, provider)
         self._usage: dict[str, Any] | None = None
-        self.chars = 0
-        self.content_seen = False
-        self.complete = False
-        self.stop_reason: str | None = None
 
     def feed(self, payload: bytes) -> None:
         if payload.startswith(b"[DONE]"):
@@ -222,14 +205,8 @@ class OpenAIParser:
                 upstream_message(obj),
             )
 
-    def _emit(self, text: str) -> None:
-        self.chars += len(text)
-        self.content_seen = True
-        self._delta(text)
-
     def finish(self) -> None:
-        if self._tool and not self.content_seen and self._aside:
-            self._emit("".join(self._aside))
+        super().finish()
         if self.stop_reason is not None:
             self.complete = True
 
