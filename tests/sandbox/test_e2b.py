@@ -144,12 +144,18 @@ async def test_a_cell_over_the_time_limit_is_a_timeout_error(
     svc = E2BSandboxService(settings, sdk=cloud.sdk)  # type: ignore[arg-type]
     try:
         result = await run(svc, fragment("print('start', flush=True)\nimport time\ntime.sleep(30)"))
+        assert not cloud.sandboxes[result.sandbox_id].alive
+        # A kernel that may still be busy is not reused: the next run gets a new sandbox.
+        after = await run(svc, fragment("print('next')"))
     finally:
         await svc.aclose()
     assert result.error is not None
     assert result.error.name == "TimeoutError"
     assert "0.5 s" in result.error.value
     assert "".join(result.stdout) == "start\n"
+    assert after.sandbox_id != result.sandbox_id
+    assert "".join(after.stdout) == "next\n"
+    assert cloud.creates == 2
 
 
 async def test_phases_are_reported(service: E2BSandboxService) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import PurePosixPath
 
 from e2b import SandboxUnreachableException, TimeoutException
@@ -15,6 +16,10 @@ from fragments.sandbox.service import PhaseCallback, Program
 from fragments.schemas import ExecutionError, InterpreterResult, WebResult
 
 
+def _timed_out(exc: Exception) -> bool:
+    return isinstance(exc, TimeoutException) and not isinstance(exc, SandboxUnreachableException)
+
+
 def failure(exc: Exception, settings: Settings) -> ExecutionError:
     """What the user is told when the sandbox failed under a run."""
     if is_gone(exc):
@@ -25,12 +30,13 @@ def failure(exc: Exception, settings: Settings) -> ExecutionError:
                 "run again for a new one, variables from earlier runs are gone."
             ),
         )
-    if isinstance(exc, TimeoutException) and not isinstance(exc, SandboxUnreachableException):
+    if _timed_out(exc):
         return ExecutionError(
             name="TimeoutError",
             value=(
-                f"Execution stopped after {settings.sandbox_run_timeout_seconds:g} s, "
-                "the time limit for one run."
+                f"Execution stopped after {settings.sandbox_run_timeout_seconds:g} s, the time "
+                "limit for one run; the sandbox was replaced, so variables from earlier runs "
+                "are gone."
             ),
         )
     reason = str(exc).split("\n", 1)[0][:300]
@@ -82,6 +88,12 @@ async def run_cell(
         )
     except Exception as exc:  # the SDK's and its HTTP client's: all end the run, none the app
         output.fail(failure(exc, settings))
+        if _timed_out(exc) and not is_gone(exc):
+            # E2B's kernel may still be running the cell, and would hold up the next one: the
+            # sandbox goes (the next run finds it gone and creates another), as a local kernel
+            # that does not stop is restarted.
+            with contextlib.suppress(Exception):
+                await sandbox.sdk.kill()
         return output.result(sandbox.id, template_id)
     output.add_execution(execution, streamed=True)
     return output.result(sandbox.id, template_id)
