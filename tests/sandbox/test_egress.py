@@ -5,11 +5,16 @@ resolver maps to local test servers."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import http.server
+import io
+import json
 import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,8 +39,10 @@ from fragments.sandbox.local.egress import (
     registries_policy,
     split_host_port,
 )
-from fragments.sandbox.local.install import pip_confinement
+from fragments.sandbox.local.install import install_npm_packages, pip_confinement
+from fragments.sandbox.local.node_build import node_template_dir
 from fragments.sandbox.local.service import LocalSandboxService
+from fragments.sandbox.local.web import WebSandbox
 from fragments.sandbox.templates import TEMPLATES
 from fragments.schemas import Fragment, InterpreterResult, WebResult
 
@@ -154,10 +161,10 @@ def test_registry_hosts_setting_is_validated() -> None:
         "b.example:8443",
         "c.example",
     ]
-    settings = Settings(_env_file=None, sandbox_registry_hosts="a.example , b.example:8443")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, sandbox_registry_hosts="a.example , b.example:8443")
     assert settings.sandbox_registry_hosts == "a.example,b.example:8443"
     with pytest.raises(ValidationError):
-        Settings(_env_file=None, sandbox_registry_hosts="https://a.example/")  # type: ignore[call-arg]
+        Settings(_env_file=None, sandbox_registry_hosts="https://a.example/")
 
 
 def test_no_proxy_bypasses_the_upstream() -> None:
@@ -696,3 +703,114 @@ async def test_a_web_app_with_internet_egress_starts_and_keeps_localhost_direct(
         page = await http.get("http://127.0.0.1:7860/")
     assert page.status_code == 200
     assert "via http://127.0.0.1:3128" in page.text
+
+
+def _npm_package(folder: Path, name: str, version: str, base: str) -> dict[str, object]:
+    """A tarball and its packument (registry metadata) for a one-file npm package."""
+    files = {
+        "package/package.json": json.dumps({"name": name, "version": version, "main": "index.js"}),
+        "package/index.js": "module.exports = 'from-npm-registry';\n",
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    tarball = buffer.getvalue()
+    tgz = f"{name}-{version}.tgz"
+    (folder / tgz).write_bytes(tarball)
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    dist = {
+        "tarball": f"{base}/{tgz}",
+        "shasum": hashlib.sha1(tarball).hexdigest(),
+        "integrity": integrity,
+    }
+    return {
+        "name": name,
+        "dist-tags": {"latest": version},
+        "versions": {version: {"name": name, "version": version, "dist": dist}},
+    }
+
+
+@pytest.fixture
+def npm_registry() -> Iterator[tuple[str, list[str]]]:
+    """An npm registry on the host's loopback with one package: (registry URL, paths asked)."""
+    folder = Path(tempfile.mkdtemp(prefix="fragments-npm-"))
+    paths: list[str] = []
+    packuments: dict[str, bytes] = {}
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)  # type: ignore[arg-type]
+
+        def do_GET(self) -> None:
+            paths.append(self.path)
+            body = packuments.get(self.path.strip("/"))
+            if body is None:
+                super().do_GET()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    name = "fragments-probe-npm"
+    packuments[name] = json.dumps(_npm_package(folder, name, "1.0.0", base)).encode()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"{base}/", paths
+    server.shutdown()
+    thread.join()
+    server.server_close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_an_npm_install_reaches_its_registry_through_the_proxy(
+    sandbox_settings: Settings,
+    npm_registry: tuple[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """npm's proxy settings point at the egress proxy, and the operator's npm registry (from
+    npm_config_registry) is on the registries list by itself."""
+    url, paths = npm_registry
+    monkeypatch.setenv("npm_config_registry", url)
+    svc = LocalSandboxService(sandbox_settings)
+    template = TEMPLATES["nextjs-developer"]
+    if node_template_dir(svc.settings, template.id, gid=svc.node_gid) is None:
+        pytest.skip("the nextjs-developer template is not built (`fragments templates build`)")
+    try:
+        config = await svc._setup()
+        installer = svc._installer
+        assert installer is not None
+        env = svc._find_env(template)
+        assert env is not None
+        sandbox = await svc._acquire(None, env, False, config)
+        assert isinstance(sandbox, WebSandbox)
+        assert (
+            await sandbox.write_files([("pages/index.tsx", "export default () => null\n")]) is None
+        )
+        error = await install_npm_packages(
+            sandbox_id=sandbox.id,
+            root=sandbox.root,
+            project=sandbox.merged,
+            env=sandbox.env,
+            gid=svc.node_gid,
+            packages=["fragments-probe-npm@1.0.0"],
+            config=config,
+            installer=installer,
+        )
+        assert error is None, error
+        installed = sandbox.merged / "node_modules" / "fragments-probe-npm" / "index.js"
+        assert installed.read_text() == "module.exports = 'from-npm-registry';\n"
+        assert "/fragments-probe-npm" in paths
+    finally:
+        await svc.aclose()
