@@ -68,6 +68,7 @@ def test_a_web_template_renders_in_the_preview_iframe(
         m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
     )
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url)
     context.add_init_script(PROBE)
     page = context.new_page()
     errors: list[str] = []
@@ -88,6 +89,11 @@ def test_a_web_template_renders_in_the_preview_iframe(
         assert re.fullmatch(rf"http://{port}-[0-9a-f]+\.localhost:{app_port}/", src), src
         inner = page.frame_locator('[data-testid="preview-iframe"]')
         expect(inner.get_by_text(marker)).to_be_visible(timeout=180_000)
+        # The address is shown above the preview and copied by its button.
+        expect(page.get_by_test_id("preview-url")).to_contain_text(src)
+        page.get_by_test_id("copy-url").click()
+        expect(page.get_by_test_id("copy-url")).to_have_attribute("title", "Copied")
+        assert page.evaluate("navigator.clipboard.readText()") == src
         # The UI showed the sandbox's phases rather than a bare spinner.
         phases = page.evaluate("window.__phases")
         assert {"acquiring", "installing", "starting", "running"} & set(phases), phases

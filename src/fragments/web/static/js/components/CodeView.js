@@ -1,5 +1,6 @@
 // Highlighted code with line numbers, a file list for multi-file fragments, copy and download.
 import { html, useEffect, useLayoutEffect, useMemo, useRef, useState } from "../lib/html.js";
+import { copyText } from "../lib/clipboard.js";
 import { highlight, languageFor } from "../lib/highlight.js";
 import { Check, Copy, Download, File } from "./icons.js";
 
@@ -11,25 +12,6 @@ export function fragmentFiles(fragment) {
   }
   if (!fragment.code && !fragment.file_path) return [];
   return [{ path: fragment.file_path || "untitled", code: fragment.code || "" }];
-}
-
-async function copyText(text) {
-  try {
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch {
-    // Clipboard API refused (not a secure context, or no permission): the old way.
-    const area = document.createElement("textarea");
-    area.value = text;
-    area.setAttribute("readonly", "");
-    area.style.position = "fixed";
-    area.style.opacity = "0";
-    document.body.appendChild(area);
-    area.select();
-    const ok = document.execCommand("copy");
-    area.remove();
-    return ok;
-  }
 }
 
 function download(path, text) {

@@ -1,13 +1,29 @@
 // The right-hand panel: Code and Preview tabs for the selected fragment.
 import { html, useEffect, useState } from "../lib/html.js";
 import { CodeActions, CodeView, fragmentFiles } from "./CodeView.js";
-import { Close, Code, External, Play, Refresh } from "./icons.js";
+import { copyText } from "../lib/clipboard.js";
+import { Check, Close, Code, Copy, External, Play, Refresh } from "./icons.js";
 import { Preview } from "./Preview.js";
 
 const TABS = [
   { id: "code", label: "Code" },
   { id: "preview", label: "Preview" },
 ];
+
+function UrlBar({ url }) {
+  const [copied, setCopied] = useState(false);
+  useEffect(() => setCopied(false), [url]);
+  return html`
+    <div class="url-bar" data-testid="preview-url">
+      <span class="url-text" title=${url}>${url}</span>
+      <button type="button" class="btn btn-icon" data-testid="copy-url"
+        aria-label=${copied ? "Address copied" : "Copy the preview address"}
+        title=${copied ? "Copied" : "Copy address"}
+        onClick=${async () => setCopied(await copyText(url))}>
+        ${copied ? html`<${Check} size=${14} />` : html`<${Copy} size=${14} />`}
+      </button>
+    </div>`;
+}
 
 function Tabs({ tab, onTab, running }) {
   const onKeyDown = (e) => {
@@ -69,7 +85,7 @@ export function Panel({ message, tab, onTab, onClose, onRerun }) {
         </div>
       </div>
       ${tab === "preview" && url && html`
-        <div class="url-bar" data-testid="preview-url" title=${url}>${url}</div>`}
+        <${UrlBar} url=${url} />`}
       <div class="panel-body" id="panel-body" role="tabpanel" aria-labelledby=${`tab-${tab}`}>
         ${tab === "code"
           ? html`<${CodeView} files=${files} active=${active} onActive=${setActive}
