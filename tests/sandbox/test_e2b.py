@@ -262,6 +262,22 @@ async def test_after_a_restart_the_conversation_reconnects_to_its_sandbox(
     assert cloud.creates == 1
 
 
+async def test_a_reconnected_sandbox_keeps_its_extended_lifetime(
+    e2b_settings: Settings, cloud: FakeCloud
+) -> None:
+    before = E2BSandboxService(e2b_settings, sdk=cloud.sdk)  # type: ignore[arg-type]
+    first = await run(before, fragment("1"))
+    assert await before.extend(first.sandbox_id, 7200) == 7200
+    after = E2BSandboxService(e2b_settings, sdk=cloud.sdk)  # type: ignore[arg-type]
+    try:
+        second = await run(after, fragment("2"))
+    finally:
+        await after.aclose()
+    assert second.sandbox_id == first.sandbox_id
+    # The run set the timeout again, to what was left of the 2 hours, not to 10 minutes.
+    assert cloud.sandboxes[first.sandbox_id].timeouts[-1] > 7000
+
+
 async def test_restart_and_a_template_change_replace_the_sandbox(
     service: E2BSandboxService, cloud: FakeCloud
 ) -> None:

@@ -11,6 +11,7 @@ signatures follow the installed SDK (`e2b_code_interpreter.AsyncSandbox`, `e2b` 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol, cast
 
 
@@ -77,6 +78,8 @@ class SandboxInfo(Protocol):
 
     sandbox_id: str
     metadata: dict[str, str]
+    # When E2B will kill it (timezone-aware).
+    end_at: datetime
 
 
 class Paginator(Protocol):

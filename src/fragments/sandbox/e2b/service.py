@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -128,9 +129,10 @@ class E2BSandboxService:
             except Exception as exc:
                 log.info("e2b_reconnect_failed", sandbox_id=info.sandbox_id, error=str(exc)[:200])
                 continue
-            return self._register(
-                E2BSandbox(connected, template, owner, s.sandbox_lifetime_seconds)
-            )
+            # A lifetime raised by `extend` before the restart (a published app) is kept.
+            left = (info.end_at - datetime.now(UTC)).total_seconds()
+            lifetime = min(max(s.sandbox_lifetime_seconds, left), s.sandbox_max_lifetime_seconds)
+            return self._register(E2BSandbox(connected, template, owner, lifetime))
         return None
 
     async def _acquire(
