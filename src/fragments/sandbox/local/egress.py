@@ -429,6 +429,9 @@ class EgressProxy:
         self.active = 0
         self._peers: dict[int | None, asyncio.Semaphore] = {}
         self._server: asyncio.Server | None = None
+        # Open connections (both ends) and their handlers, so that closing ends them cleanly.
+        self._open: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Listen on the socket, connectable by every sandbox uid."""
@@ -439,15 +442,33 @@ class EgressProxy:
         self.path.chmod(0o666)
 
     async def aclose(self) -> None:
+        """Stop listening and end every open connection (its handler then returns normally)."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        for writer in list(self._open):
+            writer.transport.abort()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=5)
+        if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
         self.path.unlink(missing_ok=True)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection: its single request, then the tunnel or response."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._open.add(writer)
+        try:
+            await self._handle(reader, writer)
+        finally:
+            self._open.discard(writer)
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.active >= self.limits.max_connections:
             log.warning("sandbox_egress_refused", policy=self.policy.mode, reason="busy")
             await self._close(writer)
@@ -512,6 +533,7 @@ class EgressProxy:
             await self._reply(writer, 502, reason, peer, request)
             return
         up_reader, up_writer = remote
+        self._open.add(up_writer)
         try:
             if request.tunnel:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -657,8 +679,8 @@ class EgressProxy:
             writer.write(_response(status, reason))
             await asyncio.wait_for(writer.drain(), 5)
 
-    @staticmethod
-    async def _close(writer: asyncio.StreamWriter) -> None:
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        self._open.discard(writer)
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 2)
