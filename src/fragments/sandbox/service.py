@@ -1,5 +1,5 @@
-"""The seam between the HTTP layer and whatever runs fragments (local processes today; E2B and a
-warm pool plug in behind the same protocol later)."""
+"""The seam between the HTTP layer and whatever runs fragments: local confined processes
+(`sandbox/local`, the default) or E2B's cloud (`sandbox/e2b`), behind one protocol."""
 
 from __future__ import annotations
 
