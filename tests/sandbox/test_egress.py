@@ -35,6 +35,7 @@ from fragments.sandbox.local.egress import (
     Upstream,
     Upstreams,
     blocked_reason,
+    is_this_host,
     parse_registry_hosts,
     registries_policy,
     split_host_port,
@@ -106,6 +107,20 @@ def test_every_non_public_range_is_blocked(address: str, why: str) -> None:
 @pytest.mark.parametrize("address", PUBLIC)
 def test_public_addresses_pass(address: str) -> None:
     assert blocked_reason(address) is None
+
+
+def test_this_machines_own_addresses_are_recognized() -> None:
+    """Its public address passes the range checks but must be refused too (the app or a
+    database may listen on all interfaces)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.7", 9))  # a route lookup: UDP connect sends nothing
+        except OSError:
+            pytest.skip("this machine has no IPv4 route to find its own address with")
+        own = probe.getsockname()[0]
+    assert is_this_host(own)
+    assert is_this_host("127.0.0.1")
+    assert not is_this_host("198.51.100.7")
 
 
 def test_registries_allow_only_their_hosts_and_ports() -> None:

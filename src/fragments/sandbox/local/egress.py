@@ -11,8 +11,9 @@ absolute-URI requests, for an operator's http:// registry) and applies one polic
   registry on a private address works.
 - `internet`: any host, but the proxy resolves the name itself, refuses when any address is
   loopback, private, link-local, CGNAT, multicast, unspecified or otherwise reserved (IPv4 and
-  IPv6, IPv4 embedded in IPv6 included), and connects to the vetted address: no second lookup,
-  so a name cannot be rebound to a private address in between. Mail ports are refused.
+  IPv6, IPv4 embedded in IPv6 included) or this machine's own (its public address, where the app
+  or a database may listen on all interfaces), and connects to the vetted address: no second
+  lookup, so a name cannot be rebound to a private address in between. Mail ports are refused.
 
 A refusal answers 403 with a one-line reason and is logged. Raw sockets have no route out: egress
 is HTTP(S) through this proxy only. Header size, connection count (in all and per sandbox uid,
@@ -107,6 +108,20 @@ def blocked_reason(address: str | IPAddress) -> str | None:
                 return why
     # Whatever else IANA marks as not globally reachable.
     return None if ip.is_global else "reserved"
+
+
+def is_this_host(address: str) -> bool:
+    """True when `address` is one of this machine's own (e.g. its public address, where the
+    app or a database may listen on all interfaces). Asks the routing table with a UDP
+    `connect`, which sends nothing: a local destination is routed with itself as the source."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((address, 9))
+            source = str(probe.getsockname()[0])
+    except OSError:
+        return False  # no route: the connection cannot reach anything either
+    return ipaddress.ip_address(source.split("%")[0]) == ipaddress.ip_address(address)
 
 
 class Refused(Exception):
@@ -517,6 +532,8 @@ class EgressProxy:
             if upstream is None or self.policy.mode == "internet":
                 addresses = await self._resolve(request.host, request.port)
                 self.policy.check_addresses(request.host, addresses)
+                if self.policy.mode == "internet" and any(map(is_this_host, addresses)):
+                    raise Refused(f"{request.host} is this machine")
             if upstream is not None:
                 if self.policy.mode == "internet":
                     target = addresses[0]
