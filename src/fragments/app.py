@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from fragments import __version__
+from fragments.chat.ratelimit import close_clients
 from fragments.config import Settings
 from fragments.errors import error_body, install_error_handlers
 from fragments.http_limits import (
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     yield
             finally:
                 await llm.aclose()
+                await close_clients(app.state)
                 await preview.aclose()
                 await sandboxes.aclose()
                 await db.aclose()

@@ -127,11 +127,20 @@ class Settings(BaseSettings):
     rate_limit_pro_per_day: int = Field(200, ge=1)
     rate_limit_enterprise_per_day: int = Field(1000, ge=1)
     rate_limit_own_key_per_day: int = Field(500, ge=1)
-    # Monthly token budgets (input + output) of a team by tier; a team's limits.monthly_tokens
-    # overrides (set by an admin).
+    # Sandbox runs (POST /api/sandbox) a rolling 24 hours, apart from chat and looser (a run
+    # costs CPU, not model tokens): guests by IP, users by their team's tier (an enterprise
+    # team's limits.sandbox_per_day overrides). Same switch, Redis and fallback as chat.
+    sandbox_limit_guest_per_day: int = Field(50, ge=1)
+    sandbox_limit_free_per_day: int = Field(200, ge=1)
+    sandbox_limit_pro_per_day: int = Field(1000, ge=1)
+    sandbox_limit_enterprise_per_day: int = Field(5000, ge=1)
+    # Monthly token budgets (input + output) of a team by tier; an enterprise team's
+    # limits.monthly_tokens overrides (set by a team admin).
     token_budget_free: int = Field(2_000_000, ge=0)
     token_budget_pro: int = Field(20_000_000, ge=0)
     token_budget_enterprise: int = Field(200_000_000, ge=0)
+    # Seconds an instance keeps a team's monthly token sum (its own usage is added at once).
+    token_budget_cache_seconds: float = Field(10.0, ge=0)
 
     # Which backend runs sandboxes: local processes (the default) or E2B's cloud (E2B_API_KEY).
     sandbox_backend: Literal["local", "e2b"] = "local"

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import update
 
 from fragments.config import Settings
-from fragments.store.models import Team
+from fragments.store.models import Team, UsageRecord
 from tests.accounts import sign_up
 from tests.chat.conftest import app_client, chat_body
 from tests.fakes import FakeOpenAI, FragmentReply
@@ -185,7 +185,10 @@ async def test_monthly_token_budget(chat_settings: Settings, fake_openai: FakeOp
         alice = await sign_up(client, "alice")
         db = client._transport.app.state.fragments.db  # type: ignore[attr-defined]
         async with db.transaction() as session:
-            await session.execute(update(Team).values(limits={"monthly_tokens": 1000}))
+            # An enterprise team's own budget (a free team's figure would be ignored).
+            await session.execute(
+                update(Team).values(tier="enterprise", limits={"monthly_tokens": 1000})
+            )
         fake_openai.script(FragmentReply(input_tokens=900, output_tokens=200))
         assert (await send(client, alice.headers)).status_code == 200
         over = await send(client, alice.headers)
@@ -196,3 +199,38 @@ async def test_monthly_token_budget(chat_settings: Settings, fake_openai: FakeOp
         fake_openai.script(FragmentReply())
         own = await send(client, alice.headers, config={"apiKey": "user-key"})
         assert own.status_code == 200
+
+
+async def test_the_monthly_sum_is_kept_briefly_and_own_usage_counts_at_once(
+    chat_settings: Settings, fake_openai: FakeOpenAI
+) -> None:
+    """The budget check does not sum the team's usage rows on every request: an instance keeps
+    the sum for token_budget_cache_seconds, adds what it records itself at once, and sees what
+    other instances recorded (rows it did not write) once the kept sum expires."""
+    settings = limited(chat_settings, token_budget_cache_seconds=3600)
+    async with app_client(settings) as client:
+        alice = await sign_up(client, "alice")
+        app_state = client._transport.app.state  # type: ignore[attr-defined]
+        db = app_state.fragments.db
+        async with db.transaction() as session:
+            await session.execute(
+                update(Team).values(tier="enterprise", limits={"monthly_tokens": 2000})
+            )
+        fake_openai.script(FragmentReply(input_tokens=500, output_tokens=100))
+        assert (await send(client, alice.headers)).status_code == 200  # 600 used, kept
+        me = (await client.get("/api/auth/me", headers=alice.headers)).json()
+        # Another instance records 1,500 tokens for the team: not seen while the sum is kept.
+        async with db.transaction() as session:
+            session.add(
+                UsageRecord(user_id=me["id"], team_id=me["team_id"], model="x/y", input_tokens=1500)
+            )
+        fake_openai.script(FragmentReply(input_tokens=100, output_tokens=100))
+        assert (await send(client, alice.headers)).status_code == 200  # 800 here, 2,300 in all
+        # Once the kept sum expires the database's total counts: over the budget.
+        cache = app_state.usage_cache
+        cache.ttl = 0.0
+        for entry in cache._entries.values():
+            entry.expires = 0.0
+        over = await send(client, alice.headers)
+        assert over.status_code == 429
+        assert "2,300 of its 2,000 tokens" in over.json()["detail"]

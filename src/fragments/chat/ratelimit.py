@@ -1,21 +1,24 @@
-"""Tiered daily limits on chat requests (a rolling 24 hours), with the `limits` library.
+"""Tiered daily limits (a rolling 24 hours) on chat requests and sandbox runs, with the `limits`
+library.
 
-Guests by IP (10 a day), signed-in users by user id by their team's tier (free 50, pro 200,
-enterprise as set in the team's `limits.chat_per_day`). A request bringing its own API key or
-server is not charged to the platform quota but to a separate abuse limit (500 a day). Counters
-live in Redis when `FRAGMENTS_REDIS_URL` is set; while Redis is unreachable an in-memory limiter
-per instance takes over, and Redis is tried again every `_RETRY_SECONDS`.
+Chat: guests by IP (10 a day), signed-in users by user id by their team's tier (free 50, pro
+200, enterprise 1000 or the team's `limits.chat_per_day`). A request bringing its own API key or
+server is not charged to the platform quota but to a separate abuse limit (500 a day).
+Sandbox runs have their own, looser limit (guests 50, free 200, pro 1000, enterprise 5000 or the
+team's `limits.sandbox_per_day`): a run costs a little CPU, an answer costs model tokens.
+Counters live in Redis when `FRAGMENTS_REDIS_URL` is set; while Redis is unreachable an
+in-memory limiter per instance takes over, and Redis is tried again every `_RETRY_SECONDS`.
 
 Token budgets: a team's tokens (input + output) this calendar month against its tier's budget
-(or the team's `limits.monthly_tokens`); over it, 429 `quota_exceeded`. Own-key requests and
-guests are not counted against a team budget.
+(or an enterprise team's `limits.monthly_tokens`); over it, 429 `quota_exceeded`. Own-key
+requests and guests are not counted against a team budget. See `budget`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from typing import Any, Literal
 
 import structlog
 from fastapi import Request
@@ -23,17 +26,20 @@ from limits import RateLimitItem, RateLimitItemPerDay
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from sqlalchemy import func, select
 
 from fragments.auth.deps import DB_DOWN, Principal
+from fragments.chat.budget import monthly_budget, override, usage_cache
 from fragments.config import Settings
 from fragments.errors import FragmentsError
 from fragments.store.db import Database
-from fragments.store.models import Team, UsageRecord
+from fragments.store.models import Team
 
 log = structlog.get_logger(__name__)
 
 _RETRY_SECONDS = 5.0
+
+
+Kind = Literal["chat", "sandbox"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Quota:
     scope: str  # guest, free, pro, enterprise, own-key
     key: str
     limit: int
+    kind: Kind = "chat"
     # The team's monthly token budget and what it has used this calendar month (UTC).
     budget: int | None = None
     used: int = 0
@@ -62,6 +69,8 @@ class Decision:
 
 
 class ChatLimiter:
+    """Rolling-day counters for chat requests and sandbox runs (kept apart by `Quota.kind`)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._memory = MovingWindowRateLimiter(MemoryStorage())
@@ -73,71 +82,111 @@ class ChatLimiter:
             self._redis_storage = RedisStorage(url, implementation="redispy", wrap_exceptions=True)
             self._redis = MovingWindowRateLimiter(self._redis_storage)
 
-    async def _limiter_call(self, item: RateLimitItem, key: str) -> Decision:
+    async def _limiter_call(self, item: RateLimitItem, namespace: str, key: str) -> Decision:
         limiter = self._redis
         if limiter is not None and time.monotonic() >= self._down_until:
             try:
-                return await self._decide(limiter, item, key)
+                return await self._decide(limiter, item, namespace, key)
             except StorageError as exc:
                 self._down_until = time.monotonic() + _RETRY_SECONDS
                 log.warning("rate_limit_redis_down", error=repr(exc))
-        return await self._decide(self._memory, item, key)
+        return await self._decide(self._memory, item, namespace, key)
 
     @staticmethod
-    async def _decide(limiter: MovingWindowRateLimiter, item: RateLimitItem, key: str) -> Decision:
-        allowed = await limiter.hit(item, "chat", key)
-        stats = await limiter.get_window_stats(item, "chat", key)
+    async def _decide(
+        limiter: MovingWindowRateLimiter, item: RateLimitItem, namespace: str, key: str
+    ) -> Decision:
+        allowed = await limiter.hit(item, namespace, key)
+        stats = await limiter.get_window_stats(item, namespace, key)
         reset = int(stats.reset_time) if stats.reset_time else int(time.time()) + 86400
         return Decision(allowed, item.amount, max(0, stats.remaining), reset)
 
     async def check(self, quota: Quota) -> Decision:
         item = RateLimitItemPerDay(quota.limit)
-        return await self._limiter_call(item, f"{quota.scope}:{quota.key}")
+        return await self._limiter_call(item, quota.kind, f"{quota.scope}:{quota.key}")
+
+    async def aclose(self) -> None:
+        """Close the Redis connection pool (at shutdown)."""
+        storage = self._redis_storage
+        if storage is None:
+            return
+        client = getattr(getattr(storage, "bridge", None), "storage", None)
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception as exc:  # closing at shutdown must not fail it
+                log.warning("rate_limit_redis_close_failed", error=repr(exc))
+
+
+def _host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _team(db: Database, who: Principal) -> Team | None:
+    """The caller's current team (None while the database is down: the free tier applies)."""
+    if not who.team_id:
+        return None
+    try:
+        async with db.transaction(who.identity) as session:
+            return await session.get(Team, who.team_id)
+    except DB_DOWN:
+        log.warning("rate_limit_tier_unknown", user_id=who.user_id)
+        return None
+
+
+async def _team_and_usage(
+    request: Request, settings: Settings, db: Database, who: Principal
+) -> tuple[Team | None, int]:
+    """The caller's team and its tokens this month, in one short transaction."""
+    if not who.team_id:
+        return None, 0
+    cache = usage_cache(request.app.state, settings)
+    try:
+        async with db.transaction(who.identity) as session:
+            team = await session.get(Team, who.team_id)
+            used = await cache.used(session, team.id) if team is not None else 0
+            return team, used
+    except DB_DOWN:
+        log.warning("rate_limit_tier_unknown", user_id=who.user_id)
+        return None, 0
 
 
 async def quota_for(
     settings: Settings, db: Database, who: Principal, request: Request, own_key: bool
 ) -> Quota:
     if own_key:
-        key = who.user_id or (request.client.host if request.client else "unknown")
+        key = who.user_id or _host(request)
         return Quota("own-key", key, settings.rate_limit_own_key_per_day)
     if who.anonymous or who.user_id is None:
-        host = request.client.host if request.client else "unknown"
-        return Quota("guest", host, settings.rate_limit_guest_per_day)
-    tier, custom, custom_budget, used = "free", None, None, 0
-    month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    try:
-        async with db.transaction(who.identity) as session:
-            team = await session.get(Team, who.team_id) if who.team_id else None
-            if team is not None:
-                tier = team.tier
-                value = (team.limits or {}).get("chat_per_day")
-                custom = int(value) if isinstance(value, int) else None
-                value = (team.limits or {}).get("monthly_tokens")
-                custom_budget = int(value) if isinstance(value, int) else None
-                total = await session.execute(
-                    select(
-                        func.coalesce(
-                            func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0
-                        )
-                    ).where(UsageRecord.team_id == team.id, UsageRecord.created_at >= month_start)
-                )
-                used = int(total.scalar_one())
-    except DB_DOWN:
-        log.warning("rate_limit_tier_unknown", user_id=who.user_id)
-    budgets = {
-        "free": settings.token_budget_free,
-        "pro": settings.token_budget_pro,
-        "enterprise": settings.token_budget_enterprise,
-    }
-    budget = custom_budget if custom_budget is not None else budgets.get(tier)
+        return Quota("guest", _host(request), settings.rate_limit_guest_per_day)
+    team, used = await _team_and_usage(request, settings, db, who)
+    tier = team.tier if team is not None else "free"
     limits = {
         "free": settings.rate_limit_free_per_day,
         "pro": settings.rate_limit_pro_per_day,
         "enterprise": settings.rate_limit_enterprise_per_day,
     }
+    custom = override(team, "chat_per_day")
     limit = custom if custom is not None else limits.get(tier, settings.rate_limit_free_per_day)
-    return Quota(tier, who.user_id, limit, budget, used)
+    return Quota(tier, who.user_id, limit, budget=monthly_budget(settings, team), used=used)
+
+
+async def sandbox_quota(
+    settings: Settings, db: Database, who: Principal, request: Request
+) -> Quota:
+    if who.anonymous or who.user_id is None:
+        return Quota("guest", _host(request), settings.sandbox_limit_guest_per_day, "sandbox")
+    team = await _team(db, who)
+    tier = team.tier if team is not None else "free"
+    limits = {
+        "free": settings.sandbox_limit_free_per_day,
+        "pro": settings.sandbox_limit_pro_per_day,
+        "enterprise": settings.sandbox_limit_enterprise_per_day,
+    }
+    custom = override(team, "sandbox_per_day")
+    limit = custom if custom is not None else limits.get(tier, settings.sandbox_limit_free_per_day)
+    return Quota(tier, who.user_id, limit, "sandbox")
 
 
 def limiter_of(request: Request, settings: Settings) -> ChatLimiter:
@@ -161,6 +210,18 @@ async def enforce(
             code="quota_exceeded",
             status_code=429,
         )
+    return await _hit(request, settings, quota, "chat requests")
+
+
+async def enforce_sandbox(
+    request: Request, settings: Settings, db: Database, who: Principal
+) -> dict[str, str]:
+    """The sandbox-run limit: its headers; 429 with `Retry-After` when over it."""
+    quota = await sandbox_quota(settings, db, who, request)
+    return await _hit(request, settings, quota, "sandbox runs")
+
+
+async def _hit(request: Request, settings: Settings, quota: Quota, what: str) -> dict[str, str]:
     decision = await limiter_of(request, settings).check(quota)
     headers = decision.headers()
     if not decision.allowed:
@@ -168,7 +229,7 @@ async def enforce(
         hours = max(1, round(wait / 3600))
         who_text = "Guests" if quota.scope == "guest" else "Your plan"
         raise FragmentsError(
-            f"{who_text} can send {quota.limit} chat requests a day; you have reached the "
+            f"{who_text} can make {quota.limit} {what} a day; you have reached the "
             f"limit. Try again in about {hours} hour{'s' if hours != 1 else ''}"
             + (", or sign in for more." if quota.scope == "guest" else "."),
             code="rate_limited",
@@ -176,3 +237,17 @@ async def enforce(
             headers={**headers, "Retry-After": str(wait)},
         )
     return headers
+
+
+async def close_clients(app_state: Any) -> None:
+    """Close the Redis clients the chat layer opened (limiter, response cache), at shutdown."""
+    limiter: ChatLimiter | None = getattr(app_state, "chat_limiter", None)
+    if limiter is not None:
+        await limiter.aclose()
+    store = getattr(app_state, "response_cache_store", None)
+    close = getattr(store, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception as exc:  # closing at shutdown must not fail it
+            log.warning("response_cache_close_failed", error=repr(exc))

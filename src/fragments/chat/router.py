@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
 from fragments.auth.deps import CurrentUser, get_db
+from fragments.chat.budget import usage_cache
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.ratelimit import enforce
@@ -136,8 +137,13 @@ async def chat(
         cache_turns=window.cache_turns,
     )
 
+    # This instance counts what it records against the team's budget at once (see `budget`).
+    spent = usage_cache(request.app.state, settings)
+    charged_team = who.team_id if not who.anonymous else None
+
     async def save(fragment: Fragment, result: StreamResult) -> tuple[str, bool]:
         usage = result.usage
+        spent.add(charged_team, usage.input_tokens + usage.output_tokens)
         return await save_chat_turn(
             db,
             who,
@@ -156,6 +162,7 @@ async def chat(
         )
 
     async def charge(usage: Usage, cost: float) -> None:
+        spent.add(charged_team, usage.input_tokens + usage.output_tokens)
         await record_usage(
             db,
             who,

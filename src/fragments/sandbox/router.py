@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from fragments.auth.deps import CurrentUser, get_db
+from fragments.chat.ratelimit import enforce_sandbox
 from fragments.conversations.turns import authorize_run, save_run
 from fragments.errors import BadRequest, FragmentsError
 from fragments.sandbox.service import Phase, prepare_program
@@ -77,6 +78,10 @@ async def run_sandbox(
     assert fragment is not None
     # Caller mistakes (unknown template, bad paths) are HTTP errors even when streaming.
     prepare_program(fragment)
+    # Counted once the run is known to be valid and the caller's: its own daily limit.
+    limit_headers: dict[str, str] = {}
+    if state.settings.rate_limits:
+        limit_headers = await enforce_sandbox(request, state.settings, db, who)
     owner = access.owner
     service = state.sandboxes
 
@@ -84,7 +89,7 @@ async def run_sandbox(
         result = await service.execute(fragment, owner=owner, restart=body.restart)
         payload = result_body(result)
         await save_run(db, who, access, payload)
-        return JSONResponse(payload)
+        return JSONResponse(payload, headers=limit_headers)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         queue: asyncio.Queue[ServerSentEvent] = asyncio.Queue()
@@ -130,4 +135,4 @@ async def run_sandbox(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    return EventSourceResponse(events(), ping=15)
+    return EventSourceResponse(events(), ping=15, headers=limit_headers)

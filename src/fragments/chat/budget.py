@@ -1,0 +1,109 @@
+"""Monthly token budgets of teams: the budget by tier, what the team used this calendar month
+(UTC), and when the month resets.
+
+Only an enterprise team's own `limits` (set by a team admin, PATCH /api/teams/{id}) override the
+tier's figures: a free or pro team cannot raise its own budget or limits.
+
+What a team used is the sum of its usage rows this month. Summing them on every chat request is
+a scan that grows with the month, so each instance keeps the sum for
+`token_budget_cache_seconds` and adds the usage it records itself at once. The database stays the
+one truth across instances: another instance's usage shows here once the kept sum expires, so a
+team can overshoot its budget by at most what other instances answer for it in that time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fragments.config import Settings
+from fragments.store.models import Team, UsageRecord
+
+# Team limits an enterprise team may set for itself (team admins, PATCH /api/teams/{id}).
+OVERRIDABLE = ("chat_per_day", "sandbox_per_day", "monthly_tokens")
+
+
+def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The current calendar month (UTC): its first instant and the next month's."""
+    now = now or datetime.now(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
+
+
+def override(team: Team | None, name: str) -> int | None:
+    """An enterprise team's own figure for `name`, if it set one."""
+    if team is None or team.tier != "enterprise":
+        return None
+    value: Any = (team.limits or {}).get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def monthly_budget(settings: Settings, team: Team | None) -> int | None:
+    """The team's monthly token budget (input + output); None for an unknown tier."""
+    own = override(team, "monthly_tokens")
+    if own is not None:
+        return own
+    tier = team.tier if team is not None else "free"
+    budgets = {
+        "free": settings.token_budget_free,
+        "pro": settings.token_budget_pro,
+        "enterprise": settings.token_budget_enterprise,
+    }
+    return budgets.get(tier)
+
+
+async def month_usage(session: AsyncSession, team_id: str, since: datetime) -> int:
+    total = await session.execute(
+        select(
+            func.coalesce(func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0)
+        ).where(UsageRecord.team_id == team_id, UsageRecord.created_at >= since)
+    )
+    return int(total.scalar_one())
+
+
+@dataclass
+class _Entry:
+    month: datetime
+    used: int
+    expires: float
+
+
+class UsageCache:
+    """Each team's tokens this month, kept for `ttl` seconds per instance (see the module)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, _Entry] = {}
+
+    async def used(self, session: AsyncSession, team_id: str) -> int:
+        start, _ = month_bounds()
+        entry = self._entries.get(team_id)
+        now = time.monotonic()
+        if entry is not None and entry.month == start and now < entry.expires:
+            return entry.used
+        used = await month_usage(session, team_id, start)
+        if len(self._entries) > 10_000:
+            self._entries.clear()  # bounded: a cold entry costs one query
+        self._entries[team_id] = _Entry(start, used, now + self.ttl)
+        return used
+
+    def add(self, team_id: str | None, tokens: int) -> None:
+        """Usage this instance just recorded for the team: counted at once."""
+        entry = self._entries.get(team_id or "")
+        if entry is not None and entry.month == month_bounds()[0]:
+            entry.used += max(0, tokens)
+
+
+def usage_cache(app_state: Any, settings: Settings) -> UsageCache:
+    cache: UsageCache | None = getattr(app_state, "usage_cache", None)
+    if cache is None:
+        cache = UsageCache(settings.token_budget_cache_seconds)
+        app_state.usage_cache = cache
+    return cache
