@@ -334,6 +334,8 @@ async def test_oversized_headers_and_garbage_are_refused(short_dir: Path) -> Non
             b"GET / HTTP/1.1\r\n\r\n",
             b"hello\r\n\r\n",
             b"GET ftp://x/ HTTP/1.1\r\n\r\n",
+            # A bare LF would let a header smuggle another one (e.g. Host) to the registry.
+            b"GET http://pypi.org:443/ HTTP/1.1\r\nX-A: 1\nHost: evil.example\r\n\r\n",
         ):
             head, _, writer = await ask(proxy.path, request)
             assert head.startswith(b"HTTP/1.1 400 ")

@@ -52,6 +52,7 @@ EGRESS_PORT = 3128
 DEFAULT_REGISTRIES = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org")
 # Open relays for mail are the classic abuse of an egress proxy.
 MAIL_PORTS = frozenset({25, 465, 587})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HOST = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?$")
 
 _V4_BLOCKED: tuple[tuple[str, str], ...] = (
@@ -365,6 +366,9 @@ _HOP_BY_HOP = {
 
 
 def _parse_head(head: bytes) -> _Request:
+    # A bare CR or LF (or another control byte) could split one forwarded header into two.
+    if _CONTROL.search(head[:-4].replace(b"\r\n", b"")):
+        raise _BadRequest(400, "control characters in the request head")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
