@@ -234,3 +234,29 @@ async def test_the_monthly_sum_is_kept_briefly_and_own_usage_counts_at_once(
         over = await send(client, alice.headers)
         assert over.status_code == 429
         assert "2,300 of its 2,000 tokens" in over.json()["detail"]
+
+
+async def test_redis_clients_are_closed_at_shutdown(
+    chat_settings: Settings, fake_openai: FakeOpenAI
+) -> None:
+    import redis.asyncio as aioredis
+
+    fake_openai.default = FragmentReply()
+    try:
+        with private_redis() as (port, _proc):
+            await _wait_redis(port)
+            settings = limited(
+                chat_settings,
+                redis_url=f"redis://127.0.0.1:{port}/0",
+                response_cache=True,
+            )
+            watcher = aioredis.Redis(port=port)
+            async with app_client(settings) as client:
+                assert (await send(client)).status_code == 200  # the limiter and the cache
+                during = await watcher.client_list()
+                assert len(during) >= 3  # the watcher, the limiter, the response cache
+            after = await watcher.client_list()
+            await watcher.aclose()
+            assert len(after) == 1  # only the watcher is left
+    finally:
+        fake_openai.default = None
