@@ -1,5 +1,7 @@
-"""GET /api/usage: tokens and cost by day and model, for the caller or their team, and the
-current month's total. Rows come from `usage_records` (one per answer, and per summary)."""
+"""GET /api/usage: tokens and cost by day and model, for the caller or (team admins) their team,
+and the current month's total; GET /api/teams/{id}/budget: a team's monthly token budget, used
+and remaining, for its admins. Rows come from `usage_records` (one per answer, and per summary).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +9,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from fragments.auth.deps import Principal, SessionDep, SignedInUser
+from fragments.auth.deps import Principal, SessionDep, SignedInUser, get_db
+from fragments.auth.service import membership
+from fragments.auth.tokens import Forbidden
+from fragments.chat.budget import month_bounds, month_usage, monthly_budget
+from fragments.errors import NotFound
 from fragments.llm.types import Usage
+from fragments.state import get_state
 from fragments.store import repos
-from fragments.store.db import Database, aware
-from fragments.store.models import UsageRecord
+from fragments.store.db import Database, Identity, aware
+from fragments.store.models import Team, UsageRecord
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +54,9 @@ async def usage(
     scope: Literal["me", "team"] = "me",
 ) -> dict[str, Any]:
     """Usage of the last `days` days (UTC) by day and model, newest first; `month` is the
-    current calendar month so far."""
+    current calendar month so far. `scope=team`: the current team's, for its admins only."""
+    if scope == "team":
+        await _admin_team(session, user, user.team_id or "")
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     since = min(now - timedelta(days=days), month_start)
@@ -88,6 +98,53 @@ async def usage(
         "items": items,
         "total": _rounded(total),
         "month": {"start": month_start.date().isoformat(), **_rounded(month)},
+    }
+
+
+_ADMINS = ("admin", "owner")
+
+
+async def _admin_team(session: AsyncSession, user: Principal, team_id: str) -> Team:
+    """The team, if the caller is one of its admins: 404 for a team they are not in (nothing
+    revealed), 403 for a member."""
+    assert user.user_id is not None
+    mine = await membership(session, user.user_id, team_id)
+    team = await session.get(Team, team_id) if mine is not None else None
+    if mine is None or team is None:
+        raise NotFound("There is no such team.")
+    if mine.role not in _ADMINS:
+        raise Forbidden("Only a team admin can see the team's usage.", code="insufficient_role")
+    return team
+
+
+@router.get("/api/teams/{team_id}/budget")
+async def team_budget(
+    team_id: str, request: Request, user: SignedInUser, session: SessionDep
+) -> dict[str, Any]:
+    """The team's tier, monthly token budget (input + output), what it used this calendar month
+    (UTC) and its cost, what remains, and when the month resets; for the team's admins."""
+    team = await _admin_team(session, user, team_id)
+    start, reset = month_bounds()
+    budget = monthly_budget(get_state(request).settings, team)
+    # Read as the team (row-level security shows a team's rows to sessions acting for it).
+    assert user.user_id is not None
+    async with get_db(request).transaction(Identity(user.user_id, team.id)) as as_team:
+        used = await month_usage(as_team, team.id, start)
+        costs = await as_team.execute(
+            select(UsageRecord.cost_usd).where(
+                UsageRecord.team_id == team.id, UsageRecord.created_at >= start
+            )
+        )
+        cost = sum(float(c or 0.0) for c in costs.scalars())
+    return {
+        "team_id": team.id,
+        "tier": team.tier,
+        "monthly_tokens": budget,
+        "used_tokens": used,
+        "remaining_tokens": max(0, budget - used) if budget is not None else None,
+        "cost_usd": round(cost, 6),
+        "month": start.date().isoformat(),
+        "resets_at": reset.isoformat().replace("+00:00", "Z"),
     }
 
 
