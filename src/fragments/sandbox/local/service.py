@@ -9,10 +9,10 @@ never handed to another owner, and runs on one sandbox are serialized. Each sand
 uid (`sandbox_uid_base + slot`), reserved across processes with a lock file, so two apps on one
 machine never share one.
 
-A web sandbox (Streamlit, Gradio) outlives its request: its preview is served through the app's
-proxy until the sandbox has been idle (no request, no proxied traffic) for its lifetime. A
-conversation's edited app is rewritten in place, so Streamlit reruns it; Gradio's process is
-restarted on the new file.
+A web sandbox (Streamlit, Gradio, Next.js, Nuxt) outlives its request: its preview is served
+through the app's proxy until the sandbox has been idle (no request, no proxied traffic) for its
+lifetime. A conversation's edited app is rewritten in place and its dev server reloads it
+(Streamlit reruns it, Gradio's reload mode swaps it in, Next.js and Nuxt hot-reload it).
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ from fragments.sandbox.local.node_build import (
 )
 from fragments.sandbox.local.pool import WarmPool
 from fragments.sandbox.local.seccomp import seccomp_filter
-from fragments.sandbox.local.web import WebSandbox, write_gradio_boot
+from fragments.sandbox.local.web import STREAMLIT_PLACEHOLDER, WebSandbox
+from fragments.sandbox.local.web_boot import GRADIO_PLACEHOLDER, write_web_boot
 from fragments.sandbox.service import (
     Phase,
     PhaseCallback,
@@ -89,8 +90,6 @@ _GONE_MEMORY = 4096
 Sandbox = KernelSandbox | WebSandbox
 # What a warm interpreter has already imported (~1 s paid while the pool fills, not per run).
 _WARM_IMPORTS = "import numpy, pandas, matplotlib.pyplot\n"
-# A warm Streamlit slot serves this until its owner's app replaces it.
-_STREAMLIT_PLACEHOLDER = "import streamlit as st\n"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -155,7 +154,7 @@ class LocalSandboxService:
         self._by_id: dict[str, Sandbox] = {}
         self._by_owner: dict[str, Sandbox] = {}
         self._gone: dict[str, None] = {}
-        self._gradio_boot: Path | None = None
+        self._web_boot: Path | None = None
         self._installer: Installer | None = None
         # Packages installed per sandbox id, so a conversation's rerun does not install again.
         self._installed: dict[str, set[str]] = {}
@@ -216,7 +215,7 @@ class LocalSandboxService:
         run_root.mkdir(mode=0o711)
         etc = prepare_etc(root)
         boot = write_boot_script(root)
-        self._gradio_boot = write_gradio_boot(root)
+        self._web_boot = write_web_boot(root)
         self._egress = egress_setup(
             run_root,
             mode=s.sandbox_egress,
@@ -430,14 +429,16 @@ class LocalSandboxService:
                 if warm.error is not None:
                     raise SandboxStartError(f"{warm.error.name}: {warm.error.value}")
             elif template_id == "streamlit-developer":
-                await sandbox.write_files([(sandbox.entry, _STREAMLIT_PLACEHOLDER)])
+                await sandbox.write_files([(sandbox.entry, STREAMLIT_PLACEHOLDER)])
                 await sandbox.start()
-            elif template.language == "node":
-                # The scaffold's placeholder page was compiled when the template was built.
+                await sandbox.warm_streamlit()
+            elif template_id == "gradio-developer":
+                # Serving a placeholder in reload mode: the owner's app is swapped in.
+                await sandbox.write_files([(sandbox.entry, GRADIO_PLACEHOLDER)])
                 await sandbox.start()
             else:
-                await asyncio.to_thread(sandbox.prepare)
-                await sandbox.start(wait=False)
+                # A Node slot serves the scaffold's page, compiled by `start` (its first GET).
+                await sandbox.start()
         except BaseException:
             await self._close(sandbox)
             raise
@@ -454,7 +455,7 @@ class LocalSandboxService:
                 slot=slot,
                 env=env,
                 config=config,
-                gradio_boot=self._gradio_boot,
+                web_boot=self._web_boot,
                 node_gid=self.node_gid,
             )
         return KernelSandbox(
@@ -590,17 +591,31 @@ class LocalSandboxService:
                 if sandbox.alive and sandbox.entry != program.entry:
                     await sandbox.stop()  # the server runs another file
                 sandbox.entry = program.entry
-                error = await sandbox.write_files(files)
-                if error is None:
+                # Gradio in reload mode says when it has swapped the new code in: counted from here.
+                reloads = (sandbox.reloads, sandbox.reload_failures)
+                if sandbox.node:
+                    # npm installs into the project overlay, which writing the files mounts.
+                    error = await sandbox.write_files(files)
+                    if error is None:
+                        error = await self._install(sandbox, program, phase)
+                else:
+                    # Packages first: a Python dev server reruns the new file as soon as it lands.
+                    await asyncio.to_thread(sandbox.prepare)
                     error = await self._install(sandbox, program, phase)
+                    if error is None:
+                        error = await sandbox.write_files(files)
                 if error is not None:
                     return WebResult(
                         sandbox_id=sandbox.id, template=template.id, url=None, error=error
                     )
-                # Streamlit and the Node dev servers reload a rewritten file by themselves;
-                # Gradio has to be relaunched, unless it is a warm slot with no app yet.
+                # Every dev server reloads a rewritten file by itself; Gradio's reload is
+                # waited for, so that the URL answered serves the new code (or its error).
                 if sandbox.alive and sandbox.serving and template.id == "gradio-developer":
-                    await sandbox.stop()
+                    error = await sandbox.wait_reload(*reloads)
+                    if error is not None:
+                        return WebResult(
+                            sandbox_id=sandbox.id, template=template.id, url=None, error=error
+                        )
                 if not sandbox.alive or not sandbox.serving:
                     await phase("starting")
                     try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import stat
@@ -26,6 +25,8 @@ from pathlib import Path, PurePosixPath
 
 import httpx
 import structlog
+from websockets.asyncio.client import unix_connect
+from websockets.typing import Subprotocol
 
 from fragments.sandbox.local.build import TemplateEnv
 from fragments.sandbox.local.confine import (
@@ -43,57 +44,30 @@ from fragments.sandbox.local.kernel import (
 )
 from fragments.sandbox.local.limits import Limits, create_limits
 from fragments.sandbox.local.node_build import DEV_ENV, dev_command
+from fragments.sandbox.local.web_boot import (
+    BOOT_DIR,
+    GRADIO_BOOT,
+    RELOAD_FAILED_MARK,
+    RELOADED_MARK,
+    STREAMLIT_BOOT,
+)
 from fragments.schemas import ExecutionError
 
 log = structlog.get_logger(__name__)
 
 SOCKET_NAME = "http.sock"
-GRADIO_BOOT_PATH = "/opt/fragments/gradio_boot.py"
 _POLL = 0.05
 _LOG_TAIL = 8192
-
-# Run by the Gradio template's Python inside the sandbox. `import gradio` is most of a cold
-# start (~4.5 s), so it is done first; the app's file is then run as a module and its `demo`
-# launched on the template's port.
-GRADIO_BOOT_SOURCE = '''\
-"""Fragments sandbox: launch a Gradio app's `demo`."""
-import os
-import runpy
-import sys
-import time
-
-if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
-import gradio as gr
-
-print("FRAGMENTS_WARM", flush=True)  # the app side waits for this before calling the slot warm
-path, port = sys.argv[1], int(sys.argv[2])
-while not os.path.exists(path):  # a warm process waits for its app
-    time.sleep(0.02)
-sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-namespace = runpy.run_path(path, run_name="app")
-demo = namespace.get("demo")
-if not isinstance(demo, gr.Blocks):
-    demo = next((v for v in namespace.values() if isinstance(v, gr.Blocks)), None)
-if demo is None:
-    sys.exit("The app defines no Gradio app: name the gr.Blocks or gr.Interface `demo`.")
-demo.launch(server_name="127.0.0.1", server_port=port, show_error=True, quiet=True)
-'''
-
-
-def write_gradio_boot(root: Path) -> Path:
-    """Write the Gradio launcher once under the sandbox root (world-readable)."""
-    folder = root / "lib"
-    folder.mkdir(mode=0o755, exist_ok=True)
-    digest = hashlib.sha256(GRADIO_BOOT_SOURCE.encode()).hexdigest()[:12]
-    path = folder / f"gradio-{digest}.py"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(GRADIO_BOOT_SOURCE)
-        tmp.chmod(0o644)
-        tmp.rename(path)
-    return path
+# A Streamlit BackMsg asking for a script run (`rerun_script` with an empty ClientState).
+_STREAMLIT_RERUN = b"Z\x00"
+# What a warm Streamlit slot renders once before it is pooled (see `warm_streamlit`).
+STREAMLIT_WARM_TEXT = "fragments-warm"
+STREAMLIT_PLACEHOLDER = (
+    "import streamlit as st\n"
+    "st.title('Waiting for the app')\n"
+    "st.write('The app will show here.')\n"
+    f"st.caption('{STREAMLIT_WARM_TEXT}')\n"  # last: once it arrives, the run is done
+)
 
 
 def server_command(env: TemplateEnv, entry: str, port: int) -> list[str]:
@@ -102,8 +76,7 @@ def server_command(env: TemplateEnv, entry: str, port: int) -> list[str]:
     if env.template.id == "streamlit-developer":
         return [
             python,
-            "-m",
-            "streamlit",
+            f"{BOOT_DIR}/{STREAMLIT_BOOT}",
             "run",
             entry,
             "--server.port",
@@ -126,7 +99,7 @@ def server_command(env: TemplateEnv, entry: str, port: int) -> list[str]:
             "false",
         ]
     if env.template.id == "gradio-developer":
-        return [python, GRADIO_BOOT_PATH, entry, str(port)]
+        return [python, f"{BOOT_DIR}/{GRADIO_BOOT}", entry, str(port)]
     if env.template.language == "node":
         return _node_command(env, port)
     raise SandboxStartError(f"The template {env.template.id} has no dev server here.")
@@ -137,9 +110,10 @@ def _node_command(env: TemplateEnv, port: int) -> list[str]:
 
 
 def _with_forwarder(port: int, command: list[str]) -> list[str]:
+    # nodelay: small writes (a WebSocket frame, a request's tail) are never held back by Nagle.
     forward = (
         f"socat UNIX-LISTEN:{KERNEL_DIR}/{SOCKET_NAME},fork,unlink-early,mode=600 "
-        f'TCP:127.0.0.1:{port} &\nexec "$@"'
+        f'TCP:127.0.0.1:{port},nodelay &\nexec "$@"'
     )
     return ["/bin/sh", "-c", forward, "sh", *command]
 
@@ -213,7 +187,7 @@ class WebSandbox:
         slot: int,
         env: TemplateEnv,
         config: KernelConfig,
-        gradio_boot: Path | None,
+        web_boot: Path | None,
         node_gid: int | None = None,
     ) -> None:
         self.id = sandbox_id
@@ -231,7 +205,7 @@ class WebSandbox:
         self.deps = self.root / "deps"
         self.port = env.template.port or 0
         self.entry = env.template.file
-        self._gradio_boot = gradio_boot
+        self._web_boot = web_boot
         # Node projects: the template is an overlay (shared read-only lower, this sandbox's
         # upper) mounted here on the host and bound at the template's own path inside, where
         # its caches were built; files are group-writable for the sandboxes' shared group.
@@ -243,9 +217,14 @@ class WebSandbox:
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
         self._log_tail = bytearray()
+        self._line = bytearray()
         self.starts = 0
-        # True once the server has answered since its last start (a warm Gradio slot has not).
+        # True once the server has answered since its last start.
         self.serving = False
+        # Reloads of the app's file the Gradio launcher reported (see web_boot), and a wake-up.
+        self.reloads = 0
+        self.reload_failures = 0
+        self._reloaded = asyncio.Event()
 
     @property
     def socket(self) -> Path:
@@ -311,14 +290,13 @@ class WebSandbox:
         return None
 
     def log_tail(self) -> str:
-        return self._log_tail.decode(errors="replace").replace("FRAGMENTS_WARM\n", "")
+        text = self._log_tail.decode(errors="replace")
+        for mark in (RELOADED_MARK, RELOAD_FAILED_MARK):
+            text = text.replace(f"{mark}\n", "")
+        return text
 
-    async def start(self, *, wait: bool = True) -> None:
-        """Launch the dev server confined and (unless not `wait`) wait until it answers HTTP.
-
-        Without waiting, a Gradio sandbox is a warm slot: gradio imported, its app not yet
-        written (see `wait_ready`).
-        """
+    async def start(self) -> None:
+        """Launch the dev server confined and wait until it answers HTTP."""
         await self.stop()
         await asyncio.to_thread(self.prepare)
         # The folder is the sandbox's again until its forwarder has bound the new socket.
@@ -342,8 +320,9 @@ class WebSandbox:
             gid = self.node_gid if self.node_gid is not None else self.uid
             workdir = str(self.env.path)
             extra_env = {**DEV_ENV, "PATH": f"{self.env.path}/node_modules/.bin:/usr/bin:/bin"}
-        if self._gradio_boot is not None:
-            ro_files.append((self._gradio_boot, GRADIO_BOOT_PATH))
+        if self._web_boot is not None and not self.node:
+            for name in (STREAMLIT_BOOT, GRADIO_BOOT):
+                ro_files.append((self._web_boot / name, f"{BOOT_DIR}/{name}"))
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
             ro_files.append((cache, f"/tmp/matplotlib/{cache.name}"))
         seccomp_fd: int | None = None
@@ -390,13 +369,11 @@ class WebSandbox:
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
         self._log_tail.clear()
+        self._line.clear()
         self._drain = asyncio.create_task(self._drain_output(self._proc))
         self.starts += 1
         self.serving = False
-        if wait:
-            await self.wait_ready()
-        elif self.env.template.id == "gradio-developer":
-            await self._wait_warm()
+        await self.wait_ready()
         log.info(
             "sandbox_web_started",
             sandbox_id=self.id,
@@ -410,22 +387,51 @@ class WebSandbox:
         while chunk := await proc.stdout.read(65536):
             self._log_tail += chunk
             del self._log_tail[:-_LOG_TAIL]
+            self._line += chunk
+            *lines, rest = self._line.split(b"\n")
+            self._line[:] = rest[-_LOG_TAIL:]
+            for line in lines:
+                self._count_mark(line.strip())
+        self._reloaded.set()  # the process is gone: whoever waits for a reload must look
+
+    def _count_mark(self, line: bytes | bytearray) -> None:
+        if line == RELOADED_MARK.encode():
+            self.reloads += 1
+        elif line == RELOAD_FAILED_MARK.encode():
+            self.reload_failures += 1
+        else:
+            return
+        self._reloaded.set()
+
+    async def wait_reload(self, reloads: int, failures: int) -> ExecutionError | None:
+        """Wait until the launcher reports a reload after (`reloads`, `failures`) were counted.
+
+        None once the new code is served; the app's traceback if running it failed (the server
+        keeps serving the previous version then); an error if the server died or never
+        noticed the file.
+        """
+        deadline = time.monotonic() + self.config.start_timeout
+        while self.reloads == reloads and self.reload_failures == failures:
+            if not self.alive:
+                return ExecutionError(
+                    name="AppError", value="The app stopped." + self._tail_suffix()
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ExecutionError(
+                    name="AppError", value="The app did not reload the new code in time."
+                )
+            self._reloaded.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reloaded.wait(), min(remaining, 1.0))
+        if self.reload_failures != failures:
+            return ExecutionError(name="AppError", value="The app failed." + self._tail_suffix())
+        return None
 
     def _lock_socket_dir(self) -> None:
         # See the module docstring: from now on only root may change this folder.
         os.chown(self.socket_dir, 0, 0)
         self.socket_dir.chmod(0o755)
-
-    async def _wait_warm(self) -> None:
-        """Wait until the Gradio launcher has imported gradio (a warm slot is only warm then)."""
-        deadline = time.monotonic() + self.config.start_timeout
-        while b"FRAGMENTS_WARM" not in self._log_tail:
-            if self._proc is None or self._proc.returncode is not None:
-                raise self._startup_failure()
-            if time.monotonic() > deadline:
-                await self.stop()
-                raise SandboxStartError("The Gradio launcher did not get ready in time.")
-            await asyncio.sleep(_POLL)
 
     async def wait_ready(self) -> None:
         """Wait until the server answers HTTP; the process is stopped if it never does."""
@@ -473,6 +479,28 @@ class WebSandbox:
         raise SandboxStartError(
             f"The app did not answer within {timeout:.0f} s." + self._tail_suffix()
         )
+
+    async def warm_streamlit(self) -> None:
+        """Render the placeholder once in a session, then close it.
+
+        The first script run in a Streamlit process pays for importing and initialising the
+        element and messaging code (a few hundred ms on one CPU); doing it here moves that
+        cost from the owner's first page view to the pool's refill. Once the last session
+        has gone, Streamlit drops its compiled-script cache, so the owner's app is read anew.
+        """
+        async with (
+            asyncio.timeout(self.config.start_timeout),
+            unix_connect(
+                str(self.socket),
+                f"ws://127.0.0.1:{self.port}/_stcore/stream",
+                subprotocols=[Subprotocol("streamlit")],
+            ) as ws,
+        ):
+            await ws.send(_STREAMLIT_RERUN)
+            while True:
+                message = await ws.recv()
+                if isinstance(message, bytes) and STREAMLIT_WARM_TEXT.encode() in message:
+                    return
 
     def _tail_suffix(self) -> str:
         tail = self.log_tail().strip()
