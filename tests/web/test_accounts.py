@@ -53,6 +53,9 @@ def test_guest_history_survives_refresh_and_signup(
         prompt.press("Enter")
         expect(page.get_by_test_id("stdout")).to_contain_text("hello from history", timeout=90_000)
         expect(page.get_by_test_id("history-item")).to_have_count(1)
+        # A guest sees the month's usage, not a team budget.
+        expect(page.get_by_test_id("month-usage")).to_be_visible()
+        expect(page.get_by_test_id("team-budget")).to_have_count(0)
 
         # A refresh keeps the guest's conversation: chat, code, and a re-run preview.
         page.reload()
@@ -70,6 +73,8 @@ def test_guest_history_survives_refresh_and_signup(
             "browser-user@example.com", timeout=15_000
         )
         expect(page.get_by_test_id("history-item")).to_have_count(1)
+        # The owner of their team sees its usage against the free tier's monthly budget.
+        expect(page.get_by_test_id("team-budget")).to_contain_text("/ 2.0M", timeout=15_000)
         page.get_by_test_id("share-toggle").check()
         expect(page.get_by_test_id("share-toggle")).to_be_checked()
 

@@ -208,6 +208,9 @@ def test_chat_streams_code_and_shows_the_chart(
         page.goto(app_url)
         page.wait_for_selector('[data-testid="model-select"] option', state="attached")
         page.select_option('[data-testid="model-select"]', f"openai:{openai_model['id']}")
+        # The month's usage in the top bar: nothing yet for this new guest.
+        month = page.get_by_test_id("month-usage")
+        expect(month).to_have_text(re.compile(r"^\s*0 tokens · \$0\.0000"), timeout=15_000)
         prompt = page.get_by_test_id("chat-input")
         prompt.fill("Plot a sine and a cosine wave")
         prompt.press("Enter")
@@ -245,6 +248,8 @@ def test_chat_streams_code_and_shows_the_chart(
 
         # Token usage under the answer, and a card that reopens the fragment.
         expect(page.get_by_test_id("usage")).to_contain_text("in ·")
+        # The month's total in the top bar was fetched again after the answer: it grew.
+        expect(month).to_have_text(re.compile(r"^\s*[1-9][\d.]*k? tokens · \$"))
         expect(page.get_by_test_id("fragment-card")).to_contain_text("Sine and cosine")
         page.get_by_test_id("tab-code").click()
         expect(page.get_by_test_id("file-name")).to_have_text("script.py")

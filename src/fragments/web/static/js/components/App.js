@@ -36,6 +36,7 @@ import {
   saveTokens,
 } from "../lib/session.js";
 import { AccountBar, AuthDialog } from "./Account.js";
+import { UsageMeter } from "./UsageMeter.js";
 import { History } from "./History.js";
 import { ChatInput } from "./ChatInput.js";
 import { ErrorBanner, MessageList } from "./Chat.js";
@@ -115,6 +116,8 @@ export function App() {
   const [history, setHistory] = useState([]);
   const [authMode, setAuthMode] = useState(null);
   const [currentId, setCurrentId] = useState(null);
+  // Bumped after every answer: the month's usage in the top bar is fetched again.
+  const [usageTick, setUsageTick] = useState(0);
 
   // Refs hold what async handlers must read fresh: the messages, the conversation, aborts, and a
   // generation number that "New chat" bumps so late events of an old stream are ignored.
@@ -372,6 +375,7 @@ export function App() {
     if (done) {
       saveDraft(null);
       refreshHistory();
+      setUsageTick((n) => n + 1);
     }
     const current = messagesRef.current.find((m) => m.id === assistant.id);
     const empty = !current?.object?.commentary && !hasBody(current?.object);
@@ -560,7 +564,8 @@ export function App() {
     <div class="app">
       <${Header} models=${models} model=${model} templates=${templates} prefs=${prefs}
         theme=${theme}
-        account=${html`<${AccountBar} me=${me} onOpenAuth=${setAuthMode} onSignOut=${signOut}
+        account=${html`<${UsageMeter} me=${me} tick=${usageTick} />
+          <${AccountBar} me=${me} onOpenAuth=${setAuthMode} onSignOut=${signOut}
           onSwitchTeam=${changeTeam} />`}
         onPrefs=${updatePrefs} onNewChat=${newChat}
         onOpenSettings=${() => setSettingsOpen(true)}

@@ -174,3 +174,10 @@ export const deleteConversation = (id) =>
   call("DELETE", `/api/conversations/${encodeURIComponent(id)}`);
 export const resendTurn = (id, turn) =>
   call("POST", `/api/conversations/${encodeURIComponent(id)}/turns`, turn);
+
+// ---- usage ----------------------------------------------------------------------------------
+
+/** This calendar month's tokens and cost for the caller (`month` of GET /api/usage). */
+export const getUsage = () => getJSON("/api/usage?days=1");
+/** A team's budget, used and remaining (team admins only). */
+export const getBudget = (teamId) => getJSON(`/api/teams/${encodeURIComponent(teamId)}/budget`);
