@@ -167,6 +167,9 @@ class Settings(BaseSettings):
         "streamlit-developer": 1,
         "gradio-developer": 0,
     }
+    # A taken pool slot is refilled once its request's result is served, web apps this long
+    # after their URL (the browser loads the page meanwhile): a refill is CPU-bound.
+    sandbox_pool_refill_delay_seconds: float = 2.0
     sandbox_retry_backoff_seconds: float = 1.0
     sandbox_cpus: float = 1.0
     # Sandbox n runs as uid sandbox_uid_base + n (n < sandbox_max_count): a uid per sandbox.

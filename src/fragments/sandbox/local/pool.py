@@ -1,11 +1,16 @@
 """Warm pools: per template, a few started sandboxes that no one owns yet.
 
 A filler task per template keeps `size` sandboxes ready (an interpreter with numpy, pandas and
-matplotlib imported; Streamlit serving a placeholder; Gradio with gradio imported, waiting for
-its app) and is woken whenever one is taken. `take` is synchronous and called under the
-service's acquire lock, so a ready sandbox leaves the pool exactly once: it is never handed to
-two owners. Pooled sandboxes are not listed as live (no preview reaches them, the reaper skips
-them) until taken.
+matplotlib imported; Streamlit and Gradio serving a placeholder; a Node dev server with its
+placeholder page compiled). `take` is synchronous and called under the service's acquire lock,
+so a ready sandbox leaves the pool exactly once: it is never handed to two owners. Pooled
+sandboxes are not listed as live (no preview reaches them, the reaper skips them) until taken.
+
+A refill is not started the moment a sandbox is taken: starting a sandbox is CPU-bound (an
+import of numpy or gradio, a Next.js compile) and would compete with the request that took it,
+each sandbox being capped at one CPU on a machine of a few. The service calls `refill` once the
+request's result is served (with a delay for web apps, whose page then loads in the browser);
+a refill owed is started anyway after `_REFILL_AT_THE_LATEST` seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from fragments.sandbox.local.build import TemplateEnv
 log = structlog.get_logger(__name__)
 
 _RETRY_AFTER_FAILURE = 5.0
+_REFILL_AT_THE_LATEST = 30.0
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class Pooled(Protocol):
@@ -54,6 +64,7 @@ class WarmPool(Generic[S]):
         self._close = close
         self._ready: dict[str, list[S]] = {t: [] for t in self.sizes}
         self._wanted: dict[str, asyncio.Event] = {t: asyncio.Event() for t in self.sizes}
+        self._timers: list[asyncio.TimerHandle] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._filled = asyncio.Event()
         # (template, seconds) of every fill, for the bench's refill rate.
@@ -75,7 +86,7 @@ class WarmPool(Generic[S]):
         ready = self._ready.get(template_id)
         if not ready:
             return None
-        self._wanted[template_id].set()
+        self.refill(template_id, _REFILL_AT_THE_LATEST)  # unless `refill` comes sooner
         while ready:
             sandbox = ready.pop(0)
             if sandbox.alive and sandbox.env.path == env_path:
@@ -84,6 +95,17 @@ class WarmPool(Generic[S]):
             task = asyncio.create_task(self._close(sandbox))
             self._tasks.append(task)
         return None
+
+    def refill(self, template_id: str, delay: float = 0.0) -> None:
+        """Let the template's filler top its pool up, now or in `delay` seconds."""
+        wanted = self._wanted.get(template_id)
+        if wanted is None:
+            return
+        if delay <= 0:
+            wanted.set()
+            return
+        self._timers = [t for t in self._timers if not t.cancelled() and t.when() > _now()]
+        self._timers.append(asyncio.get_running_loop().call_later(delay, wanted.set))
 
     async def _fill(self, template_id: str) -> None:
         ready = self._ready[template_id]
@@ -117,6 +139,8 @@ class WarmPool(Generic[S]):
             await self._filled.wait()
 
     async def aclose(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

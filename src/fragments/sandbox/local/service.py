@@ -537,7 +537,12 @@ class LocalSandboxService:
         env = await self._ensure_env(program.template, phase)
         sandbox = await self._acquire(owner, env, restart, config)
         if isinstance(sandbox, WebSandbox):
-            return await self._serve(sandbox, program, phase)
+            try:
+                return await self._serve(sandbox, program, phase)
+            finally:
+                # Not while the page loads: see pool.py on refills.
+                delay = self.settings.sandbox_pool_refill_delay_seconds
+                self.pool.refill(program.template.id, delay)
         try:
             async with sandbox.lock:
                 if sandbox.closed:
@@ -574,6 +579,7 @@ class LocalSandboxService:
             if owner is None:
                 self._forget(sandbox)
                 await self._close(sandbox)
+            self.pool.refill(program.template.id)  # the result is out: see pool.py on refills
 
     async def _serve(
         self, sandbox: WebSandbox, program: Program, phase: PhaseCallback
