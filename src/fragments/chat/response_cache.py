@@ -36,7 +36,7 @@ from fragments.schemas import Fragment
 log = structlog.get_logger(__name__)
 
 # Bump when the prompt's wording or the answer's schema changes meaning.
-PROMPT_VERSION = "2026-11-25.1"
+PROMPT_VERSION = "2026-11-26.1"
 _PIECE = 256
 
 
