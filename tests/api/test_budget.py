@@ -86,11 +86,20 @@ async def test_admins_see_usage_against_budget_members_and_outsiders_do_not(
     assert hidden.status_code == 404
     assert "1200" not in hidden.text
     assert (await api.get("/api/teams/nope/budget", headers=admin.headers)).status_code == 404
-    # The team view of /api/usage is for admins too: a member acting for their own personal
-    # team is its owner (allowed); nobody sees another team's rows through it.
+    # The team view of /api/usage is for admins too: the owner of a personal team sees its
+    # rows; a member acting for Acme is refused, its admin is not.
     mine = await api.get("/api/usage?scope=team", headers=outsider.headers)
     assert mine.status_code == 200
     assert mine.json()["month"]["input_tokens"] == 899
+    for who, status in ((member, 403), (admin, 200)):
+        switched = await api.post(
+            "/api/auth/switch-team", json={"team_id": tid}, headers=who.headers
+        )
+        assert switched.status_code == 200, switched.text
+        headers = {"Authorization": f"Bearer {switched.json()['access_token']}"}
+        team_view = await api.get("/api/usage?scope=team", headers=headers)
+        assert team_view.status_code == status
+    assert team_view.json()["month"]["input_tokens"] == 1100
 
 
 async def test_a_free_team_cannot_raise_its_own_budget(api: httpx.AsyncClient) -> None:
