@@ -19,6 +19,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
+    parser.add_argument(
+        "--templates", nargs="*", default=None, help="template ids for templates (default: all)"
+    )
     args = parser.parse_args()
     from bench import chat_stream
     from fragments.observability import configure_logging
@@ -34,7 +37,7 @@ def main() -> None:
     if "templates" in args.parts:
         from bench import sandbox_templates
 
-        sandbox_templates.run(runs=args.runs)
+        sandbox_templates.run(args.templates, runs=args.runs)
     if "capacity" in args.parts:
         chat_stream.capacity(args.workers)
     if "cost" in args.parts:
