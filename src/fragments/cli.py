@@ -1,4 +1,4 @@
-"""Command line: `fragments serve | db upgrade | templates build`."""
+"""Command line: `fragments serve | db upgrade | db purge | templates build | teams ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from fragments.cli_teams import teams_app
+
 app = typer.Typer(
     help="Fragments: chat with a model, get a running app in a sandbox.", no_args_is_help=True
 )
@@ -14,6 +16,7 @@ templates_app = typer.Typer(help="Prepare sandbox template environments.", no_ar
 app.add_typer(templates_app, name="templates")
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(teams_app, name="teams")
 
 
 @db_app.command("upgrade")

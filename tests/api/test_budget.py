@@ -1,7 +1,7 @@
 """GET /api/teams/{id}/budget: a team's admins see its monthly token budget against what it used;
-members get 403, anyone outside the team 404. An admin sets an enterprise team's budget with
-PATCH /api/teams/{id} {limits: {monthly_tokens}}; a free team's own figure is ignored. On SQLite
-and PostgreSQL (row-level security on)."""
+members get 403, anyone outside the team 404. The operator sets an enterprise team's budget
+(`fragments teams set-tier`, see test_team_plans); a free team's own figure is ignored. On
+SQLite and PostgreSQL (row-level security on)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from fragments.auth.plans import set_tier
 from fragments.store.db import Identity
-from fragments.store.models import UsageRecord
+from fragments.store.models import Team, UsageRecord
 from tests.accounts import Account, sign_up
 
 pytestmark = pytest.mark.anyio
@@ -53,14 +54,9 @@ async def test_admins_see_usage_against_budget_members_and_outsiders_do_not(
             headers=owner.headers,
         )
         assert added.status_code == 201, added.text
-    assert (
-        await api.patch(f"/api/teams/{tid}", json={"tier": "enterprise"}, headers=owner.headers)
-    ).status_code == 200
-    # An admin sets the enterprise team's budget.
-    patched = await api.patch(
-        f"/api/teams/{tid}", json={"limits": {"monthly_tokens": 5000}}, headers=admin.headers
-    )
-    assert patched.status_code == 200, patched.text
+    # The operator makes it an enterprise team with its own budget.
+    db = api._transport.app.state.fragments.db  # type: ignore[attr-defined]
+    await set_tier(db, tid, "enterprise", {"monthly_tokens": 5000})
 
     member_me, outsider_me = await me(api, member), await me(api, outsider)
     await spend(api, member_me["id"], tid, 1200)
@@ -105,13 +101,12 @@ async def test_admins_see_usage_against_budget_members_and_outsiders_do_not(
 async def test_a_free_team_cannot_raise_its_own_budget(api: httpx.AsyncClient) -> None:
     alice = await sign_up(api, "alice")
     personal = (await me(api, alice))["team_id"]
-    assert (
-        await api.patch(
-            f"/api/teams/{personal}",
-            json={"limits": {"monthly_tokens": 10**12}},
-            headers=alice.headers,
-        )
-    ).status_code == 200
+    db = api._transport.app.state.fragments.db  # type: ignore[attr-defined]
+    async with db.transaction() as session:
+        # Own figures stored on a free team (as an older version let its admins do) are ignored.
+        team = await session.get(Team, personal)
+        assert team is not None
+        team.limits = {"monthly_tokens": 10**12}
     body = (await api.get(f"/api/teams/{personal}/budget", headers=alice.headers)).json()
     assert body["tier"] == "free"
     assert body["monthly_tokens"] == 2_000_000  # the tier's figure, not the team's own

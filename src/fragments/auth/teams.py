@@ -1,5 +1,9 @@
-"""/api/teams: teams, members and roles. owner: the team, its members, billing (tier);
-admin: members and limits; member: use. Someone outside a team gets 404 for it."""
+"""/api/teams: teams, members and roles. owner: the team and its members; admin: members;
+member: use. Someone outside a team gets 404 for it.
+
+The tier and an enterprise team's limits (monthly token budget, chat and sandbox runs a day)
+decide what the platform pays for, so they belong to the operator (`fragments teams set-tier`):
+PATCH refuses to change them, for every role."""
 
 from __future__ import annotations
 
@@ -29,8 +33,15 @@ class NewTeam(BaseModel):
 
 class TeamPatch(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
+    # Accepted only unchanged (a client may send the team back as it read it); see the module.
     tier: TierName | None = None
     limits: dict[str, int] | None = None
+
+
+_OPERATOR_ONLY = (
+    "The plan (tier) and the team's limits and monthly token budget are set by the operator "
+    "of this service; ask them to change it."
+)
 
 
 class NewMember(BaseModel):
@@ -94,15 +105,13 @@ async def patch_team(
     team_id: str, body: TeamPatch, user: SignedInUser, session: SessionDep
 ) -> dict[str, Any]:
     team, role = await _my_role(session, user, team_id)
+    changes_tier = body.tier is not None and body.tier != team.tier
+    changes_limits = body.limits is not None and body.limits != (team.limits or {})
+    if changes_tier or changes_limits:
+        raise Forbidden(_OPERATOR_ONLY, code="operator_only")
     if body.name is not None:
         _require(role, "owner", "rename the team")
         team.name = body.name.strip()
-    if body.tier is not None:
-        _require(role, "owner", "change the billing tier")
-        team.tier = body.tier
-    if body.limits is not None:
-        _require(role, "admin", "change the limits")
-        team.limits = dict(body.limits)
     await session.flush()
     return _team(team, role)
 

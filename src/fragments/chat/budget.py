@@ -1,8 +1,12 @@
 """Monthly token budgets of teams: the budget by tier, what the team used this calendar month
 (UTC), and when the month resets.
 
-Only an enterprise team's own `limits` (set by a team admin, PATCH /api/teams/{id}) override the
-tier's figures: a free or pro team cannot raise its own budget or limits.
+Tiers and an enterprise team's own `limits` belong to the operator (`fragments teams set-tier`;
+PATCH /api/teams/{id} refuses them): only an enterprise team's `limits` override the tier's
+figures.
+
+Only usage the platform paid for counts: a model call made with the caller's own API key or
+server is recorded with `billed_to = "own_key"` and shown in the usage report, never charged.
 
 What a team used is the sum of its usage rows this month. Summing them on every chat request is
 a scan that grows with the month, so each instance keeps the sum for
@@ -22,10 +26,18 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.config import Settings
-from fragments.store.models import Team, UsageRecord
+from fragments.llm.types import ModelCall
+from fragments.store.models import BilledTo, Team, UsageRecord
 
-# Team limits an enterprise team may set for itself (team admins, PATCH /api/teams/{id}).
+# Figures the operator may set for an enterprise team (`fragments teams set-tier`).
 OVERRIDABLE = ("chat_per_day", "sandbox_per_day", "monthly_tokens")
+
+
+def billed_to(call: ModelCall) -> BilledTo:
+    """Who pays for `call`: a key or server the caller brought (in the request or saved with
+    PUT /api/keys) is theirs; otherwise the platform's key is used and the team is charged."""
+    own = call.api_key is not None or call.base_url is not None
+    return "own_key" if own else "platform"
 
 
 def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -60,10 +72,15 @@ def monthly_budget(settings: Settings, team: Team | None) -> int | None:
 
 
 async def month_usage(session: AsyncSession, team_id: str, since: datetime) -> int:
+    """Tokens (input + output) the platform paid for the team since `since`."""
     total = await session.execute(
         select(
             func.coalesce(func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0)
-        ).where(UsageRecord.team_id == team_id, UsageRecord.created_at >= since)
+        ).where(
+            UsageRecord.team_id == team_id,
+            UsageRecord.created_at >= since,
+            UsageRecord.billed_to == "platform",
+        )
     )
     return int(total.scalar_one())
 
@@ -94,8 +111,11 @@ class UsageCache:
         self._entries[team_id] = _Entry(start, used, now + self.ttl)
         return used
 
-    def add(self, team_id: str | None, tokens: int) -> None:
-        """Usage this instance just recorded for the team: counted at once."""
+    def add(self, team_id: str | None, tokens: int, paid_by: BilledTo = "platform") -> None:
+        """Usage this instance just recorded for the team: counted at once (own-key usage is
+        never charged, so it is not added)."""
+        if paid_by != "platform":
+            return
         entry = self._entries.get(team_id or "")
         if entry is not None and entry.month == month_bounds()[0]:
             entry.used += max(0, tokens)

@@ -9,6 +9,7 @@ import structlog
 from pydantic import ValidationError
 
 from fragments.auth.deps import DB_DOWN, Principal
+from fragments.chat.budget import billed_to
 from fragments.chat.prompt import to_turns
 from fragments.chat.summary import model_summary
 from fragments.chat.usage import record_usage
@@ -133,6 +134,7 @@ async def windowed(
                 model=f"{result.provider}/{result.model}",
                 usage=result.usage,
                 cost=result.cost_usd,
+                billed_to=billed_to(call),
             )
     else:
         summary = extractive_summary(

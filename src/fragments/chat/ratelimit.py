@@ -11,7 +11,8 @@ in-memory limiter per instance takes over, and Redis is tried again every `_RETR
 
 Token budgets: a team's tokens (input + output) this calendar month against its tier's budget
 (or an enterprise team's `limits.monthly_tokens`); over it, 429 `quota_exceeded`. Own-key
-requests and guests are not counted against a team budget. See `budget`.
+requests and guests are not counted against a team budget. See `budget`. Tiers and enterprise
+limits are set by the operator (`fragments teams set-tier`), never by the team.
 """
 
 from __future__ import annotations
@@ -152,6 +153,27 @@ async def _team_and_usage(
         return None, 0
 
 
+def daily_limit(settings: Settings, team: Team | None, kind: Kind) -> int:
+    """A signed-in user's requests (`chat`) or sandbox runs a day: the team's tier's figure, or
+    an enterprise team's own `limits.chat_per_day` / `limits.sandbox_per_day`."""
+    if kind == "chat":
+        limits = {
+            "free": settings.rate_limit_free_per_day,
+            "pro": settings.rate_limit_pro_per_day,
+            "enterprise": settings.rate_limit_enterprise_per_day,
+        }
+    else:
+        limits = {
+            "free": settings.sandbox_limit_free_per_day,
+            "pro": settings.sandbox_limit_pro_per_day,
+            "enterprise": settings.sandbox_limit_enterprise_per_day,
+        }
+    custom = override(team, f"{kind}_per_day")
+    if custom is not None:
+        return custom
+    return limits.get(team.tier if team is not None else "free", limits["free"])
+
+
 async def quota_for(
     settings: Settings, db: Database, who: Principal, request: Request, own_key: bool
 ) -> Quota:
@@ -162,13 +184,7 @@ async def quota_for(
         return Quota("guest", _host(request), settings.rate_limit_guest_per_day)
     team, used = await _team_and_usage(request, settings, db, who)
     tier = team.tier if team is not None else "free"
-    limits = {
-        "free": settings.rate_limit_free_per_day,
-        "pro": settings.rate_limit_pro_per_day,
-        "enterprise": settings.rate_limit_enterprise_per_day,
-    }
-    custom = override(team, "chat_per_day")
-    limit = custom if custom is not None else limits.get(tier, settings.rate_limit_free_per_day)
+    limit = daily_limit(settings, team, "chat")
     return Quota(tier, who.user_id, limit, budget=monthly_budget(settings, team), used=used)
 
 
@@ -179,14 +195,7 @@ async def sandbox_quota(
         return Quota("guest", _host(request), settings.sandbox_limit_guest_per_day, "sandbox")
     team = await _team(db, who)
     tier = team.tier if team is not None else "free"
-    limits = {
-        "free": settings.sandbox_limit_free_per_day,
-        "pro": settings.sandbox_limit_pro_per_day,
-        "enterprise": settings.sandbox_limit_enterprise_per_day,
-    }
-    custom = override(team, "sandbox_per_day")
-    limit = custom if custom is not None else limits.get(tier, settings.sandbox_limit_free_per_day)
-    return Quota(tier, who.user_id, limit, "sandbox")
+    return Quota(tier, who.user_id, daily_limit(settings, team, "sandbox"), "sandbox")
 
 
 def limiter_of(request: Request, settings: Settings) -> ChatLimiter:

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
 from fragments.auth.deps import CurrentUser, get_db
-from fragments.chat.budget import usage_cache
+from fragments.chat.budget import billed_to, usage_cache
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.ratelimit import enforce
@@ -109,6 +109,8 @@ async def chat(
     )
     if turn.api_key:
         call = dataclasses.replace(call, api_key=turn.api_key)
+    # Whose key pays: the caller's own (brought or saved) is shown in usage, never charged.
+    paid_by = billed_to(call)
     # The client's history, or the stored conversation's when it sends only the new message.
     window = await windowed(
         settings=settings,
@@ -143,7 +145,7 @@ async def chat(
 
     async def save(fragment: Fragment, result: StreamResult) -> tuple[str, bool]:
         usage = result.usage
-        spent.add(charged_team, usage.input_tokens + usage.output_tokens)
+        spent.add(charged_team, usage.input_tokens + usage.output_tokens, paid_by)
         return await save_chat_turn(
             db,
             who,
@@ -159,10 +161,11 @@ async def chat(
                 "cache_write_tokens": usage.cache_write_tokens,
             },
             cost_usd=result.cost_usd,
+            billed_to=paid_by,
         )
 
     async def charge(usage: Usage, cost: float) -> None:
-        spent.add(charged_team, usage.input_tokens + usage.output_tokens)
+        spent.add(charged_team, usage.input_tokens + usage.output_tokens, paid_by)
         await record_usage(
             db,
             who,
@@ -170,6 +173,7 @@ async def chat(
             model=f"{model.provider_id}/{model.id}",
             usage=usage,
             cost=cost,
+            billed_to=paid_by,
         )
 
     if settings.response_cache:

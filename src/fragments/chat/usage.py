@@ -1,6 +1,9 @@
 """GET /api/usage: tokens and cost by day and model, for the caller or (team admins) their team,
 and the current month's total; GET /api/teams/{id}/budget: a team's monthly token budget, used
 and remaining, for its admins. Rows come from `usage_records` (one per answer, and per summary).
+
+Every figure of /api/usage counts all usage (as before); its `own_key` part is what the caller's
+own API key or server paid for, which the budget does not charge.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.deps import Principal, SessionDep, SignedInUser, get_db
@@ -22,7 +25,7 @@ from fragments.llm.types import Usage
 from fragments.state import get_state
 from fragments.store import repos
 from fragments.store.db import Database, Identity, aware
-from fragments.store.models import Team, UsageRecord
+from fragments.store.models import BilledTo, Team, UsageRecord
 
 log = structlog.get_logger(__name__)
 
@@ -31,19 +34,40 @@ router = APIRouter(tags=["usage"])
 _FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
-def _empty() -> dict[str, Any]:
+def _figures() -> dict[str, Any]:
     return {"requests": 0, **dict.fromkeys(_FIELDS, 0), "cost_usd": 0.0}
 
 
-def _add(into: dict[str, Any], row: UsageRecord) -> None:
-    into["requests"] += 1
+def _empty() -> dict[str, Any]:
+    # `own_key`: the part of the figures paid with the caller's own key (not charged).
+    return {**_figures(), "own_key": _figures()}
+
+
+def _sum(into: dict[str, Any], part: dict[str, Any]) -> None:
+    into["requests"] += part["requests"]
     for name in _FIELDS:
-        into[name] += int(getattr(row, name) or 0)
-    into["cost_usd"] += float(row.cost_usd or 0.0)
+        into[name] += part[name]
+    into["cost_usd"] += part["cost_usd"]
+
+
+def _add(into: dict[str, Any], row: UsageRecord) -> None:
+    one = {
+        "requests": 1,
+        **{name: int(getattr(row, name) or 0) for name in _FIELDS},
+        "cost_usd": float(row.cost_usd or 0.0),
+    }
+    _sum(into, one)
+    if row.billed_to == "own_key":
+        _sum(into["own_key"], one)
 
 
 def _rounded(item: dict[str, Any]) -> dict[str, Any]:
-    return {**item, "cost_usd": round(item["cost_usd"], 6)}
+    own = item["own_key"]
+    return {
+        **item,
+        "cost_usd": round(item["cost_usd"], 6),
+        "own_key": {**own, "cost_usd": round(own["cost_usd"], 6)},
+    }
 
 
 @router.get("/api/usage")
@@ -88,10 +112,8 @@ async def usage(
     ]
     total = _empty()
     for item in items:
-        total["requests"] += item["requests"]
-        for name in _FIELDS:
-            total[name] += item[name]
-        total["cost_usd"] += item["cost_usd"]
+        _sum(total, item)
+        _sum(total["own_key"], item["own_key"])
     return {
         "scope": scope,
         "days": days,
@@ -121,8 +143,9 @@ async def _admin_team(session: AsyncSession, user: Principal, team_id: str) -> T
 async def team_budget(
     team_id: str, request: Request, user: SignedInUser, session: SessionDep
 ) -> dict[str, Any]:
-    """The team's tier, monthly token budget (input + output), what it used this calendar month
-    (UTC) and its cost, what remains, and when the month resets; for the team's admins."""
+    """The team's tier, monthly token budget (input + output), what the platform paid for this
+    calendar month (UTC) and its cost, what remains, and when the month resets; for the team's
+    admins. Own-key usage is reported apart (`own_key_tokens`) and not charged."""
     team = await _admin_team(session, user, team_id)
     start, reset = month_bounds()
     budget = monthly_budget(get_state(request).settings, team)
@@ -130,12 +153,18 @@ async def team_budget(
     assert user.user_id is not None
     async with get_db(request).transaction(Identity(user.user_id, team.id)) as as_team:
         used = await month_usage(as_team, team.id, start)
-        costs = await as_team.execute(
-            select(UsageRecord.cost_usd).where(
-                UsageRecord.team_id == team.id, UsageRecord.created_at >= start
+        rows = await as_team.execute(
+            select(
+                UsageRecord.billed_to,
+                func.coalesce(func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0),
+                func.coalesce(func.sum(UsageRecord.cost_usd), 0.0),
             )
+            .where(UsageRecord.team_id == team.id, UsageRecord.created_at >= start)
+            .group_by(UsageRecord.billed_to)
         )
-        cost = sum(float(c or 0.0) for c in costs.scalars())
+        by_payer = {payer: (int(tokens), float(cost or 0.0)) for payer, tokens, cost in rows.all()}
+    cost = by_payer.get("platform", (0, 0.0))[1]
+    own_tokens, own_cost = by_payer.get("own_key", (0, 0.0))
     return {
         "team_id": team.id,
         "tier": team.tier,
@@ -143,6 +172,8 @@ async def team_budget(
         "used_tokens": used,
         "remaining_tokens": max(0, budget - used) if budget is not None else None,
         "cost_usd": round(cost, 6),
+        "own_key_tokens": own_tokens,
+        "own_key_cost_usd": round(own_cost, 6),
         "month": start.date().isoformat(),
         "resets_at": reset.isoformat().replace("+00:00", "Z"),
     }
@@ -156,6 +187,7 @@ async def record_usage(
     model: str,
     usage: Usage,
     cost: float,
+    billed_to: BilledTo = "platform",
 ) -> None:
     """Store one usage record outside a turn (a cut-off answer, a summary); never raises."""
     if who.anonymous:
@@ -174,6 +206,7 @@ async def record_usage(
                     "cache_write_tokens": usage.cache_write_tokens,
                 },
                 cost_usd=cost,
+                billed_to=billed_to,
             )
     except Exception:  # accounting must never fail a chat
         log.warning("usage_not_recorded", conversation_id=conversation_id, model=model)

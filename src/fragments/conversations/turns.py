@@ -18,6 +18,7 @@ from fragments.errors import NotFound
 from fragments.schemas import Fragment
 from fragments.store import repos
 from fragments.store.db import Database
+from fragments.store.models import BilledTo
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +86,7 @@ async def save_chat_turn(
     model: str,
     usage: dict[str, int],
     cost_usd: float | None,
+    billed_to: BilledTo = "platform",
 ) -> tuple[str, bool]:
     """(fragment_id, saved). Never raises: a failed save is `saved: false`, not a failed chat."""
     fragment_id = uuid.uuid4().hex
@@ -116,6 +118,7 @@ async def save_chat_turn(
                 model=model,
                 tokens=usage,
                 cost_usd=cost_usd,
+                billed_to=billed_to,
             )
             return saved.fragment_id, True
     except (*DB_DOWN, SQLAlchemyError):

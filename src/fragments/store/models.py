@@ -22,6 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 Tier = Literal["free", "pro", "enterprise"]
+# Whose key paid for a model call: the platform's (counted against the team's budget) or the
+# caller's own key or server (shown in usage, never charged).
+BilledTo = Literal["platform", "own_key"]
 Role = Literal["owner", "admin", "member"]
 MessageRole = Literal["user", "assistant"]
 
@@ -192,6 +195,9 @@ class UsageRecord(Base):
     cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float | None] = mapped_column(Float)
+    billed_to: Mapped[str] = mapped_column(
+        String(20), default="platform", server_default="platform"
+    )
     created_at: Mapped[datetime] = _created()
 
 

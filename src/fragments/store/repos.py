@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.store.db import Identity
 from fragments.store.models import (
+    BilledTo,
     Conversation,
     ExecutionResultRow,
     FragmentRow,
@@ -300,6 +301,7 @@ async def record_usage(
     model: str,
     tokens: dict[str, int],
     cost_usd: float | None,
+    billed_to: BilledTo = "platform",
 ) -> None:
     session.add(
         UsageRecord(
@@ -312,6 +314,7 @@ async def record_usage(
             cache_read_tokens=tokens.get("cache_read_tokens", 0),
             cache_write_tokens=tokens.get("cache_write_tokens", 0),
             cost_usd=cost_usd,
+            billed_to=billed_to,
         )
     )
     await session.flush()
