@@ -3,15 +3,16 @@
 Kept as strings (written once under the sandbox root, bound read-only at /opt/fragments/) because
 they import Streamlit or Gradio, which exist only in the template environment.
 
-Streamlit: `streamlit run` with two fixes. Streamlit binds its listening socket itself with
-`socket.socket(family)`, i.e. protocol 0, so asyncio does not recognise the accepted
-connections as TCP and never sets TCP_NODELAY on them: every response after the first on a
-kept-alive connection then waits ~40 ms for the client's delayed ACK (Nagle), which made a page
-load (~60 static files over 6 connections) and each WebSocket message of a script run slow. The
-launcher re-wraps the listening socket so its protocol is read from the kernel (TCP). And each
-script run ended with Streamlit's file watcher resolving and matching every loaded module
-against its blacklist's globs (~0.1 s of CPU per run, before the run counts as done); it now
-looks only at modules loaded from the app's own folder.
+Streamlit: `streamlit run` after importing the template's usual libraries (numpy, pandas,
+matplotlib: paid while the pool fills, not by the app's first run), with two fixes. Streamlit
+binds its listening socket itself with `socket.socket(family)`, i.e. protocol 0, so asyncio
+does not recognise the accepted connections as TCP and never sets TCP_NODELAY on them: every
+response after the first on a kept-alive connection then waits ~40 ms for the client's delayed
+ACK (Nagle), which made a page load (~60 static files over 6 connections) and each WebSocket
+message of a script run slow. The launcher re-wraps the listening socket so its protocol is
+read from the kernel (TCP). And each script run ended with Streamlit's file watcher resolving
+and matching every loaded module against its blacklist's globs (~0.1 s of CPU per run, before
+the run counts as done); it now looks only at modules loaded from the app's own folder.
 
 Gradio: `import gradio` is most of a cold start (~4.5 s), so a warm slot is a process that has
 imported it (and the template's usual libraries) and already serves a placeholder app in
@@ -41,6 +42,7 @@ GRADIO_PLACEHOLDER = (
 
 STREAMLIT_BOOT_SOURCE = '''\
 """Fragments sandbox: `streamlit run`, with TCP_NODELAY on its connections."""
+import importlib
 import os
 import socket
 import sys
@@ -48,22 +50,24 @@ import sys
 if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
 
-from streamlit.web.server.starlette import starlette_server
+# Streamlit internals: if they move, the launcher runs Streamlit unchanged.
+try:
+    from streamlit.web.server.starlette import starlette_server
 
-_bind_socket = starlette_server._bind_socket
+    _bind_socket = starlette_server._bind_socket
 
+    def _tcp_bind_socket(address, port, backlog):
+        # A socket object made from the fd reads its protocol (TCP) from the kernel; accepted
+        # connections inherit it and asyncio then turns Nagle off on them.
+        sock = _bind_socket(address, port, backlog)
+        tcp = socket.socket(fileno=sock.detach())
+        tcp.setblocking(False)
+        tcp.set_inheritable(True)
+        return tcp
 
-def _tcp_bind_socket(address, port, backlog):
-    # A socket object made from the fd reads its protocol (TCP) from the kernel; accepted
-    # connections inherit it and asyncio then turns Nagle off on them.
-    sock = _bind_socket(address, port, backlog)
-    tcp = socket.socket(fileno=sock.detach())
-    tcp.setblocking(False)
-    tcp.set_inheritable(True)
-    return tcp
-
-
-starlette_server._bind_socket = _tcp_bind_socket
+    starlette_server._bind_socket = _tcp_bind_socket
+except (ImportError, AttributeError):
+    pass
 
 try:
     from streamlit.watcher import local_sources_watcher as _sources
@@ -88,6 +92,12 @@ try:
     _sources.LocalSourcesWatcher.update_watched_modules = _update_watched_modules
 except (ImportError, AttributeError):
     pass
+
+for name in ("numpy", "pandas", "matplotlib.pyplot"):  # what apps usually import
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
 
 from streamlit.web.cli import main
 
