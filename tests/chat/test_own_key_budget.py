@@ -117,6 +117,7 @@ async def test_the_budget_refuses_platform_answers_only(
         FragmentReply(input_tokens=4900, output_tokens=100),  # own key: not charged
         FragmentReply(input_tokens=900, output_tokens=100),  # platform: 2000 of 2000
         FragmentReply(input_tokens=100, output_tokens=100),  # own key, over the budget
+        FragmentReply(input_tokens=100, output_tokens=100),  # saved key, over the budget
     )
     answered(await chat(client, bob, "Make a counter"))
     answered(await chat(client, bob, "Make a timer", apiKey="bobs-key"))
@@ -129,6 +130,16 @@ async def test_the_budget_refuses_platform_answers_only(
     assert "2,000 of its 2,000" in over.json()["detail"]
     # The caller's own key still works: it is not the platform's money.
     answered(await chat(client, bob, "Make a stopwatch", apiKey="bobs-key"))
+    # So does a key the caller saved, used for a request that brings none.
+    saved = await client.put(
+        "/api/keys/openai", json={"api_key": "bobs-saved-key"}, headers=bob.headers
+    )
+    assert saved.status_code in (200, 201, 204), saved.text
+    with_saved = await chat(client, bob, "Make an alarm")
+    answered(with_saved)
+    assert received_key(fake_openai.last_request) == "bobs-saved-key"
+    # It counts against the own-key abuse limit, not the plan's daily requests.
+    assert with_saved.headers["X-RateLimit-Limit"] == "500"
     seen = await budget(client, bob)
     assert (seen["used_tokens"], seen["remaining_tokens"]) == (BUDGET, 0)
-    assert seen["own_key_tokens"] == 5000 + 200
+    assert seen["own_key_tokens"] == 5000 + 200 + 200

@@ -3,7 +3,8 @@ library.
 
 Chat: guests by IP (10 a day), signed-in users by user id by their team's tier (free 50, pro
 200, enterprise 1000 or the team's `limits.chat_per_day`). A request bringing its own API key or
-server is not charged to the platform quota but to a separate abuse limit (500 a day).
+server, or one they saved (PUT /api/keys), is not charged to the platform quota but to a
+separate abuse limit (500 a day).
 Sandbox runs have their own, looser limit (guests 50, free 200, pro 1000, enterprise 5000 or the
 team's `limits.sandbox_per_day`): a run costs a little CPU, an answer costs model tokens.
 Counters live in Redis when `FRAGMENTS_REDIS_URL` is set; while Redis is unreachable an
@@ -27,13 +28,14 @@ from limits import RateLimitItem, RateLimitItemPerDay
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from sqlalchemy import select
 
 from fragments.auth.deps import DB_DOWN, Principal
 from fragments.chat.budget import monthly_budget, override, usage_cache
 from fragments.config import Settings
 from fragments.errors import FragmentsError
 from fragments.store.db import Database
-from fragments.store.models import Team
+from fragments.store.models import ProviderKey, Team
 
 log = structlog.get_logger(__name__)
 
@@ -137,20 +139,30 @@ async def _team(db: Database, who: Principal) -> Team | None:
 
 
 async def _team_and_usage(
-    request: Request, settings: Settings, db: Database, who: Principal
-) -> tuple[Team | None, int]:
-    """The caller's team and its tokens this month, in one short transaction."""
+    request: Request, settings: Settings, db: Database, who: Principal, saved_key_for: str | None
+) -> tuple[Team | None, int, bool]:
+    """The caller's team, its tokens this month, and whether the caller saved a key for
+    provider `saved_key_for` (the chat then uses it: an own-key request), in one short
+    transaction."""
     if not who.team_id:
-        return None, 0
+        return None, 0, False
     cache = usage_cache(request.app.state, settings)
     try:
         async with db.transaction(who.identity) as session:
+            if saved_key_for is not None:
+                saved = await session.execute(
+                    select(ProviderKey.id).where(
+                        ProviderKey.user_id == who.user_id, ProviderKey.provider == saved_key_for
+                    )
+                )
+                if saved.first() is not None:
+                    return None, 0, True
             team = await session.get(Team, who.team_id)
             used = await cache.used(session, team.id) if team is not None else 0
-            return team, used
+            return team, used, False
     except DB_DOWN:
         log.warning("rate_limit_tier_unknown", user_id=who.user_id)
-        return None, 0
+        return None, 0, False
 
 
 def daily_limit(settings: Settings, team: Team | None, kind: Kind) -> int:
@@ -175,14 +187,21 @@ def daily_limit(settings: Settings, team: Team | None, kind: Kind) -> int:
 
 
 async def quota_for(
-    settings: Settings, db: Database, who: Principal, request: Request, own_key: bool
+    settings: Settings,
+    db: Database,
+    who: Principal,
+    request: Request,
+    own_key: bool,
+    saved_key_for: str | None = None,
 ) -> Quota:
+    own = Quota("own-key", who.user_id or _host(request), settings.rate_limit_own_key_per_day)
     if own_key:
-        key = who.user_id or _host(request)
-        return Quota("own-key", key, settings.rate_limit_own_key_per_day)
+        return own
     if who.anonymous or who.user_id is None:
         return Quota("guest", _host(request), settings.rate_limit_guest_per_day)
-    team, used = await _team_and_usage(request, settings, db, who)
+    team, used, saved = await _team_and_usage(request, settings, db, who, saved_key_for)
+    if saved:
+        return own
     tier = team.tier if team is not None else "free"
     limit = daily_limit(settings, team, "chat")
     return Quota(tier, who.user_id, limit, budget=monthly_budget(settings, team), used=used)
@@ -208,10 +227,17 @@ def limiter_of(request: Request, settings: Settings) -> ChatLimiter:
 
 
 async def enforce(
-    request: Request, settings: Settings, db: Database, who: Principal, *, own_key: bool
+    request: Request,
+    settings: Settings,
+    db: Database,
+    who: Principal,
+    *,
+    own_key: bool,
+    saved_key_for: str | None = None,
 ) -> dict[str, str]:
-    """The rate-limit headers for this request; 429 with `Retry-After` when over the limit."""
-    quota = await quota_for(settings, db, who, request, own_key)
+    """The rate-limit headers for this request; 429 with `Retry-After` when over the limit.
+    `saved_key_for`: the provider whose saved key the chat will use, if the caller saved one."""
+    quota = await quota_for(settings, db, who, request, own_key, saved_key_for)
     if quota.budget is not None and quota.used >= quota.budget:
         raise FragmentsError(
             f"Your team has used {quota.used:,} of its {quota.budget:,} tokens this month; "

@@ -96,7 +96,15 @@ async def chat(
     limit_headers: dict[str, str] = {}
     if settings.rate_limits:
         own_key = config.api_key is not None or config.base_url is not None
-        limit_headers = await enforce(request, settings, db, who, own_key=own_key)
+        limit_headers = await enforce(
+            request,
+            settings,
+            db,
+            who,
+            own_key=own_key,
+            # A saved key serves a request that brings none (below): an own-key request too.
+            saved_key_for=model.provider_id if config.api_key is None else None,
+        )
     user_content = body.messages[-1].model_dump(mode="json", exclude_none=True)["content"]
     turn = await open_chat_turn(
         db,
