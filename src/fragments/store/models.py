@@ -80,7 +80,8 @@ class Team(Base):
     id: Mapped[str] = _id()
     name: Mapped[str] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(20), default="free")
-    # Tier overrides: {"requests_per_minute": n, "tokens_per_day": n, ...}
+    # An enterprise team's own figures: {"monthly_tokens": n, "chat_per_day": n,
+    # "sandbox_per_day": n}. Tier and limits are set by the operator (`fragments teams`).
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     personal: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created()
