@@ -29,9 +29,6 @@ from fragments.config import Settings
 from fragments.llm.types import ModelCall
 from fragments.store.models import BilledTo, Team, UsageRecord
 
-# Figures the operator may set for an enterprise team (`fragments teams set-tier`).
-OVERRIDABLE = ("chat_per_day", "sandbox_per_day", "monthly_tokens")
-
 
 def billed_to(call: ModelCall) -> BilledTo:
     """Who pays for `call`: a key or server the caller brought (in the request or saved with
