@@ -51,6 +51,7 @@ GRADIO = "gradio-developer"
 NEXT = "nextjs-developer"
 NUXT = "vue-developer"
 IN_BROWSER = (STREAMLIT, GRADIO)
+_DCL = "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"
 _TIMEOUT = 180.0
 
 
@@ -94,6 +95,8 @@ class Conversation:
         self.page = page  # a blank browser page for Streamlit and Gradio, else None
         self.sandbox_id: str | None = None
         self._forward: UnixForwarder | None = None
+        # Chromium's own timing of the first page view: navigation start -> DOMContentLoaded.
+        self.page_load: float | None = None
 
     async def request(self) -> float:
         """Send a new version of the app; seconds until it is shown."""
@@ -122,6 +125,9 @@ class Conversation:
             self._forward = UnixForwarder(sandbox.socket)
             await self._forward.__aenter__()
             await open_app(self.page, self._forward.port)
+            await shows(self.page, marker)
+            self.page_load = await self.page.evaluate(_DCL) / 1000
+            return
         await shows(self.page, marker)  # later versions: the open page updates itself
 
     async def close(self) -> None:
@@ -204,6 +210,7 @@ async def _per_template(templates: list[str], runs: int) -> None:
                 await warm_svc.check()
                 warm: dict[str, list[float]] = {t: [] for t in templates}
                 edit: dict[str, list[float]] = {t: [] for t in templates}
+                loads: dict[str, list[float]] = {t: [] for t in templates}
                 memory: dict[str, int] = {}
                 for template in templates:
                     for i in range(runs):
@@ -215,10 +222,17 @@ async def _per_template(templates: list[str], runs: int) -> None:
                             memory[template] = _rss_of_uid(pooled.uid)
                         async with _conversation(warm_svc, browser, template, f"w{i}") as talk:
                             warm[template].append(await talk.request())
+                            if talk.page_load is not None:
+                                loads[template].append(talk.page_load)
                             if template != INTERPRETER:
                                 await asyncio.sleep(0.5)
                                 edit[template].append(await talk.request())
                     print(_row(template, cold[template], warm[template], edit[template]))
+                    if loads[template]:
+                        print(
+                            f"  {'':<20} warm: of which Chromium loading the page (navigation"
+                            f" -> DOMContentLoaded) p50 {_ms(loads[template], 50):5.0f} ms"
+                        )
                 print("  memory per warm sandbox (RSS of its processes, before it is taken):")
                 for template, rss in memory.items():
                     print(f"    {template:<20} {rss / 2**20:6.0f} MiB")
