@@ -395,6 +395,8 @@ class WebSandbox:
         self._reloaded.set()  # the process is gone: whoever waits for a reload must look
 
     def _count_mark(self, line: bytes | bytearray) -> None:
+        # The app's own code can print these lines too; all it gains is an early answer (or an
+        # error) about its own app, so they need not be unforgeable.
         if line == RELOADED_MARK.encode():
             self.reloads += 1
         elif line == RELOAD_FAILED_MARK.encode():
