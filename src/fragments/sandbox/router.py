@@ -1,4 +1,5 @@
-"""POST /api/sandbox: run a fragment, answer with its result as JSON or as an SSE stream."""
+"""POST /api/sandbox: run a fragment, answer with its result as JSON or as an SSE stream.
+POST /api/sandbox/prepare: make a conversation's sandbox ready while its fragment is written."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from fragments.auth.deps import CurrentUser, get_db
 from fragments.chat.ratelimit import enforce_sandbox
 from fragments.conversations.turns import authorize_run, save_run
 from fragments.errors import BadRequest, FragmentsError
+from fragments.sandbox.credits import PrepareCredits
 from fragments.sandbox.service import Phase, prepare_program
+from fragments.sandbox.templates import get_template
 from fragments.schemas import InterpreterResult, SandboxRequest, WebResult
 from fragments.state import StateDep
 
@@ -46,6 +50,21 @@ def _check_body(body: SandboxRequest | None) -> SandboxRequest:
             "Send the 'fragment' to run (or a 'fragment_id').", code="missing_fragment"
         )
     return body
+
+
+def _credits(request: Request) -> PrepareCredits:
+    credits: PrepareCredits | None = getattr(request.app.state, "prepare_credits", None)
+    if credits is None:
+        credits = PrepareCredits()
+        request.app.state.prepare_credits = credits
+    return credits
+
+
+class PrepareRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    template: str = ""
+    conversation_id: str = ""
 
 
 def _wants_stream(request: Request) -> bool:
@@ -80,9 +99,11 @@ async def run_sandbox(
     prepare_program(fragment)
     # Counted once the run is known to be valid and the caller's: its own daily limit.
     limit_headers: dict[str, str] = {}
-    if state.settings.rate_limits:
-        limit_headers = await enforce_sandbox(request, state.settings, db, who)
     owner = access.owner
+    # A run right after its conversation's prepare was counted by that prepare.
+    prepaid = owner is not None and _credits(request).use(owner, fragment.template)
+    if state.settings.rate_limits and not prepaid:
+        limit_headers = await enforce_sandbox(request, state.settings, db, who)
     service = state.sandboxes
 
     if not _wants_stream(request):
@@ -136,3 +157,48 @@ async def run_sandbox(
                 await task
 
     return EventSourceResponse(events(), ping=15, headers=limit_headers)
+
+
+@router.post(
+    "/api/sandbox/prepare",
+    response_model=None,
+    responses={
+        200: {"description": "The conversation's sandbox: {sandbox_id, template, url}."},
+        204: {"description": "This backend cannot prepare the template; run as usual."},
+    },
+)
+async def prepare_sandbox(
+    request: Request,
+    state: StateDep,
+    who: CurrentUser,
+    body: Annotated[PrepareRequest | None, Body()] = None,
+) -> Response:
+    """Take or start a conversation's sandbox for a template while the model is still writing
+    its fragment, so the run that follows is an in-place edit of an already-open preview.
+    Only the conversation's owner prepares it (404 otherwise); it counts as a sandbox run, and
+    the conversation's next run of that template is then not counted again. Idempotent."""
+    if body is None or not body.template:
+        raise BadRequest("Send the 'template' to prepare.", code="missing_template")
+    if not body.conversation_id:
+        raise BadRequest(
+            "Send the 'conversation_id' whose sandbox to prepare.", code="missing_conversation"
+        )
+    template = get_template(body.template)
+    db = get_db(request)
+    access = await authorize_run(
+        db, who, conversation_id=body.conversation_id, fragment_id=None, need_fragment=False
+    )
+    assert access.owner is not None
+    credits = _credits(request)
+    limit_headers: dict[str, str] = {}
+    # A repeated prepare is free: it answers the sandbox the first one paid for.
+    if state.settings.rate_limits and not credits.holds(access.owner, template.id):
+        limit_headers = await enforce_sandbox(request, state.settings, db, who)
+    prepared = await state.sandboxes.prepare(template, access.owner)
+    credits.grant(access.owner, template.id)
+    if prepared is None:
+        return Response(status_code=204, headers=limit_headers)
+    return JSONResponse(
+        {"sandbox_id": prepared.sandbox_id, "template": prepared.template, "url": prepared.url},
+        headers=limit_headers,
+    )

@@ -24,6 +24,17 @@ class SandboxUnavailable(FragmentsError):
     code = "sandbox_unavailable"
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSandbox:
+    """A conversation's sandbox made ready before its fragment is known (`prepare`)."""
+
+    sandbox_id: str
+    template: str
+    # The preview (the template's placeholder page until the fragment runs); None for the
+    # interpreter.
+    url: str | None
+
+
 class SandboxService(Protocol):
     async def execute(
         self,
@@ -34,6 +45,12 @@ class SandboxService(Protocol):
         on_phase: PhaseCallback | None = None,
     ) -> InterpreterResult | WebResult:
         """Run a fragment in the owner's sandbox (a conversation keeps its sandbox)."""
+        ...
+
+    async def prepare(self, template: Template, owner: str) -> PreparedSandbox | None:
+        """Take or start the owner's sandbox for `template` without running any code, so the
+        fragment's run that follows is an in-place edit; idempotent per owner. None when this
+        backend cannot prepare that template."""
         ...
 
     async def check(self) -> None:

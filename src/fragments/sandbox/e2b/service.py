@@ -32,7 +32,13 @@ from fragments.sandbox.e2b.sandboxes import (
     timeout_seconds,
 )
 from fragments.sandbox.e2b.sdk import SandboxSDK, real_sdk
-from fragments.sandbox.service import Phase, PhaseCallback, SandboxUnavailable, prepare_program
+from fragments.sandbox.service import (
+    Phase,
+    PhaseCallback,
+    PreparedSandbox,
+    SandboxUnavailable,
+    prepare_program,
+)
 from fragments.sandbox.templates import Template, get_template
 from fragments.schemas import ExecutionError, Fragment, InterpreterResult, WebResult
 
@@ -198,6 +204,29 @@ class E2BSandboxService:
         finally:
             if owner is None:
                 await self._kill(sandbox)
+
+    async def prepare(self, template: Template, owner: str) -> PreparedSandbox | None:
+        """Create (or reconnect to, or keep) the owner's E2B sandbox for `template` without
+        writing any code: creation is most of a first run's wait. E2B's template starts the
+        dev server itself, so a web sandbox's URL serves its placeholder page already."""
+        key = self._api_key()
+
+        async def quiet(_: Phase) -> None:
+            return None
+
+        try:
+            sandbox = await self._acquire(owner, template, False, key, quiet)
+        except SandboxUnavailable:
+            raise
+        except Exception as exc:
+            log.error("e2b_prepare_failed", template=template.id, error=str(exc)[:300])
+            raise SandboxUnavailable(
+                f"The E2B sandbox could not be created: {exc}", headers={"Retry-After": "5"}
+            ) from exc
+        url = None
+        if template.runtime == "web":
+            url = f"https://{sandbox.sdk.get_host(template.port or 80)}"
+        return PreparedSandbox(sandbox.id, template.id, url)
 
     async def extend(self, sandbox_id: str, seconds: float) -> float | None:
         """Keep a sandbox `seconds` more (up to sandbox_max_lifetime_seconds) by setting its E2B

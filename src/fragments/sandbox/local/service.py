@@ -58,7 +58,7 @@ from fragments.sandbox.local.install import (
     install_packages,
     prepare_installer,
 )
-from fragments.sandbox.local.kernel import KernelConfig, KernelSandbox, SandboxStartError
+from fragments.sandbox.local.kernel import KernelSandbox
 from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
 from fragments.sandbox.local.node_build import (
     NODE_TEMPLATES,
@@ -66,12 +66,14 @@ from fragments.sandbox.local.node_build import (
     node_template_dir,
 )
 from fragments.sandbox.local.pool import WarmPool
+from fragments.sandbox.local.sandbox_base import KernelConfig, SandboxStartError
 from fragments.sandbox.local.seccomp import seccomp_filter
 from fragments.sandbox.local.web import STREAMLIT_PLACEHOLDER, WebSandbox
 from fragments.sandbox.local.web_boot import GRADIO_PLACEHOLDER, write_web_boot
 from fragments.sandbox.service import (
     Phase,
     PhaseCallback,
+    PreparedSandbox,
     Program,
     SandboxUnavailable,
     prepare_program,
@@ -428,21 +430,27 @@ class LocalSandboxService:
                 warm = await sandbox.run(_WARM_IMPORTS, silent=True)
                 if warm.error is not None:
                     raise SandboxStartError(f"{warm.error.name}: {warm.error.value}")
-            elif template_id == "streamlit-developer":
-                await sandbox.write_files([(sandbox.entry, STREAMLIT_PLACEHOLDER)])
-                await sandbox.start()
-                await sandbox.warm_streamlit()
-            elif template_id == "gradio-developer":
-                # Serving a placeholder in reload mode: the owner's app is swapped in.
-                await sandbox.write_files([(sandbox.entry, GRADIO_PLACEHOLDER)])
-                await sandbox.start()
             else:
-                # A Node slot serves the scaffold's page, compiled by `start` (its first GET).
-                await sandbox.start()
+                await self._serve_placeholder(sandbox)
         except BaseException:
             await self._close(sandbox)
             raise
         return sandbox
+
+    async def _serve_placeholder(self, sandbox: WebSandbox) -> None:
+        """Start a web sandbox on its template's placeholder page (warm slots, `prepare`)."""
+        template_id = sandbox.env.template.id
+        if template_id == "streamlit-developer":
+            await sandbox.write_files([(sandbox.entry, STREAMLIT_PLACEHOLDER)])
+            await sandbox.start()
+            await sandbox.warm_streamlit()
+        elif template_id == "gradio-developer":
+            # Serving a placeholder in reload mode: the owner's app is swapped in.
+            await sandbox.write_files([(sandbox.entry, GRADIO_PLACEHOLDER)])
+            await sandbox.start()
+        else:
+            # A Node slot serves the scaffold's page, compiled by `start` (its first GET).
+            await sandbox.start()
 
     def _new_sandbox(
         self, owner: str | None, slot: int, env: TemplateEnv, config: KernelConfig
@@ -580,6 +588,51 @@ class LocalSandboxService:
                 self._forget(sandbox)
                 await self._close(sandbox)
             self.pool.refill(program.template.id)  # the result is out: see pool.py on refills
+
+    async def prepare(self, template: Template, owner: str) -> PreparedSandbox | None:
+        """The owner's sandbox for `template`, taken from the pool or started on the template's
+        placeholder (an interpreter: its kernel started), without running fragment code. The
+        owner's live sandbox of that template is returned as it is, so preparing is idempotent
+        and never undoes a run; None when this backend cannot run the template."""
+        if not _runnable(template):
+            return None
+
+        async def quiet(_: Phase) -> None:
+            return None
+
+        config = await self._setup()
+        env = await self._ensure_env(template, quiet)
+        sandbox = await self._acquire(owner, env, False, config)
+        try:
+            async with sandbox.lock:
+                if sandbox.closed:
+                    raise SandboxUnavailable(
+                        "The sandbox was closed while it was prepared; please try again.",
+                        headers={"Retry-After": "1"},
+                    )
+                if not sandbox.alive:
+                    try:
+                        if isinstance(sandbox, WebSandbox):
+                            await self._serve_placeholder(sandbox)
+                        else:
+                            await self._start(sandbox)
+                    except SandboxStartError as exc:
+                        log.warning("sandbox_prepare_failed", sandbox_id=sandbox.id)
+                        self._forget(sandbox)
+                        await self._close(sandbox)
+                        raise SandboxUnavailable(
+                            f"The sandbox could not start: {exc}", headers={"Retry-After": "5"}
+                        ) from exc
+                elif isinstance(sandbox, WebSandbox) and not sandbox.serving:
+                    await sandbox.wait_ready()
+                sandbox.last_used = time.monotonic()
+                url = self.preview_url(sandbox) if isinstance(sandbox, WebSandbox) else None
+                return PreparedSandbox(sandbox.id, template.id, url)
+        finally:
+            self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
+            # A pool slot taken now is owed back; later than a run's, as the page loads now
+            # while the model is still writing.
+            self.pool.refill(template.id, self.settings.sandbox_pool_refill_delay_seconds)
 
     async def _serve(
         self, sandbox: WebSandbox, program: Program, phase: PhaseCallback
