@@ -9,24 +9,28 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.typing import Subprotocol
 
 from fragments.app import create_app
 from fragments.config import Settings
 from fragments.sandbox.credits import PrepareCredits
+from fragments.sandbox.e2b import E2BSandboxService
 from fragments.sandbox.local.build import TemplateEnv, build_template
 from fragments.sandbox.local.service import LocalSandboxService
 from fragments.sandbox.local.web import WebSandbox
 from fragments.sandbox.service import PreparedSandbox
-from fragments.sandbox.templates import Template
+from fragments.sandbox.templates import Template, get_template
 from fragments.schemas import Fragment, WebResult
 from tests.accounts import bearer, sign_up
+from tests.fakes.e2b_sdk import FakeCloud
 
 pytestmark = pytest.mark.anyio
 
@@ -211,3 +215,31 @@ async def test_a_prepare_counts_as_the_run_that_follows_it(db_settings: Settings
             ).status_code == 200
             over = await api.post("/api/sandbox/prepare", json={**ask, "conversation_id": "c3"})
             assert over.status_code == 429
+
+
+async def test_e2b_prepares_the_owners_sandbox_that_the_run_then_uses(
+    settings: Settings, tmp_path: Path
+) -> None:
+    cloud = FakeCloud(tmp_path / "e2b", api_key="e2b_test_key")
+    e2b = settings.model_copy(
+        update={"sandbox_backend": "e2b", "e2b_api_key": SecretStr("e2b_test_key")}
+    )
+    service = E2BSandboxService(e2b, sdk=cloud.sdk)  # type: ignore[arg-type]
+    try:
+        template = get_template("nextjs-developer")
+        prepared = await service.prepare(template, "alice:c1")
+        assert prepared is not None
+        assert prepared.url == f"https://3000-{prepared.sandbox_id}.e2b.app"
+        assert await service.prepare(template, "alice:c1") == prepared
+        assert cloud.sandboxes[prepared.sandbox_id].metadata["owner"] == "alice:c1"
+        code = "export default () => null"
+        result = await service.execute(
+            Fragment(template=template.id, code=code, file_path="pages/index.tsx"),
+            owner="alice:c1",
+        )
+        assert isinstance(result, WebResult)
+        assert (result.sandbox_id, result.url) == (prepared.sandbox_id, prepared.url)
+        assert cloud.creates == 1
+    finally:
+        await service.aclose()
+        await cloud.aclose()
