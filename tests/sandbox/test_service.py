@@ -284,7 +284,8 @@ async def test_extend_keeps_a_sandbox_past_the_default_lifetime(sandbox_settings
 async def test_a_failing_launch_is_retried_with_backoff(
     sandbox_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fragments.sandbox.local.kernel import KernelSandbox, SandboxStartError
+    from fragments.sandbox.local.kernel import KernelSandbox
+    from fragments.sandbox.local.sandbox_base import SandboxStartError
     from fragments.sandbox.service import SandboxUnavailable
 
     settings = sandbox_settings.model_copy(update={"sandbox_retry_backoff_seconds": 0.01})

@@ -29,8 +29,8 @@ from fragments.sandbox.local.build import TemplateBuildError, TemplateEnv
 from fragments.sandbox.local.confine import DEPS_DIR as DEPS_PATH
 from fragments.sandbox.local.confine import Confinement, bwrap_command
 from fragments.sandbox.local.egress import SandboxEgress
-from fragments.sandbox.local.kernel import KernelConfig
 from fragments.sandbox.local.limits import create_limits
+from fragments.sandbox.local.sandbox_base import KernelConfig
 from fragments.schemas import ExecutionError
 
 log = structlog.get_logger(__name__)

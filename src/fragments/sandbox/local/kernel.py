@@ -13,10 +13,7 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
-import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 from typing import Any, cast
@@ -28,52 +25,23 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.connect import KernelConnectionInfo
 
 from fragments.sandbox.local.build import TemplateEnv
-from fragments.sandbox.local.confine import DEPS_DIR, HOME, KERNEL_DIR, Confinement, bwrap_command
-from fragments.sandbox.local.egress import SandboxEgress
-from fragments.sandbox.local.limits import Caps, Limits, Usage, create_limits
+from fragments.sandbox.local.confine import DEPS_DIR, HOME, KERNEL_DIR, Confinement
 from fragments.sandbox.local.output import OutputCollector
+from fragments.sandbox.local.sandbox_base import (
+    MAX_SOCKET_PATH,
+    ConfinedSandbox,
+    KernelConfig,
+    SandboxStartError,
+)
 from fragments.schemas import ExecutionError, InterpreterResult
 
 log = structlog.get_logger(__name__)
 
-# Unix socket paths must fit in sockaddr_un (108 bytes with the NUL).
-MAX_SOCKET_PATH = 100
 _PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 _POLL = 0.1
 # After execute_reply, how long to wait for the trailing `idle` (it can be lost if the iopub
 # connection was dropped for an oversized message).
 _IDLE_AFTER_REPLY = 1.0
-
-
-class SandboxStartError(Exception):
-    """The sandbox did not come up; the message says why.
-
-    `app_failed` marks a failure of the fragment's own code (a web app that exits while
-    starting): retrying cannot help, unlike a sandbox that failed to launch or answer.
-    """
-
-    def __init__(self, message: str, *, app_failed: bool = False) -> None:
-        super().__init__(message)
-        self.app_failed = app_failed
-
-
-@dataclass(frozen=True, slots=True)
-class KernelConfig:
-    """The settings a kernel needs (a subset of Settings, resolved once)."""
-
-    run_root: Path
-    etc: Path
-    uid_base: int
-    caps: Caps
-    limits_backend: str
-    seccomp: Path | None
-    start_timeout: float
-    run_timeout: float
-    interrupt_grace: float
-    output_cap: int
-    boot_script: Path
-    # Running code's way out (FRAGMENTS_SANDBOX_EGRESS=internet), or None: no network.
-    egress: SandboxEgress | None = None
 
 
 def _fmt_bytes(n: int) -> str:
@@ -100,61 +68,13 @@ def _kernel_command(env: TemplateEnv) -> list[str]:
     ]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (children before grandchildren)."""
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        parent = queue.pop(0)
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as f:
-                    children = [int(c) for c in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(children)
-            queue.extend(children)
-    return found
-
-
-async def kill_sandbox_processes(
-    proc: asyncio.subprocess.Process | None,
-    limits: Limits | None,
-    drain: asyncio.Task[None] | None,
-) -> None:
-    """Kill a sandbox's process tree, then whatever its cgroup still holds, then its log drain."""
-    if proc is not None and proc.returncode is None:
-        # Kill what runs under our child (bwrap) first, so that bwrap reaps it and exits:
-        # killing bwrap first would leave its child a zombie for the machine's init.
-        for pid in _descendants(proc.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        try:
-            await asyncio.wait_for(proc.wait(), 2)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
-    if limits is not None:
-        await asyncio.to_thread(limits.kill_all)
-    if drain is not None:
-        drain.cancel()
-        with contextlib.suppress(BaseException):
-            await drain
-
-
 def _make_client(context: zmq.asyncio.Context, info: dict[str, Any]) -> AsyncKernelClient:
     client = AsyncKernelClient(context=context)
     client.load_connection_info(cast(KernelConnectionInfo, info))
     return client
 
 
-class KernelSandbox:
+class KernelSandbox(ConfinedSandbox):
     """A sandbox holding one kernel; restarted in place when the kernel dies."""
 
     def __init__(
@@ -167,45 +87,23 @@ class KernelSandbox:
         config: KernelConfig,
         context: zmq.asyncio.Context,
     ) -> None:
-        self.id = sandbox_id
-        self.owner = owner
-        self.slot = slot
-        self.uid = config.uid_base + slot
-        self.env = env
-        self.config = config
+        super().__init__(sandbox_id=sandbox_id, owner=owner, slot=slot, env=env, config=config)
         self.context = context
-        self.lock = asyncio.Lock()
-        self.last_used = time.monotonic()
-        self.closed = False
-        self.root = config.run_root / sandbox_id
-        self.home = self.root / "home"
         self.kernel_dir = self.root / "kernel"
-        self.deps = self.root / "deps"
-        self._limits: Limits | None = None
-        self._proc: asyncio.subprocess.Process | None = None
         self._client: AsyncKernelClient | None = None
         # Reports the iopub connection's drops: ZeroMQ closes it over a message larger than
         # the cap and reconnects by itself, so without this a lost message could go unseen.
         self._iopub_monitor: zmq.Socket[bytes] | None = None
-        self._log_tail = bytearray()
         self._connection_info: dict[str, Any] = {}
-        self._drain: asyncio.Task[None] | None = None
-        self.starts = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None and self._client is not None
+        return super().alive and self._client is not None
 
     def _prepare_dirs(self) -> None:
-        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        for path, mode in ((self.home, 0o700), (self.kernel_dir, 0o700)):
-            path.mkdir(mode=mode, exist_ok=True)
-            os.chown(path, self.uid, self.uid)
-            path.chmod(mode)
-        # Never the sandbox's: only the installer writes packages there.
-        self.deps.mkdir(mode=0o755, exist_ok=True)
+        self._make_dirs((self.home, self.kernel_dir))
         host_prefix = str(self.kernel_dir / "k")
         if len(host_prefix) + 3 > MAX_SOCKET_PATH:
             raise SandboxStartError(
@@ -239,23 +137,15 @@ class KernelSandbox:
         os.chown(conn_file, self.uid, self.uid)
         conn_file.chmod(0o400)
 
-        if self._limits is None:
-            self._limits = create_limits(
-                f"{self.config.run_root.name}-{self.id}",
-                self.config.caps,
-                self.config.limits_backend,
-            )
         ro_files: list[tuple[Path, str]] = [
             (self.config.boot_script, BOOT_PATH),
             (self.deps, DEPS_DIR),
         ]
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
             ro_files.append((cache, f"/tmp/matplotlib/{cache.name}"))
-        seccomp_fd: int | None = None
-        if self.config.seccomp is not None:
-            seccomp_fd = os.open(self.config.seccomp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            confinement = Confinement(
+
+        def confinement(seccomp_fd: int | None) -> Confinement:
+            return Confinement(
                 uid=self.uid,
                 gid=self.uid,
                 etc=self.config.etc,
@@ -281,23 +171,8 @@ class KernelSandbox:
                     "PLOTLY_RENDERER": "plotly_mimetype",
                 },
             )
-            command = self._limits.wrap_command(
-                bwrap_command(confinement, _kernel_command(self.env))
-            )
-            started = time.monotonic()
-            self._proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
-                start_new_session=True,
-            )
-        finally:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
-        self._log_tail.clear()
-        self._drain = asyncio.create_task(self._drain_output(self._proc))
+
+        started = await self._launch(confinement, _kernel_command(self.env))
         self._connection_info = host
         self._connect()
         try:
@@ -361,13 +236,6 @@ class KernelSandbox:
         except SandboxStartError:
             await self.stop()
 
-    async def _drain_output(self, proc: asyncio.subprocess.Process) -> None:
-        # The kernel's own stdout/stderr (start-up errors); keep only a tail, never unbounded.
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
-            self._log_tail += chunk
-            del self._log_tail[:-4096]
-
     def _startup_failure(self) -> SandboxStartError:
         tail = self._log_tail.decode(errors="replace").strip().splitlines()[-3:]
         status = self._proc.returncode if self._proc else None
@@ -415,23 +283,9 @@ class KernelSandbox:
     async def stop(self) -> None:
         """Kill the kernel and everything it started; the workspace stays."""
         self._disconnect()
-        proc, self._proc = self._proc, None
-        drain, self._drain = self._drain, None
-        await kill_sandbox_processes(proc, self._limits, drain)
-
-    async def close(self) -> None:
-        """Stop the kernel, remove the caps and delete the sandbox's folders."""
-        self.closed = True
-        await self.stop()
-        limits, self._limits = self._limits, None
-        if limits is not None:
-            await asyncio.to_thread(limits.remove)
-        await asyncio.to_thread(shutil.rmtree, self.root, True)
+        await super().stop()
 
     # ---- running -----------------------------------------------------------------------------
-
-    def _usage(self) -> Usage:
-        return self._limits.usage() if self._limits is not None else Usage()
 
     def _interrupt(self) -> None:
         client = self._client

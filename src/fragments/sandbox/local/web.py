@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import subprocess
 import time
@@ -34,16 +33,14 @@ from fragments.sandbox.local.confine import (
     HOME,
     KERNEL_DIR,
     Confinement,
-    bwrap_command,
 )
-from fragments.sandbox.local.kernel import (
+from fragments.sandbox.local.node_build import DEV_ENV, dev_command
+from fragments.sandbox.local.sandbox_base import (
     MAX_SOCKET_PATH,
+    ConfinedSandbox,
     KernelConfig,
     SandboxStartError,
-    kill_sandbox_processes,
 )
-from fragments.sandbox.local.limits import Limits, create_limits
-from fragments.sandbox.local.node_build import DEV_ENV, dev_command
 from fragments.sandbox.local.web_boot import (
     BOOT_DIR,
     GRADIO_BOOT,
@@ -174,7 +171,7 @@ def write_workspace(home: Path, uid: int, files: list[tuple[str, str]]) -> None:
         os.close(root)
 
 
-class WebSandbox:
+class WebSandbox(ConfinedSandbox):
     """A sandbox serving one web app from its workspace; restarted in place when needed."""
 
     kind = "web"
@@ -190,19 +187,8 @@ class WebSandbox:
         web_boot: Path | None,
         node_gid: int | None = None,
     ) -> None:
-        self.id = sandbox_id
-        self.owner = owner
-        self.slot = slot
-        self.uid = config.uid_base + slot
-        self.env = env
-        self.config = config
-        self.lock = asyncio.Lock()
-        self.last_used = time.monotonic()
-        self.closed = False
-        self.root = config.run_root / sandbox_id
-        self.home = self.root / "home"
+        super().__init__(sandbox_id=sandbox_id, owner=owner, slot=slot, env=env, config=config)
         self.socket_dir = self.root / "kernel"
-        self.deps = self.root / "deps"
         self.port = env.template.port or 0
         self.entry = env.template.file
         self._web_boot = web_boot
@@ -213,12 +199,7 @@ class WebSandbox:
         self.node_gid = node_gid
         self.merged = self.root / "merged"
         self._mounted = False
-        self._limits: Limits | None = None
-        self._proc: asyncio.subprocess.Process | None = None
-        self._drain: asyncio.Task[None] | None = None
-        self._log_tail = bytearray()
         self._line = bytearray()
-        self.starts = 0
         # True once the server has answered since its last start.
         self.serving = False
         # Reloads of the app's file the Gradio launcher reported (see web_boot), and a wake-up.
@@ -230,19 +211,9 @@ class WebSandbox:
     def socket(self) -> Path:
         return self.socket_dir / SOCKET_NAME
 
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
     def prepare(self) -> None:
         """Create the workspace and socket folders (owned by the sandbox's uid)."""
-        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        for path in (self.home, self.socket_dir):
-            path.mkdir(mode=0o700, exist_ok=True)
-            os.chown(path, self.uid, self.uid)
-            path.chmod(0o700)
-        # Never the sandbox's: only the installer writes packages there.
-        self.deps.mkdir(mode=0o755, exist_ok=True)
+        self._make_dirs((self.home, self.socket_dir))
         if len(str(self.socket)) > MAX_SOCKET_PATH:
             raise SandboxStartError(
                 f"The sandbox folder path is too long for unix sockets ({self.socket}); "
@@ -303,12 +274,6 @@ class WebSandbox:
         os.chown(self.socket_dir, self.uid, self.uid)
         self.socket_dir.chmod(0o700)
         self.socket.unlink(missing_ok=True)
-        if self._limits is None:
-            self._limits = create_limits(
-                f"{self.config.run_root.name}-{self.id}",
-                self.config.caps,
-                self.config.limits_backend,
-            )
         ro_files: list[tuple[Path, str]] = [(self.deps, DEPS_DIR)]
         rw_binds: tuple[tuple[Path, str], ...] = ()
         gid = self.uid
@@ -325,11 +290,9 @@ class WebSandbox:
                 ro_files.append((self._web_boot / name, f"{BOOT_DIR}/{name}"))
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
             ro_files.append((cache, f"/tmp/matplotlib/{cache.name}"))
-        seccomp_fd: int | None = None
-        if self.config.seccomp is not None:
-            seccomp_fd = os.open(self.config.seccomp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            confinement = Confinement(
+
+        def confinement(seccomp_fd: int | None) -> Confinement:
+            return Confinement(
                 uid=self.uid,
                 gid=gid,
                 etc=self.config.etc,
@@ -354,23 +317,10 @@ class WebSandbox:
                     **extra_env,
                 },
             )
-            inner = _with_forwarder(self.port, server_command(self.env, self.entry, self.port))
-            command = self._limits.wrap_command(bwrap_command(confinement, inner))
-            started = time.monotonic()
-            self._proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
-                start_new_session=True,
-            )
-        finally:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
-        self._log_tail.clear()
+
+        inner = _with_forwarder(self.port, server_command(self.env, self.entry, self.port))
+        started = await self._launch(confinement, inner)
         self._line.clear()
-        self._drain = asyncio.create_task(self._drain_output(self._proc))
         self.starts += 1
         self.serving = False
         await self.wait_ready()
@@ -518,18 +468,5 @@ class WebSandbox:
             app_failed=not launcher,
         )
 
-    async def stop(self) -> None:
-        """Kill the server and everything it started; the workspace stays."""
-        proc, self._proc = self._proc, None
-        drain, self._drain = self._drain, None
-        await kill_sandbox_processes(proc, self._limits, drain)
-
-    async def close(self) -> None:
-        """Stop the server, remove the caps and delete the sandbox's folders."""
-        self.closed = True
-        await self.stop()
-        limits, self._limits = self._limits, None
-        if limits is not None:
-            await asyncio.to_thread(limits.remove)
-        await asyncio.to_thread(self._unmount_overlay)
-        await asyncio.to_thread(shutil.rmtree, self.root, True)
+    def _release_folders(self) -> None:
+        self._unmount_overlay()
