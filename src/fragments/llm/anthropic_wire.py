@@ -20,16 +20,15 @@ from pydantic_ai.providers.anthropic import AnthropicProvider
 from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
+from fragments.llm.sdk_clients import ProviderCache, sdk_request
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Turn, Usage
 from fragments.llm.wire import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
     WireRequest,
-    dumps,
     fragment_schema,
     json_instructions,
     loads,
-    sdk_headers,
     upstream_message,
 )
 
@@ -99,22 +98,16 @@ def _messages(turns: tuple[Turn, ...], cache_turns: int = 0) -> list[dict[str, A
 class AnthropicWire:
     def __init__(self, http: httpx2.AsyncClient) -> None:
         self._http = http
-        self._clients: dict[tuple[str, str], AnthropicProvider] = {}
+        self._providers = ProviderCache(self._new_provider)
 
-    def _provider(self, endpoint: Endpoint) -> AnthropicProvider:
-        key = (endpoint.base_url, endpoint.api_key)
-        provider = self._clients.get(key) if not endpoint.user_url else None
-        if provider is None:
-            client = AsyncAnthropic(
-                api_key=endpoint.api_key,
-                base_url=endpoint.base_url,
-                http_client=self._http,
-                max_retries=0,
-            )
-            provider = AnthropicProvider(anthropic_client=client)
-            if not endpoint.user_url:
-                self._clients[key] = provider
-        return provider
+    def _new_provider(self, endpoint: Endpoint) -> AnthropicProvider:
+        client = AsyncAnthropic(
+            api_key=endpoint.api_key,
+            base_url=endpoint.base_url,
+            http_client=self._http,
+            max_retries=0,
+        )
+        return AnthropicProvider(anthropic_client=client)
 
     def body(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> dict[str, Any]:
         schema, max_tokens = _model_facts(call.model_id)
@@ -148,10 +141,8 @@ class AnthropicWire:
         return body
 
     def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
-        client = self._provider(endpoint).client
-        url = str(client.base_url).rstrip("/") + "/v1/messages"
-        headers = sdk_headers(client.default_headers, client.auth_headers)
-        return WireRequest(url, headers, dumps(self.body(call, endpoint, mode)))
+        client = self._providers.get(endpoint).client
+        return sdk_request(client, "/v1/messages", self.body(call, endpoint, mode))
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> AnthropicParser:
         return AnthropicParser(mode, sink, endpoint.provider_name)

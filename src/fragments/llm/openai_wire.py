@@ -29,16 +29,15 @@ from fragments.config import ProviderId
 from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.errors import status_error
 from fragments.llm.providers import Endpoint, OutputMode
+from fragments.llm.sdk_clients import ProviderCache, sdk_request
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.llm.wire import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
     WireRequest,
-    dumps,
     fragment_schema,
     json_instructions,
     loads,
-    sdk_headers,
     upstream_message,
 )
 
@@ -68,25 +67,17 @@ def _schema(provider_id: ProviderId, model_id: str) -> dict[str, Any]:
 class OpenAIWire:
     def __init__(self, http: httpx2.AsyncClient) -> None:
         self._http = http
-        # Clients for the platform's own endpoints are reused; a caller's key gets a fresh one
-        # per request (cheap, and no user key outlives its request).
-        self._clients: dict[tuple[str, str], OpenAIProvider] = {}
+        self._providers = ProviderCache(self._new_provider)
 
-    def _provider(self, endpoint: Endpoint) -> OpenAIProvider:
-        key = (endpoint.base_url, endpoint.api_key)
-        provider = self._clients.get(key) if not endpoint.user_url else None
-        if provider is None:
-            client = AsyncOpenAI(
-                base_url=endpoint.base_url,
-                api_key=endpoint.api_key,
-                http_client=self._http,
-                # Retries are ours (before the first token only), so failover can own them later.
-                max_retries=0,
-            )
-            provider = OpenAIProvider(openai_client=client)
-            if not endpoint.user_url:
-                self._clients[key] = provider
-        return provider
+    def _new_provider(self, endpoint: Endpoint) -> OpenAIProvider:
+        client = AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            http_client=self._http,
+            # Retries are ours (before the first token only), so failover can own them later.
+            max_retries=0,
+        )
+        return OpenAIProvider(openai_client=client)
 
     def body(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> dict[str, Any]:
         schema = _schema(endpoint.provider_id, call.model_id)
@@ -148,10 +139,8 @@ class OpenAIWire:
         return body
 
     def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
-        client = self._provider(endpoint).client
-        url = str(client.base_url).rstrip("/") + "/chat/completions"
-        headers = sdk_headers(client.default_headers, client.auth_headers)
-        return WireRequest(url, headers, dumps(self.body(call, endpoint, mode)))
+        client = self._providers.get(endpoint).client
+        return sdk_request(client, "/chat/completions", self.body(call, endpoint, mode))
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> OpenAIParser:
         return OpenAIParser(mode, sink, endpoint.provider_name)
