@@ -1,6 +1,7 @@
 // The page: state, the chat turn (POST /api/chat as SSE) and the sandbox run that follows it.
 import {
   ApiError,
+  createConversation,
   deleteConversation,
   getConversation,
   getMe,
@@ -10,6 +11,7 @@ import {
   logIn,
   logOut,
   patchConversation,
+  prepareSandbox,
   resendTurn,
   runSandbox,
   signUp,
@@ -74,6 +76,18 @@ const newId = (prefix) => `${prefix}-${Date.now().toString(36)}-${(counter++).to
 const hasBody = (fragment) =>
   Boolean(fragment && (fragment.code || fragment.files?.length || fragment.file_path));
 
+/** The first line of the message's text, as the server titles a conversation it creates. */
+function titleOf(content) {
+  const text = content?.find((p) => p.type === "text" && p.text)?.text || "";
+  return text.trim().split("\n")[0].slice(0, 80);
+}
+
+/** A conversation id of the server's shape, for a caller the server keeps nothing for. */
+function localConversationId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** The history as the API wants it; only complete answers go back to the model. */
 function toWire(messages) {
   const wire = [];
@@ -125,6 +139,10 @@ export function App() {
   const conversationRef = useRef(null);
   const chatAbort = useRef(null);
   const sandboxAborts = useRef(new Map());
+  // "<message id>:<template>" of every prepare asked for: one per answer and template.
+  const prepares = useRef(new Set());
+  const templatesRef = useRef(templates);
+  templatesRef.current = templates;
   const generation = useRef(0);
   // Resolves once the session (a guest's or an account's) is known: a turn waits for it, so
   // a message typed right after the page loads is still saved.
@@ -255,6 +273,26 @@ export function App() {
     }
   }, [patch]);
 
+  // While the answer streams, as soon as its template is known to be a web app's, the
+  // conversation's sandbox is prepared and its page starts loading (hidden) in the preview, so
+  // the run at the end is an in-place edit of a page already open. Best effort: a failed
+  // prepare changes nothing, the run then starts the sandbox as it always did.
+  const prepareFor = useCallback((messageId, template) => {
+    const conversation = conversationRef.current;
+    if (!conversation || !template || !templatesRef.current[template]?.port) return;
+    const key = `${messageId}:${template}`;
+    if (prepares.current.has(key)) return;
+    prepares.current.add(key);
+    const gen = generation.current;
+    prepareSandbox({ template, conversation_id: conversation })
+      .then((prepared) => {
+        if (!prepared?.url || gen !== generation.current) return;
+        patch(messageId, (m) => (m.object?.template === template && (!m.sandbox
+          || m.sandbox.status === "running") ? { ...m, prepared } : m));
+      })
+      .catch(() => {});
+  }, [patch]);
+
   // ---- one chat turn ------------------------------------------------------------------------
 
   const startTurn = useCallback(async (history) => {
@@ -285,6 +323,24 @@ export function App() {
       },
       config: requestConfig(prefs.config),
     };
+    // A new conversation gets its id before the answer streams (else it comes with `done`),
+    // so that its sandbox can be prepared during the stream; not for the interpreter.
+    let madeHere = null;
+    const pinned = prefs.template || "auto";
+    if (!conversationRef.current && (pinned === "auto" || templates[pinned]?.port)) {
+      if (!me && !loadTokens()) {
+        // No session at all: the server keeps nothing and takes the id as it is.
+        conversationRef.current = localConversationId();
+      } else {
+        try {
+          madeHere = (await createConversation(titleOf(history[history.length - 1]?.content))).id;
+          if (alive()) conversationRef.current = madeHere;
+        } catch {
+          // The chat makes the conversation itself: only the early preview is lost.
+        }
+      }
+      if (!alive()) return;
+    }
     if (conversationRef.current) body.conversation_id = conversationRef.current;
     body.turn_id = newId("t");
     saveDraft(history);
@@ -306,6 +362,7 @@ export function App() {
               break;
             case "partial":
               patch(assistant.id, { object: data });
+              prepareFor(assistant.id, data?.template);
               if (!shown && hasBody(data)) {
                 // Open the panel as soon as there is code to watch growing.
                 shown = true;
@@ -371,6 +428,11 @@ export function App() {
     }
     if (!alive()) return;
     chatAbort.current = null;
+    if (madeHere && !done && !finalFragment) {
+      // Nothing of the turn was stored: the conversation made for it would stay empty.
+      deleteConversation(madeHere).catch(() => {});
+      if (conversationRef.current === madeHere) conversationRef.current = null;
+    }
     setStreaming(false);
     if (done) {
       saveDraft(null);
@@ -396,7 +458,7 @@ export function App() {
     // (sent in `done`) ties the sandbox to this conversation.
     if (finalFragment) startSandbox(assistant.id, finalFragment, { fragmentId });
   }, [model, customModel, prefs.template, prefs.config, patch, setMessages, startSandbox, me,
-    refreshHistory]);
+    refreshHistory, templates, prepareFor]);
 
   const send = useCallback((text, images = []) => {
     if (streaming) return;

@@ -46,6 +46,10 @@ function Tabs({ tab, onTab, running }) {
     </div>`;
 }
 
+const PANE = { flex: "1", minHeight: "0", display: "flex", flexDirection: "column" };
+// The preview under the code tab: its page keeps loading (laid out, not display:none) unseen.
+const BEHIND = { position: "absolute", inset: "0", opacity: "0", pointerEvents: "none" };
+
 export function Panel({ message, tab, onTab, onClose, onRerun }) {
   const fragment = message?.object;
   const files = fragmentFiles(fragment);
@@ -57,6 +61,8 @@ export function Panel({ message, tab, onTab, onClose, onRerun }) {
   const sandbox = message?.sandbox;
   const url = sandbox?.result?.url;
   const running = sandbox?.status === "running";
+  // A page prepared while the model writes loads even while the code tab is shown.
+  const keepPreview = Boolean(message?.prepared?.url) && (!sandbox || running);
 
   return html`
     <section class="panel" aria-label="Fragment" data-testid="panel">
@@ -86,11 +92,16 @@ export function Panel({ message, tab, onTab, onClose, onRerun }) {
       </div>
       ${tab === "preview" && url && html`
         <${UrlBar} url=${url} />`}
-      <div class="panel-body" id="panel-body" role="tabpanel" aria-labelledby=${`tab-${tab}`}>
-        ${tab === "code"
-          ? html`<${CodeView} files=${files} active=${active} onActive=${setActive}
-              streaming=${streaming} />`
-          : html`<${Preview} sandbox=${sandbox} reloadKey=${reloadKey} />`}
+      <div class="panel-body" id="panel-body" role="tabpanel" aria-labelledby=${`tab-${tab}`}
+        style=${{ position: "relative" }}>
+        ${tab === "code" && html`<${CodeView} files=${files} active=${active}
+          onActive=${setActive} streaming=${streaming} />`}
+        ${(tab === "preview" || keepPreview) && html`<div
+          class=${tab === "preview" ? "preview-pane" : "preview-pane behind"}
+          style=${tab === "preview" ? PANE : { ...PANE, ...BEHIND }}
+          aria-hidden=${tab === "preview" ? undefined : "true"}>
+          <${Preview} sandbox=${sandbox} prepared=${message?.prepared} reloadKey=${reloadKey} />
+        </div>`}
       </div>
     </section>`;
 }

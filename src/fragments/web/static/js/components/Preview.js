@@ -1,5 +1,5 @@
 // What the sandbox made: an interpreter cell's outputs, or a web app in an iframe.
-import { html, ThemeContext, useContext, useEffect, useMemo, useRef, useState } from "../lib/html.js";
+import { html, ThemeContext, useContext, useEffect, useRef, useState } from "../lib/html.js";
 import { renderMarkdown } from "../lib/markdown.js";
 import { isPlotlyFigure, loadPlotly } from "../lib/plotly.js";
 import { Alert } from "./icons.js";
@@ -175,13 +175,29 @@ function WebResult({ result, reloadKey }) {
       </div>
     </div>`;
   }
-  return html`<iframe key=${reloadKey} class="web-frame" src=${result.url}
-    title="App preview" data-testid="preview-iframe"
+  return null; // the frame itself is kept by Preview, so that it never has to load again
+}
+
+// While the frame is not shown yet it loads behind the phase display: laid out at full size
+// and transparent (not display:none, and not offscreen, where Chromium stops rendering it).
+const PENDING_FRAME = {
+  position: "absolute",
+  inset: "0",
+  height: "100%",
+  opacity: "0",
+  pointerEvents: "none",
+};
+
+function WebFrame({ url, shown }) {
+  return html`<iframe class="web-frame" src=${url} title="App preview"
+    data-testid="preview-iframe" data-state=${shown ? "shown" : "loading"}
+    aria-hidden=${shown ? undefined : "true"} tabindex=${shown ? undefined : "-1"}
+    style=${shown ? {} : PENDING_FRAME}
     sandbox="allow-forms allow-scripts allow-same-origin allow-popups allow-modals allow-downloads" />`;
 }
 
-export function Preview({ sandbox, reloadKey }) {
-  const label = useMemo(() => PHASES[sandbox?.phase] || "Preparing the sandbox", [sandbox]);
+function Status({ sandbox, result, web, reloadKey }) {
+  const label = PHASES[sandbox?.phase] || "Preparing the sandbox";
   if (!sandbox) {
     return html`<div class="panel-empty muted" data-testid="preview-empty">The preview appears
       when the fragment is complete.</div>`;
@@ -197,10 +213,27 @@ export function Preview({ sandbox, reloadKey }) {
         <p>${sandbox.error}</p>
       </div></div>`;
   }
-  const result = sandbox.result || {};
-  const web = !Array.isArray(result.stdout) && !Array.isArray(result.results);
-  return html`<div class="preview" data-testid="preview">
-    ${web ? html`<${WebResult} result=${result} reloadKey=${reloadKey} />`
-      : html`<${InterpreterResult} result=${result} />`}
+  return web ? html`<${WebResult} result=${result} reloadKey=${reloadKey} />`
+    : html`<${InterpreterResult} result=${result} />`;
+}
+
+/**
+ * The sandbox's result. A web app's page may already be open: `prepared` is the conversation's
+ * sandbox made ready while the model was writing, whose page loads hidden behind the phase
+ * display; when the run answers the same URL the frame is only revealed (the dev server has
+ * already swapped the new code into it), else it loads the URL the run answered.
+ */
+export function Preview({ sandbox, prepared, reloadKey }) {
+  const result = sandbox?.status === "done" ? sandbox.result || {} : null;
+  const web = Boolean(result) && !Array.isArray(result.stdout) && !Array.isArray(result.results);
+  const pending = !sandbox || sandbox.status === "running";
+  const url = web && result.url ? result.url : (pending && prepared?.url) || null;
+  const shown = web && Boolean(result.url);
+  // One tree whatever the state, so the iframe element stays the same one when it is revealed.
+  return html`<div class="preview" data-testid=${result ? "preview" : "preview-waiting"}
+    style=${{ position: "relative" }}>
+    ${url ? html`<${WebFrame} key=${reloadKey} url=${url} shown=${shown} />` : null}
+    ${shown ? null : html`<${Status} sandbox=${sandbox} result=${result} web=${web}
+      reloadKey=${reloadKey} />`}
   </div>`;
 }

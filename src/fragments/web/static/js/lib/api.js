@@ -145,6 +145,15 @@ export async function runSandbox(body, { signal, onPhase }) {
   return result;
 }
 
+/**
+ * POST /api/sandbox/prepare: the conversation's sandbox for `template`, made ready while the
+ * model still writes the fragment: {sandbox_id, template, url}, or null (204) when the backend
+ * does not prepare that template. Rejects with ApiError like the other calls.
+ */
+export async function prepareSandbox(body, { signal } = {}) {
+  return jsonOrNull(await post("/api/sandbox/prepare", body, { signal }));
+}
+
 async function jsonOrNull(response) {
   return response.status === 204 ? null : response.json();
 }
@@ -167,6 +176,7 @@ export const logOut = (refreshToken) =>
 
 export const listConversations = (offset = 0) =>
   getJSON(`/api/conversations?limit=50&offset=${offset}`);
+export const createConversation = (title) => call("POST", "/api/conversations", { title });
 export const getConversation = (id) => getJSON(`/api/conversations/${encodeURIComponent(id)}`);
 export const patchConversation = (id, change) =>
   call("PATCH", `/api/conversations/${encodeURIComponent(id)}`, change);
