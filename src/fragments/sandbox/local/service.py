@@ -13,6 +13,9 @@ A web sandbox (Streamlit, Gradio, Next.js, Nuxt) outlives its request: its previ
 through the app's proxy until the sandbox has been idle (no request, no proxied traffic) for its
 lifetime. A conversation's edited app is rewritten in place and its dev server reloads it
 (Streamlit reruns it, Gradio's reload mode swaps it in, Next.js and Nuxt hot-reload it).
+`prepare` gives a conversation its sandbox before its fragment exists, serving the template's
+placeholder page as a warm slot does, so that the browser can open the page while the model is
+still writing and the first run is such an in-place edit too.
 """
 
 from __future__ import annotations
