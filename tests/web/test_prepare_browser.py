@@ -26,7 +26,7 @@ from tests.web.test_browser import (  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
-# Streamed slowly enough (about 5 s) that the sandbox is ready and its page loaded before the
+# Streamed slowly enough (about 8 s) that the sandbox is ready and its page loaded before the
 # fragment is complete, even when no warm Streamlit slot is ready.
 TIMELINE = """
 window.__timeline = [];
@@ -66,7 +66,7 @@ def test_the_preview_loads_during_the_stream_and_is_revealed_without_navigating(
         "code": f"{PADDING}import streamlit as st\nst.title('{marker}')\n",
     }
     fake_openai.reset()
-    fake_openai.script(FragmentReply(fragment, chunk_size=24, delay=0.05))
+    fake_openai.script(FragmentReply(fragment, chunk_size=24, delay=0.08))
     openai_model = next(
         m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
     )
