@@ -138,7 +138,7 @@ async def test_sandbox_limits_with_redis_down_and_back(db_settings: Settings) ->
                 try:
                     await _wait_redis(port)
                     limiter = client._transport.app.state.chat_limiter  # type: ignore[attr-defined]
-                    limiter._down_until = 0.0  # skip the 5 s retry delay
+                    limiter.outage.down_until = 0.0  # skip the 5 s retry delay
                     response = await client.post("/api/sandbox", json=RUN)
                     assert response.status_code == 200
                     assert response.headers["x-ratelimit-remaining"] == "1"

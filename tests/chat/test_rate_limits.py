@@ -168,7 +168,7 @@ async def test_redis_down_and_back(redis_client: tuple[httpx.AsyncClient, int]) 
         try:
             await _wait_redis(port)
             limiter = client._transport.app.state.chat_limiter  # type: ignore[attr-defined]
-            limiter._down_until = 0.0  # skip the 5 s retry delay
+            limiter.outage.down_until = 0.0  # skip the 5 s retry delay
             response = await send(client)
             assert response.status_code == 200
             assert response.headers["x-ratelimit-remaining"] == "3"  # counted in (new) Redis

@@ -45,6 +45,23 @@ _RETRY_SECONDS = 5.0
 Kind = Literal["chat", "sandbox"]
 
 
+class RedisOutage:
+    """Whether Redis is worth trying: after a failure, callers use their in-memory fallback
+    for `retry_seconds`, then try Redis again (one failed call costs a connect timeout, so the
+    fallback must not pay it on every request). Shared by the limiter and the prepare credits."""
+
+    def __init__(self, retry_seconds: float = _RETRY_SECONDS) -> None:
+        self.retry_seconds = retry_seconds
+        self.down_until = 0.0
+
+    def up(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+    def failed(self, event: str, exc: BaseException) -> None:
+        self.down_until = time.monotonic() + self.retry_seconds
+        log.warning(event, error=repr(exc))
+
+
 @dataclass(frozen=True)
 class Quota:
     scope: str  # guest, free, pro, enterprise, own-key
@@ -79,7 +96,7 @@ class ChatLimiter:
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis: MovingWindowRateLimiter | None = None
         self._redis_storage: Storage | None = None
-        self._down_until = 0.0
+        self.outage = RedisOutage()
         if settings.redis_url:
             url = settings.redis_url.replace("redis://", "async+redis://", 1)
             self._redis_storage = RedisStorage(url, implementation="redispy", wrap_exceptions=True)
@@ -87,12 +104,11 @@ class ChatLimiter:
 
     async def _limiter_call(self, item: RateLimitItem, namespace: str, key: str) -> Decision:
         limiter = self._redis
-        if limiter is not None and time.monotonic() >= self._down_until:
+        if limiter is not None and self.outage.up():
             try:
                 return await self._decide(limiter, item, namespace, key)
             except StorageError as exc:
-                self._down_until = time.monotonic() + _RETRY_SECONDS
-                log.warning("rate_limit_redis_down", error=repr(exc))
+                self.outage.failed("rate_limit_redis_down", exc)
         return await self._decide(self._memory, item, namespace, key)
 
     @staticmethod
@@ -275,10 +291,15 @@ async def _hit(request: Request, settings: Settings, quota: Quota, what: str) ->
 
 
 async def close_clients(app_state: Any) -> None:
-    """Close the Redis clients the chat layer opened (limiter, response cache), at shutdown."""
+    """Close the Redis clients the chat layer opened (limiter, response cache) and the sandbox
+    router's prepare credits, at shutdown."""
     limiter: ChatLimiter | None = getattr(app_state, "chat_limiter", None)
     if limiter is not None:
         await limiter.aclose()
+    credits = getattr(app_state, "prepare_credits", None)
+    close_credits = getattr(credits, "aclose", None)
+    if close_credits is not None:
+        await close_credits()
     store = getattr(app_state, "response_cache_store", None)
     close = getattr(store, "aclose", None)
     if close is not None:

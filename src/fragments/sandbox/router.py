@@ -17,9 +17,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from fragments.auth.deps import CurrentUser, get_db
 from fragments.chat.ratelimit import enforce_sandbox
+from fragments.config import Settings
 from fragments.conversations.turns import authorize_run, save_run
 from fragments.errors import BadRequest, FragmentsError
-from fragments.sandbox.credits import PrepareCredits
+from fragments.sandbox.credits import SharedPrepareCredits
 from fragments.sandbox.service import Phase, prepare_program
 from fragments.sandbox.templates import get_template
 from fragments.schemas import InterpreterResult, SandboxRequest, WebResult
@@ -52,10 +53,12 @@ def _check_body(body: SandboxRequest | None) -> SandboxRequest:
     return body
 
 
-def _credits(request: Request) -> PrepareCredits:
-    credits: PrepareCredits | None = getattr(request.app.state, "prepare_credits", None)
+def _credits(request: Request, settings: Settings) -> SharedPrepareCredits:
+    """The app's prepare credits (Redis when configured), made on first use; closed at
+    shutdown with the chat layer's Redis clients."""
+    credits: SharedPrepareCredits | None = getattr(request.app.state, "prepare_credits", None)
     if credits is None:
-        credits = PrepareCredits()
+        credits = SharedPrepareCredits.from_settings(settings)
         request.app.state.prepare_credits = credits
     return credits
 
@@ -101,7 +104,9 @@ async def run_sandbox(
     limit_headers: dict[str, str] = {}
     owner = access.owner
     # A run right after its conversation's prepare was counted by that prepare.
-    prepaid = owner is not None and _credits(request).use(owner, fragment.template)
+    prepaid = owner is not None and await _credits(request, state.settings).use(
+        owner, fragment.template
+    )
     if state.settings.rate_limits and not prepaid:
         limit_headers = await enforce_sandbox(request, state.settings, db, who)
     service = state.sandboxes
@@ -189,13 +194,13 @@ async def prepare_sandbox(
         db, who, conversation_id=body.conversation_id, fragment_id=None, need_fragment=False
     )
     assert access.owner is not None
-    credits = _credits(request)
+    credits = _credits(request, state.settings)
     limit_headers: dict[str, str] = {}
     # A repeated prepare is free: it answers the sandbox the first one paid for.
-    if state.settings.rate_limits and not credits.holds(access.owner, template.id):
+    if state.settings.rate_limits and not await credits.holds(access.owner, template.id):
         limit_headers = await enforce_sandbox(request, state.settings, db, who)
     prepared = await state.sandboxes.prepare(template, access.owner)
-    credits.grant(access.owner, template.id)
+    await credits.grant(access.owner, template.id)
     if prepared is None:
         return Response(status_code=204, headers=limit_headers)
     return JSONResponse(
