@@ -3,6 +3,8 @@ cached under the default sandbox root, so later runs start in seconds."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -64,3 +66,30 @@ def host_secret() -> Iterator[Path]:
     secret.chmod(0o644)
     yield secret
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def host_server() -> Iterator[tuple[int, list[str]]]:
+    """A TCP server on the host's loopback that records whoever connects."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, addr = server.accept()
+            except OSError:
+                continue
+            seen.append(addr[0])
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], seen
+    stop.set()
+    thread.join()
+    server.close()

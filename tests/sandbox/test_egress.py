@@ -485,33 +485,6 @@ async def test_connections_per_sandbox_and_idle_tunnels_are_bounded(short_dir: P
 
 
 @pytest.fixture
-def host_server() -> Iterator[tuple[int, list[str]]]:
-    """A TCP server on the host's loopback that records whoever connects."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, addr = server.accept()
-            except OSError:
-                continue
-            seen.append(addr[0])
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], seen
-    stop.set()
-    thread.join()
-    server.close()
-
-
-@pytest.fixture
 def registry() -> Iterator[tuple[str, list[str]]]:
     """A PEP 503 index on the host's loopback serving one hand-made wheel: (index URL, paths)."""
     folder = Path(tempfile.mkdtemp(prefix="fragments-registry-"))

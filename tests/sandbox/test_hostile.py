@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,33 +103,6 @@ async def test_writes_outside_the_workspace_fail(
     assert out.count("DENIED") == len(targets)
     assert "workspace ok" in out
     assert _folder_contents(host_secret.parent) == {"secret.txt": "TOP-SECRET-VALUE"}
-
-
-@pytest.fixture
-def host_server() -> Iterator[tuple[int, list[str]]]:
-    """A TCP server on the host's loopback that records whoever connects."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, addr = server.accept()
-            except OSError:
-                continue
-            seen.append(addr[0])
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], seen
-    stop.set()
-    thread.join()
-    server.close()
 
 
 async def test_the_hosts_loopback_and_network_are_unreachable(
