@@ -90,6 +90,34 @@ new MutationObserver(() => {
 """
 
 
+def openai_model_id(app_url: str) -> str:
+    """The catalogue's first OpenAI model (the fake provider speaks OpenAI's protocol)."""
+    models = httpx.get(f"{app_url}/api/models").json()
+    return str(next(m for m in models if m["providerId"] == "openai")["id"])
+
+
+def probed_page(browser: Any, errors: list[str]) -> tuple[Any, Any]:
+    """A new context and page with PROBE installed; page errors are appended to `errors`."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(PROBE)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, page
+
+
+def open_app(page: Any, app_url: str, model_id: str) -> None:
+    """Load the app and choose the OpenAI model the fake answers for."""
+    page.goto(app_url)
+    page.wait_for_selector('[data-testid="model-select"] option', state="attached")
+    page.select_option('[data-testid="model-select"]', f"openai:{model_id}")
+
+
+def send_prompt(page: Any, text: str) -> None:
+    prompt = page.get_by_test_id("chat-input")
+    prompt.fill(text)
+    prompt.press("Enter")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -370,21 +398,11 @@ def test_a_streamlit_app_renders_in_the_preview_iframe(
 
     fake_openai.reset()
     fake_openai.script(FragmentReply(STREAMLIT_FRAGMENT, chunk_size=64, delay=0.01))
-    openai_model = next(
-        m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
-    )
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.add_init_script(PROBE)
-    page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    context, page = probed_page(browser, errors)
     try:
-        page.goto(app_url)
-        page.wait_for_selector('[data-testid="model-select"] option', state="attached")
-        page.select_option('[data-testid="model-select"]', f"openai:{openai_model['id']}")
-        prompt = page.get_by_test_id("chat-input")
-        prompt.fill("A Streamlit app with a metric")
-        prompt.press("Enter")
+        open_app(page, app_url, openai_model_id(app_url))
+        send_prompt(page, "A Streamlit app with a metric")
 
         iframe = page.get_by_test_id("preview-iframe")
         expect(iframe).to_have_count(1, timeout=90_000)

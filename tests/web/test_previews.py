@@ -12,11 +12,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.fakes import FakeOpenAI, FragmentReply
-from tests.web.test_browser import FRAGMENT, PROBE, app_url, browser, fake_openai  # noqa: F401
+from tests.web.test_browser import (  # noqa: F401 - fixtures used by name
+    FRAGMENT,
+    app_url,
+    browser,
+    fake_openai,
+    open_app,
+    openai_model_id,
+    probed_page,
+    send_prompt,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -64,22 +72,12 @@ def test_a_web_template_renders_in_the_preview_iframe(
     }
     fake_openai.reset()
     fake_openai.script(FragmentReply(fragment, chunk_size=64, delay=0.01))
-    openai_model = next(
-        m for m in httpx.get(f"{app_url}/api/models").json() if m["providerId"] == "openai"
-    )
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url)
-    context.add_init_script(PROBE)
-    page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    context, page = probed_page(browser, errors)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url)
     try:
-        page.goto(app_url)
-        page.wait_for_selector('[data-testid="model-select"] option', state="attached")
-        page.select_option('[data-testid="model-select"]', f"openai:{openai_model['id']}")
-        prompt = page.get_by_test_id("chat-input")
-        prompt.fill(f"Make me a {template} app")
-        prompt.press("Enter")
+        open_app(page, app_url, openai_model_id(app_url))
+        send_prompt(page, f"Make me a {template} app")
 
         iframe = page.get_by_test_id("preview-iframe")
         # A missing template is built first (npm ci), then a cold dev server compiles.
