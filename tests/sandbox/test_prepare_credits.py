@@ -1,0 +1,217 @@
+"""A prepare's credit (the run it pays for) lives in Redis when one is configured: every app
+process sees it, it expires with the sandbox, and two concurrent runs cannot both spend it;
+while Redis is down the credit lives in the process's memory and still pays for its run.
+
+Against the shared Redis on 127.0.0.1:6379 under a key prefix of this run's own (so runs never
+see each other's credits), and a private redis-server for the outage (the shared one is never
+stopped). The sandbox service is a stand-in: these tests are about counting runs."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from fragments.app import create_app
+from fragments.config import Settings
+from fragments.sandbox.credits import SharedPrepareCredits
+from fragments.sandbox.service import PreparedSandbox
+from fragments.sandbox.templates import Template
+from fragments.schemas import Fragment, WebResult
+from tests.accounts import sign_up
+from tests.chat.test_rate_limits import _spawn_redis, _wait_redis, private_redis
+
+pytestmark = pytest.mark.anyio
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+STREAMLIT = "streamlit-developer"
+GRADIO = "gradio-developer"
+# This run's keys on the shared Redis: apart from other runs', removed at the end.
+PREFIX = f"test-{secrets.token_hex(4)}:prepare-credit:"
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(SHARED_REDIS, socket_connect_timeout=0.5, decode_responses=True)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        pytest.skip(f"Redis on 127.0.0.1:6379 is unreachable ({exc!r}); it runs on dev and CI")
+    try:
+        yield client
+    finally:
+        async for key in client.scan_iter(match=PREFIX + "*"):
+            await client.delete(key)
+        await client.aclose()
+
+
+def _run(conversation: str, template: str = STREAMLIT) -> dict[str, Any]:
+    code = "import streamlit as st\nst.write(1)\n"
+    return {"fragment": {"template": template, "code": code}, "conversation_id": conversation}
+
+
+def _prepare(conversation: str, template: str = STREAMLIT) -> dict[str, str]:
+    return {"template": template, "conversation_id": conversation}
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app process (lifespan running) whose sandboxes are stand-ins and whose credits use
+    this run's key prefix."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+
+        async def prepare(template: Template, owner: str) -> PreparedSandbox:
+            return PreparedSandbox("sbx", template.id, "http://preview/")
+
+        async def execute(fragment: Fragment, **_: Any) -> WebResult:
+            return WebResult(sandbox_id="sbx", template=fragment.template, url="http://preview/")
+
+        app.state.fragments.sandboxes.prepare = prepare
+        app.state.fragments.sandboxes.execute = execute
+        app.state.prepare_credits = SharedPrepareCredits.from_settings(settings, prefix=PREFIX)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def _app(client: httpx.AsyncClient) -> FastAPI:
+    app = client._transport.app  # type: ignore[attr-defined]
+    assert isinstance(app, FastAPI)
+    return app
+
+
+def _remaining(response: httpx.Response) -> str | None:
+    assert response.status_code == 200, response.text
+    return response.headers.get("x-ratelimit-remaining")
+
+
+async def test_a_credit_in_redis_expires_with_the_sandbox_and_is_spent_once(
+    shared_redis: Redis, settings: Settings
+) -> None:
+    redis_settings = settings.model_copy(
+        update={"redis_url": SHARED_REDIS, "sandbox_lifetime_seconds": 120.0}
+    )
+    first = SharedPrepareCredits.from_settings(redis_settings, prefix=PREFIX)
+    second = SharedPrepareCredits.from_settings(redis_settings, prefix=PREFIX)
+    try:
+        owner = f"u{secrets.token_hex(3)}:c1"
+        await first.grant(owner, STREAMLIT)
+        assert await shared_redis.get(PREFIX + owner) == STREAMLIT
+        assert 0 < await shared_redis.pttl(PREFIX + owner) <= 120_000
+        # Another process sees it; a credit for another template is not this one.
+        assert await second.holds(owner, STREAMLIT)
+        assert not await second.holds(owner, GRADIO)
+        # Twenty concurrent runs over both processes: exactly one is paid for.
+        spent = await asyncio.gather(
+            *((first if i % 2 else second).use(owner, STREAMLIT) for i in range(20))
+        )
+        assert spent.count(True) == 1
+        assert await shared_redis.exists(PREFIX + owner) == 0
+        # A run of another template drops the credit (it replaces the prepared sandbox).
+        await first.grant(owner, STREAMLIT)
+        assert not await second.use(owner, GRADIO)
+        assert not await first.use(owner, STREAMLIT)
+        # Nothing was kept in memory while Redis was up.
+        assert not first.memory.holds(owner, STREAMLIT)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_two_app_processes_sharing_redis_count_a_prepared_run_once(
+    shared_redis: Redis, db_settings: Settings
+) -> None:
+    settings = db_settings.model_copy(
+        update={"redis_url": SHARED_REDIS, "sandbox_limit_free_per_day": 10}
+    )
+    async with AsyncExitStack() as stack:
+        one = await stack.enter_async_context(app_client(settings))
+        two = await stack.enter_async_context(app_client(settings))
+        # A new account: its counter in the shared Redis starts at zero.
+        account = await sign_up(one, "alice")
+        headers = account.headers
+        made = await one.post("/api/conversations", json={}, headers=headers)
+        conversation = str(made.json()["id"])
+
+        # Prepared on one process, run on the other: counted once (by the prepare).
+        prepared = await one.post(
+            "/api/sandbox/prepare", json=_prepare(conversation), headers=headers
+        )
+        assert _remaining(prepared) == "9"
+        ran = await two.post("/api/sandbox", json=_run(conversation), headers=headers)
+        assert _remaining(ran) is None  # not counted: the prepare paid for it
+        assert (
+            _remaining(await two.post("/api/sandbox", json=_run(conversation), headers=headers))
+            == "8"
+        )
+
+        # Prepared again, then four runs at once over both processes: one credit, one free run.
+        again = await two.post("/api/sandbox/prepare", json=_prepare(conversation), headers=headers)
+        assert _remaining(again) == "7"
+        runs = await asyncio.gather(
+            *(
+                (one if i % 2 else two).post(
+                    "/api/sandbox", json=_run(conversation), headers=headers
+                )
+                for i in range(4)
+            )
+        )
+        assert [_remaining(r) for r in runs].count(None) == 1
+        last = await one.post("/api/sandbox", json=_run(conversation), headers=headers)
+        assert _remaining(last) == "3"  # 7, less three counted runs, less this one
+
+
+async def test_the_credit_pays_from_memory_while_redis_is_down_and_from_redis_once_back(
+    settings: Settings,
+) -> None:
+    with private_redis() as (port, _proc):
+        await _wait_redis(port)
+        url = f"redis://127.0.0.1:{port}/0"
+        limited = settings.model_copy(update={"redis_url": url, "sandbox_limit_guest_per_day": 10})
+        async with app_client(limited) as client:
+            app = _app(client)
+            watcher = Redis.from_url(url, decode_responses=True)
+            up = f"c-{secrets.token_hex(3)}"
+            assert _remaining(await client.post("/api/sandbox/prepare", json=_prepare(up))) == "9"
+            assert await watcher.keys(PREFIX + "*") == [f"{PREFIX}anonymous:{up}"]
+
+            # Redis goes away: the limiter counts in memory (afresh), and so does the credit.
+            await watcher.shutdown(nosave=True)
+            await watcher.aclose()
+            down = f"c-{secrets.token_hex(3)}"
+            assert _remaining(await client.post("/api/sandbox/prepare", json=_prepare(down))) == "9"
+            assert app.state.prepare_credits.memory.holds(f"anonymous:{down}", STREAMLIT)
+            assert _remaining(await client.post("/api/sandbox", json=_run(down))) is None
+            assert _remaining(await client.post("/api/sandbox", json=_run(down))) == "8"
+
+            # Back (a new, empty server on the same port): credits are kept in Redis again.
+            with _spawn_redis(port) as again:
+                try:
+                    await _wait_redis(port)
+                    # Skip the 5 s retry delay of both.
+                    app.state.chat_limiter.outage.down_until = 0.0
+                    app.state.prepare_credits.outage.down_until = 0.0
+                    back = f"c-{secrets.token_hex(3)}"
+                    prepared = await client.post("/api/sandbox/prepare", json=_prepare(back))
+                    assert _remaining(prepared) == "9"
+                    watcher = Redis.from_url(url, decode_responses=True)
+                    assert await watcher.keys(PREFIX + "*") == [f"{PREFIX}anonymous:{back}"]
+                    assert not app.state.prepare_credits.memory.holds(
+                        f"anonymous:{back}", STREAMLIT
+                    )
+                    assert _remaining(await client.post("/api/sandbox", json=_run(back))) is None
+                    assert await watcher.keys(PREFIX + "*") == []
+                    assert _remaining(await client.post("/api/sandbox", json=_run(back))) == "8"
+                    await watcher.aclose()
+                finally:
+                    again.terminate()
+                    again.wait(10)
