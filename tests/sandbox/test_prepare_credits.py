@@ -91,7 +91,8 @@ def _app(client: httpx.AsyncClient) -> FastAPI:
 
 def _remaining(response: httpx.Response) -> str | None:
     assert response.status_code == 200, response.text
-    return response.headers.get("x-ratelimit-remaining")
+    remaining: str | None = response.headers.get("x-ratelimit-remaining")
+    return remaining
 
 
 async def test_a_credit_in_redis_expires_with_the_sandbox_and_is_spent_once(
