@@ -216,3 +216,36 @@ async def test_the_credit_pays_from_memory_while_redis_is_down_and_from_redis_on
                 finally:
                     again.terminate()
                     again.wait(10)
+
+
+async def test_a_repeated_prepare_grants_no_second_credit(settings: Settings) -> None:
+    """A repeat answers the sandbox the first prepare paid for; if the run spends that credit
+    while the repeat is still preparing, the repeat must not grant another (a free run)."""
+    async with app_client(
+        settings.model_copy(update={"sandbox_limit_guest_per_day": 10})
+    ) as client:
+        service = _app(client).state.fragments.sandboxes
+        conversation = f"c-{secrets.token_hex(3)}"
+        assert (
+            _remaining(await client.post("/api/sandbox/prepare", json=_prepare(conversation)))
+            == "9"
+        )
+
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_prepare(template: Template, owner: str) -> PreparedSandbox:
+            entered.set()
+            await release.wait()
+            return PreparedSandbox("sbx", template.id, "http://preview/")
+
+        service.prepare = slow_prepare
+        repeat = asyncio.create_task(
+            client.post("/api/sandbox/prepare", json=_prepare(conversation))
+        )
+        await asyncio.wait_for(entered.wait(), 10)
+        # The run spends the credit while the repeat is still preparing ...
+        assert _remaining(await client.post("/api/sandbox", json=_run(conversation))) is None
+        release.set()
+        assert _remaining(await repeat) is None  # the repeat itself is free
+        # ... and the next run is counted: the repeat granted nothing.
+        assert _remaining(await client.post("/api/sandbox", json=_run(conversation))) == "8"

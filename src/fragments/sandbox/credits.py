@@ -84,7 +84,9 @@ class SharedPrepareCredits:
         self.memory = PrepareCredits(ttl=ttl)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, prefix: str = KEY_PREFIX) -> SharedPrepareCredits:
+    def from_settings(
+        cls, settings: Settings, *, prefix: str = KEY_PREFIX, outage: RedisOutage | None = None
+    ) -> SharedPrepareCredits:
         redis = None
         if settings.redis_url:
             from redis.asyncio import Redis
@@ -96,7 +98,7 @@ class SharedPrepareCredits:
                 socket_timeout=0.5,
                 decode_responses=True,
             )
-        return cls(redis, settings.sandbox_lifetime_seconds, prefix=prefix)
+        return cls(redis, settings.sandbox_lifetime_seconds, prefix=prefix, outage=outage)
 
     @property
     def outage(self) -> RedisOutage:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from fragments.auth.deps import CurrentUser, get_db
-from fragments.chat.ratelimit import enforce_sandbox
+from fragments.chat.ratelimit import enforce_sandbox, limiter_of
 from fragments.config import Settings
 from fragments.conversations.turns import authorize_run, save_run
 from fragments.errors import BadRequest, FragmentsError
@@ -55,10 +55,12 @@ def _check_body(body: SandboxRequest | None) -> SandboxRequest:
 
 def _credits(request: Request, settings: Settings) -> SharedPrepareCredits:
     """The app's prepare credits (Redis when configured), made on first use; closed at
-    shutdown with the chat layer's Redis clients."""
+    shutdown with the chat layer's Redis clients. They share the limiter's view of whether
+    Redis is down: one Redis, one verdict, one retry."""
     credits: SharedPrepareCredits | None = getattr(request.app.state, "prepare_credits", None)
     if credits is None:
-        credits = SharedPrepareCredits.from_settings(settings)
+        outage = limiter_of(request, settings).outage
+        credits = SharedPrepareCredits.from_settings(settings, outage=outage)
         request.app.state.prepare_credits = credits
     return credits
 
@@ -104,11 +106,11 @@ async def run_sandbox(
     limit_headers: dict[str, str] = {}
     owner = access.owner
     # A run right after its conversation's prepare was counted by that prepare.
-    prepaid = owner is not None and await _credits(request, state.settings).use(
-        owner, fragment.template
-    )
-    if state.settings.rate_limits and not prepaid:
-        limit_headers = await enforce_sandbox(request, state.settings, db, who)
+    if state.settings.rate_limits:
+        credits = _credits(request, state.settings)
+        prepaid = owner is not None and await credits.use(owner, fragment.template)
+        if not prepaid:
+            limit_headers = await enforce_sandbox(request, state.settings, db, who)
     service = state.sandboxes
 
     if not _wants_stream(request):
@@ -194,13 +196,16 @@ async def prepare_sandbox(
         db, who, conversation_id=body.conversation_id, fragment_id=None, need_fragment=False
     )
     assert access.owner is not None
-    credits = _credits(request, state.settings)
     limit_headers: dict[str, str] = {}
-    # A repeated prepare is free: it answers the sandbox the first one paid for.
-    if state.settings.rate_limits and not await credits.holds(access.owner, template.id):
+    credits = _credits(request, state.settings) if state.settings.rate_limits else None
+    # A repeated prepare is free: it answers the sandbox the first one paid for, and grants
+    # nothing (the run may spend that credit meanwhile: a second grant would be a free run).
+    paying = credits is not None and not await credits.holds(access.owner, template.id)
+    if paying:
         limit_headers = await enforce_sandbox(request, state.settings, db, who)
     prepared = await state.sandboxes.prepare(template, access.owner)
-    await credits.grant(access.owner, template.id)
+    if paying and credits is not None:
+        await credits.grant(access.owner, template.id)
     if prepared is None:
         return Response(status_code=204, headers=limit_headers)
     return JSONResponse(
