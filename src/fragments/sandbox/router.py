@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from fragments.auth.deps import CurrentUser, get_db
-from fragments.chat.ratelimit import enforce_sandbox, limiter_of
+from fragments.chat.ratelimit import enforce_sandbox
 from fragments.config import Settings
 from fragments.conversations.turns import authorize_run, save_run
 from fragments.errors import BadRequest, FragmentsError
@@ -55,12 +55,12 @@ def _check_body(body: SandboxRequest | None) -> SandboxRequest:
 
 def _credits(request: Request, settings: Settings) -> SharedPrepareCredits:
     """The app's prepare credits (Redis when configured), made on first use; closed at
-    shutdown with the chat layer's Redis clients. They share the limiter's view of whether
-    Redis is down: one Redis, one verdict, one retry."""
+    shutdown with the chat layer's Redis clients. Their own `RedisOutage`, not the limiter's:
+    a client that did not see Redis fail keeps a dead pooled connection, and its first call
+    after Redis is back would fail and keep both on memory for another retry period."""
     credits: SharedPrepareCredits | None = getattr(request.app.state, "prepare_credits", None)
     if credits is None:
-        outage = limiter_of(request, settings).outage
-        credits = SharedPrepareCredits.from_settings(settings, outage=outage)
+        credits = SharedPrepareCredits.from_settings(settings)
         request.app.state.prepare_credits = credits
     return credits
 
