@@ -147,6 +147,15 @@ def web_unavailable(template: Template) -> WebResult:
     )
 
 
+def _check_open(sandbox: KernelSandbox | WebSandbox, waiting: str) -> None:
+    """A sandbox reaped or evicted while its caller waited for its lock cannot be used."""
+    if sandbox.closed:
+        raise SandboxUnavailable(
+            f"The sandbox was closed while {waiting}; please try again.",
+            headers={"Retry-After": "1"},
+        )
+
+
 class LocalSandboxService:
     """SandboxService over confined local kernels (see the module docstring)."""
 
@@ -556,11 +565,7 @@ class LocalSandboxService:
                 self.pool.refill(program.template.id, delay)
         try:
             async with sandbox.lock:
-                if sandbox.closed:
-                    raise SandboxUnavailable(
-                        "The sandbox was closed while the run waited; please try again.",
-                        headers={"Retry-After": "1"},
-                    )
+                _check_open(sandbox, "the run waited")
                 if not sandbox.alive:
                     await phase("starting")
                     try:
@@ -586,11 +591,15 @@ class LocalSandboxService:
                         await sandbox.start()
                 return await sandbox.run(program.code)
         finally:
-            self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
+            self._release(sandbox)
             if owner is None:
                 self._forget(sandbox)
                 await self._close(sandbox)
             self.pool.refill(program.template.id)  # the result is out: see pool.py on refills
+
+    def _release(self, sandbox: KernelSandbox | WebSandbox) -> None:
+        """One user fewer of `sandbox` (taken by `_acquire`); an unused one may be evicted."""
+        self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
 
     async def prepare(self, template: Template, owner: str) -> PreparedSandbox | None:
         """The owner's sandbox for `template`, taken from the pool or started on the template's
@@ -608,11 +617,7 @@ class LocalSandboxService:
         sandbox = await self._acquire(owner, env, False, config)
         try:
             async with sandbox.lock:
-                if sandbox.closed:
-                    raise SandboxUnavailable(
-                        "The sandbox was closed while it was prepared; please try again.",
-                        headers={"Retry-After": "1"},
-                    )
+                _check_open(sandbox, "it was prepared")
                 if not sandbox.alive:
                     try:
                         if isinstance(sandbox, WebSandbox):
@@ -632,7 +637,7 @@ class LocalSandboxService:
                 url = self.preview_url(sandbox) if isinstance(sandbox, WebSandbox) else None
                 return PreparedSandbox(sandbox.id, template.id, url)
         finally:
-            self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
+            self._release(sandbox)
             # A pool slot taken now is owed back; later than a run's, as the page loads now
             # while the model is still writing.
             self.pool.refill(template.id, self.settings.sandbox_pool_refill_delay_seconds)
@@ -644,11 +649,7 @@ class LocalSandboxService:
         template = program.template
         try:
             async with sandbox.lock:
-                if sandbox.closed:
-                    raise SandboxUnavailable(
-                        "The sandbox was closed while the run waited; please try again.",
-                        headers={"Retry-After": "1"},
-                    )
+                _check_open(sandbox, "the run waited")
                 files = list(program.files) or [(program.entry, program.code)]
                 if sandbox.alive and sandbox.entry != program.entry:
                     await sandbox.stop()  # the server runs another file
@@ -701,7 +702,7 @@ class LocalSandboxService:
                     sandbox_id=sandbox.id, template=template.id, url=self.preview_url(sandbox)
                 )
         finally:
-            self._users[sandbox.id] = self._users.get(sandbox.id, 1) - 1
+            self._release(sandbox)
 
     async def _install(
         self, sandbox: Sandbox, program: Program, phase: PhaseCallback
