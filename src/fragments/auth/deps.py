@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -186,6 +187,17 @@ async def signed_in(principal: Annotated[Principal, Depends(resolve_principal)])
 
 CurrentUser = Annotated[Principal, Depends(resolve_principal)]
 SignedInUser = Annotated[Principal, Depends(signed_in)]
+
+
+@asynccontextmanager
+async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """A unit of work acting as nobody yet: for the routes that create or recover a principal
+    (sign-up, sign-in, refresh), which must work without a token even when guests are off."""
+    try:
+        async with get_db(request).transaction() as session:
+            yield session
+    except DB_DOWN as exc:
+        raise DatabaseUnavailable() from exc
 
 
 async def request_session(

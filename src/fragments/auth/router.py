@@ -13,7 +13,7 @@ from fragments.auth.deps import (
     CurrentUser,
     SessionDep,
     SignedInUser,
-    get_db,
+    unit_of_work,
 )
 from fragments.auth.tokens import Forbidden, Unauthorized, decode_access_token
 from fragments.state import SettingsDep
@@ -27,6 +27,12 @@ class Credentials(BaseModel):
     password: str = Field(max_length=1024)
     # The guest access token whose work this account claims (the Authorization header works too).
     guest_token: str | None = None
+
+
+class AuthOptions(BaseModel):
+    """What the sign-in page may offer; later features add their switches here."""
+
+    guests: bool
 
 
 class RefreshBody(BaseModel):
@@ -65,21 +71,32 @@ def _guest_id(request: Request, body: Credentials, secret: str) -> str | None:
     return None
 
 
+# Sign-up and sign-in create the principal, so they must not depend on one: they open their
+# own unit of work instead of `SessionDep` (which refuses callers without a token when guests
+# are off).
+
+
+@router.get("/options")
+async def options(settings: SettingsDep) -> AuthOptions:
+    """What the sign-in page may offer on this server (public, no secrets)."""
+    return AuthOptions(guests=settings.guests_allowed)
+
+
 @router.post("/signup", status_code=201)
-async def signup(
-    request: Request, body: Credentials, session: SessionDep, settings: SettingsDep
-) -> dict[str, str]:
+async def signup(request: Request, body: Credentials, settings: SettingsDep) -> dict[str, str]:
     """Create an account (claiming the guest's work when a guest token comes along)."""
     guest_id = _guest_id(request, body, settings.secret_key.get_secret_value())
-    pair = await service.signup(
-        session, settings, body.email, body.password, guest_user_id=guest_id
-    )
+    async with unit_of_work(request) as session:
+        pair = await service.signup(
+            session, settings, body.email, body.password, guest_user_id=guest_id
+        )
     return _pair(pair)
 
 
 @router.post("/login")
-async def login(body: Credentials, session: SessionDep, settings: SettingsDep) -> dict[str, str]:
-    return _pair(await service.login(session, settings, body.email, body.password))
+async def login(request: Request, body: Credentials, settings: SettingsDep) -> dict[str, str]:
+    async with unit_of_work(request) as session:
+        return _pair(await service.login(session, settings, body.email, body.password))
 
 
 @router.post("/guest", status_code=201)
@@ -87,20 +104,20 @@ async def guest(request: Request, settings: SettingsDep) -> dict[str, str]:
     """A guest account the browser keeps; its work is claimed when it signs up."""
     if not settings.guests_allowed:
         raise Forbidden("Guest sessions are disabled here; sign up instead.", code="no_guests")
-    async with get_db(request).transaction() as session:
+    async with unit_of_work(request) as session:
         return _pair(await service.guest(session, settings))
 
 
 @router.post("/refresh")
 async def refresh(request: Request, body: RefreshBody, settings: SettingsDep) -> dict[str, str]:
-    async with get_db(request).transaction() as session:
+    async with unit_of_work(request) as session:
         return _pair(await service.refresh(session, settings, body.refresh_token))
 
 
 @router.post("/logout", status_code=204)
 async def logout(request: Request, user: CurrentUser, body: RefreshBody | None = None) -> None:
     """End the session: its refresh token and its access tokens stop working."""
-    async with get_db(request).transaction() as session:
+    async with unit_of_work(request) as session:
         if user.session_id:
             await service.logout(session, user.session_id)
         if body is not None:
