@@ -772,12 +772,13 @@ async def test_an_npm_install_reaches_its_registry_through_the_proxy(
     """npm's proxy settings point at the egress proxy, and the operator's npm registry (from
     npm_config_registry) is on the registries list by itself."""
     url, paths = npm_registry
-    monkeypatch.setenv("npm_config_registry", url)
     svc = LocalSandboxService(sandbox_settings)
     template = TEMPLATES["nextjs-developer"]
     if node_template_dir(svc.settings, template.id, gid=svc.node_gid) is None:
-        # A fresh machine: build it once (npm ci; cached for later runs) rather than skip.
+        # A fresh machine: build it once (npm ci; cached for later runs) rather than skip. The
+        # build takes its packages from the real registry, so the test's registry comes after.
         await asyncio.to_thread(svc._build_env, template)
+    monkeypatch.setenv("npm_config_registry", url)
     try:
         config = await svc._setup()
         installer = svc._installer
