@@ -21,8 +21,25 @@ from tests.databases import (
     drop_pg_database,
     migrated_sqlite,
 )
+from tests.modes import AUTH_MODES, AuthMode, mode_settings, sign_in_for_mode
 
 Backend = str  # "sqlite" | "postgresql"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that depends on `auth_mode` runs in both modes unless it names its modes."""
+    if "auth_mode" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("auth_modes")
+    modes = marker.args if marker is not None else AUTH_MODES
+    metafunc.parametrize("auth_mode", modes, indirect=True)
+
+
+@pytest.fixture
+def auth_mode(request: pytest.FixtureRequest) -> AuthMode:
+    """`guests` (development defaults) or `production` (guests off, strict checks)."""
+    mode: AuthMode = request.param
+    return mode
 
 
 @pytest.fixture
@@ -81,8 +98,10 @@ def database_settings(backend: Backend, pg: PgDatabase | None) -> dict[str, obje
 
 
 @pytest.fixture
-def db_settings(data_dir: Path, backend: Backend, pg_database: PgDatabase | None) -> Settings:
-    """Settings isolated like `settings`, on the parametrised database backend."""
+def db_settings(
+    data_dir: Path, backend: Backend, pg_database: PgDatabase | None, auth_mode: AuthMode
+) -> Settings:
+    """Settings isolated like `settings`, on the parametrised database backend and mode."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=data_dir,
@@ -92,6 +111,7 @@ def db_settings(data_dir: Path, backend: Backend, pg_database: PgDatabase | None
         anthropic_base_url=None,
         google_api_key=None,
         **database_settings(backend, pg_database),  # type: ignore[arg-type]
+        **mode_settings(auth_mode),  # type: ignore[arg-type]
     )
 
 
@@ -110,12 +130,14 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def api(db_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app (lifespan running) on the parametrised database, behind an in-process client."""
+async def api(db_settings: Settings, auth_mode: AuthMode) -> AsyncIterator[httpx.AsyncClient]:
+    """The app (lifespan running) on the parametrised database, behind an in-process client
+    (signed in by default in production mode)."""
     from fragments.app import create_app
 
     app = create_app(db_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await sign_in_for_mode(client, auth_mode)
             yield client

@@ -52,6 +52,7 @@ async def sandbox_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
             yield client
 
 
+@pytest.mark.auth_modes("guests")  # about guests, who do not exist with guests off
 async def test_guests_get_their_own_looser_sandbox_limit(db_settings: Settings) -> None:
     async with sandbox_client(limited(db_settings)) as client:
         seen = []
@@ -111,6 +112,7 @@ async def test_users_are_limited_by_tier_apart_from_chat(db_settings: Settings) 
         ] == "9"
 
 
+@pytest.mark.auth_modes("guests")  # counts anonymous requests by IP
 async def test_sandbox_limits_with_redis_down_and_back(db_settings: Settings) -> None:
     import redis.asyncio as aioredis
 

@@ -6,6 +6,7 @@ as the app's RLS-bound role)."""
 from __future__ import annotations
 
 import json
+import uuid
 from functools import partial
 from typing import Any
 
@@ -93,11 +94,12 @@ async def test_the_operator_sets_tier_and_budget_with_the_cli(
     api: httpx.AsyncClient, fragments_cli: Any
 ) -> None:
     owner = await sign_up(api, "owner")
-    tid = await new_team(api, owner, "Globex")
+    globex = f"Globex {uuid.uuid4().hex[:6]}"  # the CLI names teams; names are run-wide
+    tid = await new_team(api, owner, globex)
     assert (await budget(api, owner, tid))["monthly_tokens"] == 2_000_000  # free tier's
 
     done = await fragments_cli(
-        "teams", "set-tier", "Globex", "enterprise", "--monthly-tokens", "5000",
+        "teams", "set-tier", globex, "enterprise", "--monthly-tokens", "5000",
         "--chat-per-day", "7",
     )  # fmt: skip
     assert done.exit_code == 0, done.output
@@ -125,7 +127,7 @@ async def test_the_operator_sets_tier_and_budget_with_the_cli(
     assert pro.exit_code == 0, pro.output
     seen = await budget(api, owner, tid)
     assert (seen["tier"], seen["monthly_tokens"]) == ("pro", 20_000_000)
-    text = await fragments_cli("teams", "show", "Globex")
+    text = await fragments_cli("teams", "show", globex)
     assert "tier             pro" in text.output
 
 

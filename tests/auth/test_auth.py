@@ -11,6 +11,7 @@ import pytest
 from fragments.auth.tokens import AccessClaims, issue_access_token
 from fragments.config import DEFAULT_SECRET_KEY, Settings
 from tests.accounts import bearer, sign_up
+from tests.modes import anonymous
 
 pytestmark = pytest.mark.anyio
 
@@ -139,6 +140,7 @@ async def test_a_deleted_users_token_is_rejected(
     assert (await api.get("/api/auth/me", headers=bearer(token))).status_code == 401
 
 
+@pytest.mark.auth_modes("guests")  # about guests, who do not exist with guests off
 async def test_guest_work_is_claimed_on_signup(api: httpx.AsyncClient) -> None:
     guest = (await api.post("/api/auth/guest")).json()
     made = await api.post(
@@ -154,9 +156,15 @@ async def test_guest_work_is_claimed_on_signup(api: httpx.AsyncClient) -> None:
     assert (await api.get("/api/auth/me", headers=bearer(guest["access_token"]))).status_code == 401
 
 
-async def test_anonymous_callers(api: httpx.AsyncClient) -> None:
-    assert (await api.get("/api/conversations")).status_code == 401
-    assert (await api.get("/api/auth/me")).status_code == 401
+async def test_anonymous_callers(api: httpx.AsyncClient, db_settings: Settings) -> None:
+    assert (await api.get("/api/conversations", headers=anonymous())).status_code == 401
+    assert (await api.get("/api/auth/me", headers=anonymous())).status_code == 401
+    guest = await api.post("/api/auth/guest", headers=anonymous())
+    if db_settings.guests_allowed:
+        assert guest.status_code == 201
+    else:
+        assert guest.status_code == 403
+        assert guest.json()["error"] == "no_guests"
 
 
 async def test_switch_team(api: httpx.AsyncClient, db_settings: Settings) -> None:

@@ -12,6 +12,7 @@ from fragments.config import Settings
 from fragments.store.db import Database, Identity
 from fragments.store.models import ProviderKey
 from tests.accounts import sign_up
+from tests.modes import anonymous
 
 pytestmark = pytest.mark.anyio
 
@@ -49,4 +50,4 @@ async def test_saved_keys_are_encrypted_and_never_returned(
     assert (await api.get("/api/keys", headers=alice.headers)).json() == []
     bad = await api.put("/api/keys/skynet", json={"api_key": "x"}, headers=alice.headers)
     assert bad.status_code == 400
-    assert (await api.get("/api/keys")).status_code == 401
+    assert (await api.get("/api/keys", headers=anonymous())).status_code == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import pytest
 from fragments.app import create_app
 from fragments.config import Settings
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, ServerThread
+from tests.modes import AuthMode, mode_settings, sign_in_for_mode
 
 PLATFORM_KEYS = {
     "openai": "platform-openai-key",
@@ -65,6 +67,7 @@ def fake_gemini(_gemini_server: FakeGemini) -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def chat_settings(
+    auth_mode: AuthMode,
     data_dir: Path,
     fake_openai: FakeOpenAI,
     fake_anthropic: FakeAnthropic,
@@ -93,21 +96,26 @@ def chat_settings(
         provider_retries=0,
         # Chat tests send many guest requests from one address; test_rate_limits sets its own.
         rate_limit_guest_per_day=100_000,
+        rate_limit_free_per_day=100_000,
+        **mode_settings(auth_mode),  # type: ignore[arg-type]
     )
 
 
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, behind an in-process client."""
+    """The app with its lifespan running, behind an in-process client: anonymous while guests
+    are allowed, signed in (a new account) when they are not."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            await sign_in_for_mode(c, "guests" if settings.guests_allowed else "production")
             yield c
 
 
 @pytest.fixture
 async def client(chat_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The chat app's client: anonymous with guests on, signed in with them off."""
     async with app_client(chat_settings) as c:
         yield c
 
@@ -118,6 +126,19 @@ def live_app(chat_settings: Settings) -> Iterator[ServerThread]:
     disconnects need a real server)."""
     with ServerThread(create_app(chat_settings), lifespan="on") as server:
         yield server
+
+
+@pytest.fixture
+def live_headers(live_app: ServerThread, auth_mode: AuthMode) -> dict[str, str]:
+    """Headers a client of `live_app` sends: none with guests on, a new account's token off."""
+    if auth_mode == "guests":
+        return {}
+    response = httpx.post(
+        f"{live_app.url}/api/auth/signup",
+        json={"email": f"live-{uuid.uuid4().hex[:8]}@example.com", "password": "long password"},
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 # ---- requests and SSE -------------------------------------------------------------------------
@@ -170,12 +191,12 @@ async def post_chat(client: httpx.AsyncClient, body: Any) -> tuple[httpx.Respons
     return response, events
 
 
-async def stream_live(url: str, body: Any) -> list[Event]:
+async def stream_live(url: str, body: Any, headers: dict[str, str] | None = None) -> list[Event]:
     """Read a live SSE stream, stamping each event with its arrival time."""
     events: list[Event] = []
     started = time.monotonic()
     async with (
-        httpx.AsyncClient(timeout=30) as c,
+        httpx.AsyncClient(timeout=30, headers=headers) as c,
         c.stream("POST", f"{url}/api/chat", json=body) as response,
     ):
         assert response.status_code == 200

@@ -11,6 +11,7 @@ from fragments.config import Settings
 from tests.chat.conftest import Event, app_client, chat_body, names, post_chat
 from tests.fakes import SAMPLE_FRAGMENT, ErrorReply, FakeAnthropic, FakeGemini, FakeOpenAI
 from tests.fakes import FragmentReply as Reply
+from tests.modes import AuthMode, sign_in_for_mode
 
 pytestmark = pytest.mark.anyio
 
@@ -190,6 +191,8 @@ async def test_a_bug_behind_the_seam_is_internal(chat_settings: Settings) -> Non
         app.state.fragments.llm = Broken()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            mode: AuthMode = "guests" if chat_settings.guests_allowed else "production"
+            await sign_in_for_mode(client, mode)
             _, events = await post_chat(client, chat_body())
     error = the_error(events)
     assert error == {

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_partials_arrive_while_the_answer_streams(
-    live_app: ServerThread, fake_openai: FakeOpenAI
+    live_app: ServerThread, live_headers: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
     # 133 chunks, 5 ms apart: about 0.7 s of streaming; partials every 20 ms (test settings).
     fake_openai.script(FragmentReply(chunk_size=24, delay=0.005))
-    events = await stream_live(live_app.url, chat_body())
+    events = await stream_live(live_app.url, chat_body(), live_headers)
 
     order = names(events)
     assert order[0] == "provider"
@@ -48,23 +48,25 @@ async def test_partials_arrive_while_the_answer_streams(
 
 
 async def test_an_answer_that_arrives_at_once_still_has_one_partial(
-    live_app: ServerThread, fake_anthropic: FakeAnthropic
+    live_app: ServerThread, live_headers: dict[str, str], fake_anthropic: FakeAnthropic
 ) -> None:
     fake_anthropic.script(FragmentReply(chunk_size=10_000))
     events = await stream_live(
-        live_app.url, chat_body(model="claude-haiku-4-5", provider="anthropic")
+        live_app.url, chat_body(model="claude-haiku-4-5", provider="anthropic"), live_headers
     )
     assert names(events) == ["provider", "partial", "fragment", "usage", "done"]
 
 
 async def test_a_client_that_leaves_cancels_the_provider_call(
-    live_app: ServerThread, fake_openai: FakeOpenAI
+    live_app: ServerThread, live_headers: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.script(FragmentReply(chunk_size=24, delay=0.05))  # ~6.6 s if read to the end
     started = time.monotonic()
     async with (
         httpx.AsyncClient(timeout=10) as client,
-        client.stream("POST", f"{live_app.url}/api/chat", json=chat_body()) as response,
+        client.stream(
+            "POST", f"{live_app.url}/api/chat", json=chat_body(), headers=live_headers
+        ) as response,
     ):
         async for line in response.aiter_lines():
             if line.startswith("event: partial"):
@@ -76,12 +78,14 @@ async def test_a_client_that_leaves_cancels_the_provider_call(
 
 
 async def test_a_stalled_provider_is_closed_when_the_client_leaves(
-    live_app: ServerThread, fake_openai: FakeOpenAI
+    live_app: ServerThread, live_headers: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.script(FragmentReply(stall_after=3))
     async with (
         httpx.AsyncClient(timeout=10) as client,
-        client.stream("POST", f"{live_app.url}/api/chat", json=chat_body()) as response,
+        client.stream(
+            "POST", f"{live_app.url}/api/chat", json=chat_body(), headers=live_headers
+        ) as response,
     ):
         async for line in response.aiter_lines():
             if line.startswith("event: provider"):
@@ -90,14 +94,14 @@ async def test_a_stalled_provider_is_closed_when_the_client_leaves(
 
 
 async def test_concurrent_streams_share_the_pool(
-    live_app: ServerThread, fake_openai: FakeOpenAI
+    live_app: ServerThread, live_headers: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
     import asyncio
 
     fake_openai.default = FragmentReply(chunk_size=64, delay=0.002)
     try:
         results = await asyncio.gather(
-            *(stream_live(live_app.url, chat_body(f"app {i}")) for i in range(20))
+            *(stream_live(live_app.url, chat_body(f"app {i}"), live_headers) for i in range(20))
         )
     finally:
         fake_openai.default = None

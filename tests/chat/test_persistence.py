@@ -3,6 +3,7 @@ another user's conversation or fragment."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,7 +96,7 @@ async def test_turn_id_makes_a_resend_idempotent(
     ).json()
     assert len(detail["messages"]) == 2
     # A turn kept while the database was down creates its conversation under the client's id.
-    new_id = "ab" * 16
+    new_id = uuid.uuid4().hex  # unique in the run's shared PostgreSQL database
     made = await client.post(
         f"/api/conversations/{new_id}/turns",
         json={**turn, "turn_id": "turn-2"},
@@ -111,7 +112,7 @@ async def test_turn_id_makes_a_resend_idempotent(
         headers=mallory.headers,
     )
     assert taken.status_code == 404
-    own_id = "cd" * 16
+    own_id = uuid.uuid4().hex
     clash = await client.post(
         f"/api/conversations/{own_id}/turns",
         json={**turn, "turn_id": "turn-4", "fragment_id": done["fragment_id"]},
@@ -144,6 +145,7 @@ async def test_nobody_chats_into_another_users_conversation(
     assert response.status_code == 404
 
 
+@pytest.mark.auth_modes("guests")  # about guests, who do not exist with guests off
 async def test_anonymous_chat_is_not_saved(
     client: httpx.AsyncClient, fake_openai: FakeOpenAI
 ) -> None:

@@ -12,18 +12,21 @@ from fragments.config import Settings
 from fragments.sandbox.templates import TEMPLATES
 from tests.chat.conftest import PLATFORM_KEYS, chat_body, names, post_chat, received_key
 from tests.fakes import SAMPLE_FRAGMENT, FakeAnthropic, FakeGemini, FakeOpenAI, FragmentReply
+from tests.modes import a_conversation, saves_turns
 
 pytestmark = pytest.mark.anyio
 
 
-def assert_success_shape(events: list, conversation_id: str | None = None) -> None:
+def assert_success_shape(
+    events: list, conversation_id: str | None = None, *, saved: bool = False
+) -> None:
     order = names(events)
     assert order[0] == "provider"
     assert order[-3:] == ["fragment", "usage", "done"]
     assert set(order[1:-3]) == {"partial"}, order
     assert order.count("partial") >= 1
     done = events[-1].data
-    assert done["saved"] is False
+    assert done["saved"] is saved
     assert len(done["fragment_id"]) == 32
     if conversation_id is not None:
         assert done["conversation_id"] == conversation_id
@@ -37,12 +40,13 @@ def expected_fragment(**changes: object) -> dict[str, object]:
 
 async def test_openai_tool_mode(client: httpx.AsyncClient, fake_openai: FakeOpenAI) -> None:
     fake_openai.script(FragmentReply(chunk_size=24, input_tokens=1234, cache_read_tokens=200))
-    response, events = await post_chat(client, chat_body(conversation_id="conv-1"))
+    conversation = await a_conversation(client, "conv-1")
+    response, events = await post_chat(client, chat_body(conversation_id=conversation))
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-accel-buffering"] == "no"
-    assert_success_shape(events, "conv-1")
+    assert_success_shape(events, conversation, saved=saves_turns(client))
     assert events[0].data == {"provider": "openai", "model": "gpt-4.1", "fallback": False}
     assert events[-3].data == expected_fragment()
     usage = events[-2].data
@@ -77,7 +81,7 @@ async def test_openai_json_content_mode(client: httpx.AsyncClient, fake_openai: 
     response, events = await post_chat(client, chat_body(model="qwen2.5-coder", provider="ollama"))
 
     assert response.status_code == 200
-    assert_success_shape(events)
+    assert_success_shape(events, saved=saves_turns(client))
     assert events[-3].data == expected_fragment()
     body = fake_openai.last_request.json
     assert "tools" not in body
@@ -98,7 +102,7 @@ async def test_server_without_tools_falls_back_to_json(
     )
     _, events = await post_chat(client, chat_body())
 
-    assert_success_shape(events)
+    assert_success_shape(events, saved=saves_turns(client))
     first, second = fake_openai.requests
     assert "tools" in first.json
     assert "tools" not in second.json
@@ -125,7 +129,7 @@ async def test_anthropic_tool_use(client: httpx.AsyncClient, fake_anthropic: Fak
     response, events = await post_chat(client, body)
 
     assert response.status_code == 200
-    assert_success_shape(events)
+    assert_success_shape(events, saved=saves_turns(client))
     assert events[0].data["provider"] == "anthropic"
     assert events[-3].data == expected_fragment()
     usage = events[-2].data
@@ -166,7 +170,7 @@ async def test_gemini(client: httpx.AsyncClient, fake_gemini: FakeGemini) -> Non
     )
 
     assert response.status_code == 200
-    assert_success_shape(events)
+    assert_success_shape(events, saved=saves_turns(client))
     assert events[-3].data == expected_fragment()
     assert events[-2].data["input_tokens"] == 900
     assert events[-2].data["cache_read_tokens"] == 50

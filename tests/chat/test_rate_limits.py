@@ -42,6 +42,7 @@ async def send(
     return await client.post("/api/chat", json=chat_body(**extra), headers=headers or {})
 
 
+@pytest.mark.auth_modes("guests")  # about guests, who do not exist with guests off
 async def test_guests_are_limited_by_ip_with_headers(
     chat_settings: Settings, fake_openai: FakeOpenAI
 ) -> None:
@@ -148,6 +149,7 @@ async def redis_client(
     fake_openai.default = None
 
 
+@pytest.mark.auth_modes("guests")  # counts anonymous requests by IP
 async def test_redis_down_and_back(redis_client: tuple[httpx.AsyncClient, int]) -> None:
     client, port = redis_client
     assert (await send(client)).headers["x-ratelimit-remaining"] == "3"
@@ -236,6 +238,7 @@ async def test_the_monthly_sum_is_kept_briefly_and_own_usage_counts_at_once(
         assert "2,300 of its 2,000 tokens" in over.json()["detail"]
 
 
+@pytest.mark.auth_modes("guests")  # counts anonymous requests by IP
 async def test_redis_clients_are_closed_at_shutdown(
     chat_settings: Settings, fake_openai: FakeOpenAI
 ) -> None:

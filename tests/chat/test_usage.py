@@ -17,6 +17,7 @@ from tests.chat.conftest import app_client, chat_body, names, parse_sse
 from tests.conftest import Backend, database_settings
 from tests.databases import PgDatabase
 from tests.fakes import FakeAnthropic, FakeOpenAI, FragmentReply
+from tests.modes import anonymous
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +74,7 @@ async def test_usage_by_day_and_model_with_cache_tokens(
     assert (await client.get("/api/usage", headers=bob.headers)).json()["items"] == []
     team = (await client.get("/api/usage?scope=team", headers=alice.headers)).json()
     assert team["total"]["requests"] == 3
-    assert (await client.get("/api/usage")).status_code == 401
+    assert (await client.get("/api/usage", headers=anonymous())).status_code == 401
 
 
 async def test_a_cut_stream_is_estimated_and_recorded(

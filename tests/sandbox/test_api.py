@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from fragments.app import create_app
 from fragments.config import Settings
+from tests.modes import AuthMode, a_conversation, mode_settings, sign_in_for_mode
 
 from .conftest import INTERPRETER
 
@@ -19,11 +20,15 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def client(sandbox_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(sandbox_settings)
+async def client(
+    sandbox_settings: Settings, auth_mode: AuthMode
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Anonymous with guests on; signed in in production mode (guests off, strict checks)."""
+    app: FastAPI = create_app(sandbox_settings.model_copy(update=mode_settings(auth_mode)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await sign_in_for_mode(http, auth_mode)
             yield http
 
 
@@ -78,11 +83,12 @@ async def test_errors_come_back_with_name_value_and_traceback(client: httpx.Asyn
 
 
 async def test_a_conversation_keeps_its_sandbox(client: httpx.AsyncClient) -> None:
-    first = await client.post("/api/sandbox", json=body("n = 7", conversation_id="c1"))
-    second = await client.post("/api/sandbox", json=body("print(n)", conversation_id="c1"))
-    other = await client.post("/api/sandbox", json=body("print(n)", conversation_id="c2"))
+    c1, c2 = await a_conversation(client, "c1"), await a_conversation(client, "c2")
+    first = await client.post("/api/sandbox", json=body("n = 7", conversation_id=c1))
+    second = await client.post("/api/sandbox", json=body("print(n)", conversation_id=c1))
+    other = await client.post("/api/sandbox", json=body("print(n)", conversation_id=c2))
     restarted = await client.post(
-        "/api/sandbox", json=body("print(n)", conversation_id="c1", restart=True)
+        "/api/sandbox", json=body("print(n)", conversation_id=c1, restart=True)
     )
     assert second.json()["stdout"] == ["7\n"]
     assert second.json()["sandbox_id"] == first.json()["sandbox_id"]
@@ -92,9 +98,10 @@ async def test_a_conversation_keeps_its_sandbox(client: httpx.AsyncClient) -> No
 
 
 async def test_sse_reports_phases_then_the_result(client: httpx.AsyncClient) -> None:
+    conversation = await a_conversation(client, "sse")
     response = await client.post(
         "/api/sandbox",
-        json=body("print(6 * 7)", conversation_id="sse"),
+        json=body("print(6 * 7)", conversation_id=conversation),
         headers={"Accept": "text/event-stream"},
     )
     assert response.status_code == 200
@@ -105,7 +112,7 @@ async def test_sse_reports_phases_then_the_result(client: httpx.AsyncClient) -> 
     assert events[-1][1]["stdout"] == ["42\n"]
     again = await client.post(
         "/api/sandbox",
-        json=body("print(1)", conversation_id="sse"),
+        json=body("print(1)", conversation_id=conversation),
         headers={"Accept": "text/event-stream"},
     )
     assert [d.get("phase") for _, d in parse_sse(again.text)][:2] == ["acquiring", "running"]
