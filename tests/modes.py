@@ -10,6 +10,7 @@ from typing import Literal
 import httpx
 from pydantic import SecretStr
 
+from fragments.config import Settings
 from tests.accounts import sign_up
 
 AuthMode = Literal["guests", "production"]
@@ -53,3 +54,8 @@ async def a_conversation(client: httpx.AsyncClient, anonymous_id: str) -> str:
 def saves_turns(client: httpx.AsyncClient) -> bool:
     """Whether this client's answers are stored (a signed-in caller's are, anonymous ones not)."""
     return bool(client.headers.get("authorization"))
+
+
+def mode_of(settings: Settings) -> AuthMode:
+    """The mode a test's settings put the app in."""
+    return "guests" if settings.guests_allowed else "production"

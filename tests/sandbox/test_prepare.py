@@ -31,6 +31,7 @@ from fragments.sandbox.templates import Template, get_template
 from fragments.schemas import Fragment, WebResult
 from tests.accounts import bearer, sign_up
 from tests.fakes.e2b_sdk import FakeCloud
+from tests.modes import mode_of, sign_in_for_mode
 
 pytestmark = pytest.mark.anyio
 
@@ -59,9 +60,10 @@ async def app(
 
 
 @pytest.fixture
-async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def api(app: FastAPI, db_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        await sign_in_for_mode(client, mode_of(db_settings))
         yield client
 
 
@@ -183,6 +185,7 @@ def test_a_credit_pays_for_one_run_of_its_template() -> None:
     assert credits.holds("z", STREAMLIT)
 
 
+@pytest.mark.auth_modes("guests")  # counts an anonymous guest's runs by IP
 async def test_a_prepare_counts_as_the_run_that_follows_it(db_settings: Settings) -> None:
     """The limit is about sandboxes, not this test's Streamlit: the service is a stand-in."""
     limited = db_settings.model_copy(update={"sandbox_limit_guest_per_day": 3})

@@ -68,6 +68,7 @@ async def test_old_conversations_are_purged(api: httpx.AsyncClient, db_settings:
         await owner_db.aclose()
 
 
+@pytest.mark.auth_modes("guests")  # about guests, who do not exist with guests off
 async def test_old_empty_guests_are_purged(api: httpx.AsyncClient, db_settings: Settings) -> None:
     old_guest = (await api.post("/api/auth/guest")).json()
     busy_guest = (await api.post("/api/auth/guest")).json()
