@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -80,9 +81,9 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    """A real SMTP server on a free port of 127.0.0.1 for the test's duration."""
+@contextmanager
+def serving_mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server on a free port of 127.0.0.1 while the block runs."""
     port = _free_port()
     box = Mailbox(url=f"smtp://127.0.0.1:{port}")
     controller = Controller(box, hostname="127.0.0.1", port=port)
@@ -91,3 +92,10 @@ def mailbox() -> Iterator[Mailbox]:
         yield box
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server for the test's duration."""
+    with serving_mailbox() as box:
+        yield box

@@ -608,6 +608,16 @@ export function App() {
     refreshHistory();
   }, [loadMe, refreshHistory, newChat]);
 
+  // A link opened in a tab that already shows the app changes only the `#...` part.
+  useEffect(() => {
+    const onHash = () => {
+      const link = linkFromLocation();
+      if (link) setRecovery(link);
+    };
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, []);
+
   const openForgot = useCallback((email) => {
     setAuthMode(null);
     setRecovery({ kind: "forgot", email });
