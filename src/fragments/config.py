@@ -246,6 +246,13 @@ class Settings(BaseSettings):
             parse_smtp_url(value.get_secret_value())  # a clear error at start-up, not at send
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("FRAGMENTS_PUBLIC_URL must start with http:// or https://.")
+        return value or None
+
     @model_validator(mode="after")
     def _confirmation_needs_mail(self) -> Settings:
         # Refuse to start rather than create accounts that can never be confirmed.

@@ -211,6 +211,12 @@ def test_smtp_url_schemes_are_checked(settings: Settings) -> None:
         mail_settings(settings, "http://mail.example.com")
     # An empty variable means no mail.
     assert mail_settings(settings, "").smtp_url is None
+    with pytest.raises(ValidationError, match="FRAGMENTS_PUBLIC_URL must start with"):
+        mail_settings(settings, None, public_url="fragments.example")
+    # Links never end up with a double slash.
+    slash = mail_settings(settings, None, public_url="https://fragments.example/app/")
+    assert slash.resolved_public_url == "https://fragments.example/app"
+    assert Settings(_env_file=None, port=8123).resolved_public_url == "http://127.0.0.1:8123"  # type: ignore[call-arg]
 
 
 def test_mail_url_parts() -> None:

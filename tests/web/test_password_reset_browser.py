@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,14 +35,13 @@ def smtp() -> Iterator[Mailbox]:
         yield box
 
 
-@pytest.fixture(scope="module")
-def mail_app(smtp: Mailbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def _serving(smtp: Mailbox, data: Path, **settings: str) -> Iterator[str]:
     """The real app in its own process, mailing through the test's SMTP server."""
     if CHROMIUM is None:
         pytest.skip("Debian's chromium package is not installed; make install installs it")
     if not (STATIC / "vendor" / "preact.js").is_file():
         pytest.fail("the UI's vendor files are missing: run `make assets`")
-    data = tmp_path_factory.mktemp("data")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -55,6 +56,7 @@ def mail_app(smtp: Mailbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         FRAGMENTS_SANDBOX_POOL_SIZES=NO_POOLS,
         JUPYTER_PLATFORM_DIRS="1",
         PYTHONDONTWRITEBYTECODE="1",
+        **settings,
     )
     log = (data / "server.log").open("wb")
     command = [sys.executable, "-m", "fragments.cli", "serve", "--port", str(port)]
@@ -83,6 +85,18 @@ def mail_app(smtp: Mailbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def mail_app(smtp: Mailbox, tmp_path: Path) -> Iterator[str]:
+    with _serving(smtp, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def confirming_app(smtp: Mailbox, tmp_path: Path) -> Iterator[str]:
+    with _serving(smtp, tmp_path, FRAGMENTS_REQUIRE_EMAIL_CONFIRMATION="true") as url:
+        yield url
 
 
 def test_forgot_password_mail_link_new_password_signed_in(
@@ -148,6 +162,63 @@ def test_forgot_password_mail_link_new_password_signed_in(
         login = f"{mail_app}/api/auth/login"
         assert httpx.post(login, json={"email": email, "password": old_password}).status_code == 401
         assert httpx.post(login, json={"email": email, "password": new_password}).status_code == 200
+        assert problems == []
+    finally:
+        context.close()
+
+
+def test_sign_up_confirm_by_mail_signed_in(
+    browser: Any,
+    confirming_app: str,
+    smtp: Mailbox,
+) -> None:
+    from playwright.sync_api import expect
+
+    email = f"confirm-{secrets.token_hex(4)}@example.com"
+    password = "a long enough password"
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    try:
+        page.goto(confirming_app)
+        expect(page.get_by_test_id("account-guest")).to_be_visible(timeout=15_000)
+        page.get_by_test_id("sign-up").click()
+        page.get_by_test_id("auth-email").fill(email)
+        page.get_by_test_id("auth-password").fill(password)
+        page.get_by_test_id("auth-submit").click()
+        expect(page.get_by_test_id("confirm-sent")).to_contain_text(email, timeout=15_000)
+        page.get_by_test_id("recovery-dialog").get_by_label("Close").click()
+
+        # Signing in before confirming leads back to "check your mail".
+        page.get_by_test_id("sign-in").click()
+        page.get_by_test_id("auth-email").fill(email)
+        page.get_by_test_id("auth-password").fill(password)
+        page.get_by_test_id("auth-submit").click()
+        expect(page.get_by_test_id("confirm-sent")).to_be_visible(timeout=15_000)
+        page.get_by_test_id("recovery-dialog").get_by_label("Close").click()
+
+        (mail,) = smtp.wait_for(email)
+        link, _token = mail.link("confirm")
+        assert link.startswith(f"{confirming_app}/#confirm=")
+        # Opened in the tab that shows the app: only the `#...` part changes.
+        page.goto(link)
+        expect(page.get_by_test_id("recovery-done")).to_have_text(
+            "Address confirmed — you're signed in.", timeout=15_000
+        )
+        page.get_by_test_id("recovery-close").click()
+        expect(page.get_by_test_id("account-email")).to_have_text(email, timeout=15_000)
+
+        # The spent link again: the page says so and offers to sign in.
+        page.get_by_test_id("sign-out").click()
+        expect(page.get_by_test_id("account-guest")).to_be_visible(timeout=15_000)
+        page.goto(link)
+        expect(page.get_by_test_id("recovery-error")).to_contain_text("already used")
+        page.get_by_test_id("confirm-sign-in").click()
+        page.get_by_test_id("auth-email").fill(email)
+        page.get_by_test_id("auth-password").fill(password)
+        page.get_by_test_id("auth-submit").click()
+        expect(page.get_by_test_id("account-email")).to_have_text(email, timeout=15_000)
         assert problems == []
     finally:
         context.close()
