@@ -4,19 +4,25 @@ signs in once; off, sign-up is unchanged. SQLite and PostgreSQL, guests allowed 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
 from pydantic import ValidationError
 from sqlalchemy import text
 
 from fragments.config import Settings
 from fragments.store.db import make_engine
-from fragments.store.migrate import upgrade
+from fragments.store.migrate import alembic_config, upgrade
 from tests.accounts import bearer, sign_up
 from tests.auth.recovery_app import PUBLIC_URL, age_links, guests, mail_settings, running
+from tests.databases import OWNER_ROLE, PgDatabase, _admin
 from tests.mailbox import Mailbox, mailbox
 
 __all__ = ["guests", "mailbox"]  # fixtures
@@ -192,24 +198,46 @@ def test_confirmation_needs_smtp(settings: Settings) -> None:
         mail_settings(settings, None, require_email_confirmation=True)
 
 
-async def test_accounts_from_before_the_migration_count_as_confirmed(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    await upgrade(url, revision="0004")
-    engine = make_engine(url)
+@contextmanager
+def _fresh_database(backend: str, folder: Path) -> Iterator[str]:
+    """An empty database of the backend (owned by the migration role on PostgreSQL)."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{folder / 'old.db'}"
+        return
+    name = "fragments_test_" + secrets.token_hex(6)
+    asyncio.run(_admin([f"CREATE DATABASE {name} OWNER {OWNER_ROLE}"]))
     try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO users (id, email, password_hash, is_guest, created_at) VALUES "
-                    "('u1', 'old@example.com', 'x', 0, '2026-01-01 00:00:00'), "
-                    "('g1', NULL, NULL, 1, '2026-01-01 00:00:00')"
-                )
-            )
-        await upgrade(url)
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text("SELECT id, email_confirmed_at IS NOT NULL FROM users ORDER BY id")
-            )
-            assert [tuple(r) for r in rows] == [("g1", False), ("u1", True)]
+        yield PgDatabase(name).owner_url
     finally:
-        await engine.dispose()
+        asyncio.run(_admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
+
+
+def test_accounts_from_before_the_migration_count_as_confirmed(
+    backend: str, tmp_path: Path
+) -> None:
+    async def check(url: str) -> None:
+        await upgrade(url, revision="0004")
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO users (id, email, password_hash, is_guest, created_at) "
+                        "VALUES ('u1', 'old@example.com', 'x', false, :at), "
+                        "('g1', NULL, NULL, true, :at)"
+                    ),
+                    {"at": datetime(2026, 1, 1, tzinfo=UTC)},
+                )
+            await upgrade(url)
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT id, email_confirmed_at IS NOT NULL FROM users ORDER BY id")
+                )
+                assert [tuple(r) for r in rows] == [("g1", False), ("u1", True)]
+        finally:
+            await engine.dispose()
+        # And back down: the migration is reversible.
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0004")
+
+    with _fresh_database(backend, tmp_path) as url:
+        asyncio.run(check(url))
