@@ -5,15 +5,17 @@ mail, and without SMTP the feature is off. SQLite and PostgreSQL, guests allowed
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
+from fragments.auth.mail import SmtpSecurity
 from fragments.config import Settings
 from tests.accounts import Account, bearer, sign_up
 from tests.auth.recovery_app import PUBLIC_URL, age_links, guests, mail_settings, running
-from tests.mailbox import Mailbox, mailbox
+from tests.mailbox import Login, Mailbox, mailbox, serving_mailbox
 
 __all__ = ["guests", "mailbox"]  # fixtures
 
@@ -227,3 +229,35 @@ def test_mail_url_parts() -> None:
     assert (target.username, target.password) == ("user@corp", "p@ss")
     assert parse_smtp_url("smtps://mail.example.com").port == 465
     assert parse_smtp_url("smtp://localhost").port == 25
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_mail_goes_over_tls_with_a_login(
+    security: SmtpSecurity,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fragments.auth.mail import Mail, MailUnavailable, mailer
+
+    login = Login("mailer@example.com", "p@ss word:/")
+    letter = Mail(to="someone@example.com", subject="Hello", text="Over TLS.\n")
+    with serving_mailbox(security, login=login, cert_dir=tmp_path) as box:
+        sender = mailer(mail_settings(settings, box.url))
+        assert sender is not None
+        assert sender.target.security == security
+        # The server's certificate is checked: unknown, it is refused.
+        with pytest.raises(MailUnavailable):
+            await sender.send(letter)
+        # Trusted (as an operator's CA bundle would make it), the mail goes through.
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "smtp-cert.pem"))
+        await sender.send(letter)
+        (got,) = box.to("someone@example.com")
+        assert got.text.strip() == "Over TLS."
+        # A wrong password is a mail outage to the caller, not a crash.
+        wrong = mail_settings(settings, box.url.replace("p%40ss", "nope"))
+        wrong_sender = mailer(wrong)
+        assert wrong_sender is not None
+        with pytest.raises(MailUnavailable):
+            await wrong_sender.send(letter)
+        assert len(box.messages) == 1
