@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderId = Literal[
@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     supabase_jwt_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "FRAGMENTS_SUPABASE_JWT_SECRET")
     )
+    # Mail (password reset, address confirmation). SMTP URL schemes: smtp:// (plain, for a
+    # local relay), smtp+starttls:// (STARTTLS required; port 587 by default), smtps://
+    # (implicit TLS; port 465 by default); user and password in the URL, percent-encoded.
+    # Without it, password reset is off.
+    smtp_url: SecretStr | None = None
+    mail_from: str = "Fragments <no-reply@localhost>"
+    # The app's external base URL, used in mailed links; default http://127.0.0.1:<port>.
+    public_url: str | None = None
+    password_reset_minutes: int = Field(30, ge=1)
+    # New accounts must follow a mailed link before they can sign in (needs smtp_url).
+    require_email_confirmation: bool = False
+    email_confirmation_hours: int = Field(48, ge=1)
     retention_days: int = 90
     conversations_page_size: int = 50
 
@@ -222,6 +234,38 @@ class Settings(BaseSettings):
         from fragments.sandbox.local.egress import parse_registry_hosts
 
         return ",".join(parse_registry_hosts(value))
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from fragments.auth.mail import parse_smtp_url
+
+        if value is not None and not value.get_secret_value().strip():
+            return None  # an empty variable means "no mail", as when it is unset
+        if value is not None:
+            parse_smtp_url(value.get_secret_value())  # a clear error at start-up, not at send
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("FRAGMENTS_PUBLIC_URL must start with http:// or https://.")
+        return value or None
+
+    @model_validator(mode="after")
+    def _confirmation_needs_mail(self) -> Settings:
+        # Refuse to start rather than create accounts that can never be confirmed.
+        if self.require_email_confirmation and self.smtp_url is None:
+            raise ValueError(
+                "FRAGMENTS_REQUIRE_EMAIL_CONFIRMATION needs FRAGMENTS_SMTP_URL to send the links."
+            )
+        return self
+
+    @property
+    def resolved_public_url(self) -> str:
+        """The base of links in mail: `public_url` without a trailing slash."""
+        return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
 
     @property
     def resolved_database_url(self) -> str:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from fragments.auth import service
+from fragments.auth import recovery, service
 from fragments.auth.deps import (
     CurrentUser,
     SessionDep,
     SignedInUser,
     unit_of_work,
 )
+from fragments.auth.mail import send_after_response
 from fragments.auth.tokens import Forbidden, Unauthorized, decode_access_token
 from fragments.state import SettingsDep
 from fragments.store.models import ApiToken, Membership, Team, User
@@ -33,6 +34,10 @@ class AuthOptions(BaseModel):
     """What the sign-in page may offer; later features add their switches here."""
 
     guests: bool
+    # "Forgot password?" works (FRAGMENTS_SMTP_URL is set).
+    password_reset: bool
+    # New accounts confirm their address before they can sign in.
+    email_confirmation: bool
 
 
 class RefreshBody(BaseModel):
@@ -79,18 +84,37 @@ def _guest_id(request: Request, body: Credentials, secret: str) -> str | None:
 @router.get("/options")
 async def options(settings: SettingsDep) -> AuthOptions:
     """What the sign-in page may offer on this server (public, no secrets)."""
-    return AuthOptions(guests=settings.guests_allowed)
+    return AuthOptions(
+        guests=settings.guests_allowed,
+        password_reset=settings.smtp_url is not None,
+        email_confirmation=settings.require_email_confirmation,
+    )
 
 
 @router.post("/signup", status_code=201)
-async def signup(request: Request, body: Credentials, settings: SettingsDep) -> dict[str, str]:
-    """Create an account (claiming the guest's work when a guest token comes along)."""
+async def signup(
+    request: Request, body: Credentials, settings: SettingsDep, background: BackgroundTasks
+) -> dict[str, str | bool]:
+    """Create an account (claiming the guest's work when a guest token comes along). While
+    addresses must be confirmed, no tokens: `{confirmation_required: true, email}` and a mail."""
     guest_id = _guest_id(request, body, settings.secret_key.get_secret_value())
+    if settings.require_email_confirmation:
+        async with unit_of_work(request) as session:
+            user, mail = await recovery.signup_unconfirmed(
+                session,
+                settings,
+                body.email,
+                body.password,
+                guest_user_id=guest_id,
+                requested_by=request.client.host if request.client else None,
+            )
+        send_after_response(background, settings, mail)
+        return {"confirmation_required": True, "email": user.email or ""}
     async with unit_of_work(request) as session:
         pair = await service.signup(
             session, settings, body.email, body.password, guest_user_id=guest_id
         )
-    return _pair(pair)
+    return {**_pair(pair)}
 
 
 @router.post("/login")

@@ -95,6 +95,10 @@ def _access(settings: Settings, user: User, team_id: str, session_id: str) -> st
     )
 
 
+class EmailUnconfirmed(Forbidden):
+    code = "email_unconfirmed"
+
+
 async def signup(
     session: AsyncSession,
     settings: Settings,
@@ -104,6 +108,14 @@ async def signup(
     guest_user_id: str | None = None,
 ) -> TokenPair:
     """Create an account; a guest's account (and so all its work) becomes the new account."""
+    user, team_id = await create_account(session, email, password, guest_user_id=guest_user_id)
+    return await start_session(session, settings, user, team_id)
+
+
+async def create_account(
+    session: AsyncSession, email: str, password: str, *, guest_user_id: str | None = None
+) -> tuple[User, str]:
+    """The account and its default team, not signed in (sign-up with address confirmation)."""
     email = normalise_email(email)
     if len(password) < MIN_PASSWORD:
         raise BadRequest(
@@ -136,7 +148,7 @@ async def signup(
         except IntegrityError as exc:  # the same email signing up twice at once
             raise Conflict("An account with this email already exists; sign in instead.") from exc
         team_id = (await _personal_team(session, user, email.split("@")[0])).id
-    return await start_session(session, settings, user, team_id)
+    return user, team_id
 
 
 async def login(session: AsyncSession, settings: Settings, email: str, password: str) -> TokenPair:
@@ -144,6 +156,11 @@ async def login(session: AsyncSession, settings: Settings, email: str, password:
     user = rows.scalar_one_or_none()
     if not verify_password(password, user.password_hash if user else None) or user is None:
         raise Unauthorized("The email or the password is wrong.", "invalid_credentials")
+    # Told only after the password matched, so it reveals nothing about unknown addresses.
+    if settings.require_email_confirmation and user.email_confirmed_at is None:
+        raise EmailUnconfirmed(
+            "Confirm your email address first: follow the link we sent you, or ask for a new one."
+        )
     return await start_session(session, settings, user, await default_team_id(session, user.id))
 
 

@@ -27,6 +27,8 @@ Tier = Literal["free", "pro", "enterprise"]
 BilledTo = Literal["platform", "own_key"]
 Role = Literal["owner", "admin", "member"]
 MessageRole = Literal["user", "assistant"]
+# What an e-mailed link does when followed.
+EmailTokenPurpose = Literal["password_reset", "email_confirmation"]
 
 # Stable constraint names: Alembic's autogenerate and SQLite's batch mode need them.
 NAMING = {
@@ -72,6 +74,9 @@ class User(Base):
     is_guest: Mapped[bool] = mapped_column(Boolean, default=False)
     # Supabase's `sub` for users who arrive with a Supabase token.
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # When the address was confirmed by a mailed link; None blocks sign-in only while
+    # FRAGMENTS_REQUIRE_EMAIL_CONFIRMATION is on (accounts from before it count as confirmed).
+    email_confirmed_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _created()
 
 
@@ -108,6 +113,26 @@ class AuthSession(Base):
     refresh_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = _created()
+
+
+class EmailToken(Base):
+    """A single-use link sent by e-mail (password reset, address confirmation); only the
+    token's SHA-256 is stored. Read and written only by the unauthenticated recovery routes,
+    so it has no RLS policy (like users and auth_sessions): those routes act as nobody."""
+
+    __tablename__ = "email_tokens"
+    __table_args__ = (Index("ix_email_tokens_email_created", "email", "created_at"),)
+    id: Mapped[str] = _id()
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    # The address the link went to: a later change of the account's address voids the link.
+    email: Mapped[str] = mapped_column(String(320))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Who asked (the peer address), for the per-address sending limit.
+    requested_by: Mapped[str | None] = mapped_column(String(64), index=True)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _created()
 
 

@@ -32,7 +32,7 @@ export function AccountBar({ me, onOpenAuth, onSignOut, onSwitchTeam }) {
     </div>`;
 }
 
-export function AuthDialog({ mode, onMode, onClose, onSubmit }) {
+export function AuthDialog({ mode, onMode, onClose, onSubmit, onForgot }) {
   const dialog = useRef(null);
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
@@ -82,6 +82,9 @@ export function AuthDialog({ mode, onMode, onClose, onSubmit }) {
             data-testid="auth-password" value=${password}
             onInput=${(e) => setPassword(e.target.value)} />
         </label>
+        ${!signup && onForgot && html`
+          <button type="button" class="auth-link" data-testid="forgot-password"
+            onClick=${() => onForgot(email)}>Forgot password?</button>`}
         ${error && html`<p class="auth-error" role="alert" data-testid="auth-error">${error}</p>`}
         <div class="dialog-actions">
           <button type="button" class="btn btn-ghost" data-testid="auth-switch"

@@ -38,6 +38,7 @@ import {
   saveTokens,
 } from "../lib/session.js";
 import { AccountBar, AuthDialog } from "./Account.js";
+import { getAuthOptions, linkFromLocation, RecoveryDialog } from "./Recovery.js";
 import { UsageMeter } from "./UsageMeter.js";
 import { History } from "./History.js";
 import { ChatInput } from "./ChatInput.js";
@@ -129,6 +130,9 @@ export function App() {
   const [me, setMe] = useState(null);
   const [history, setHistory] = useState([]);
   const [authMode, setAuthMode] = useState(null);
+  // The mailed-link dialog (forgot / reset / confirm / check mail), opened by a link's `#...`.
+  const [recovery, setRecovery] = useState(linkFromLocation);
+  const [authOptions, setAuthOptions] = useState(null);
   const [currentId, setCurrentId] = useState(null);
   // Bumped after every answer: the month's usage in the top bar is fetched again.
   const [usageTick, setUsageTick] = useState(0);
@@ -564,15 +568,61 @@ export function App() {
 
   const submitAuth = useCallback(async (mode, email, password) => {
     const before = loadTokens();
-    const pair = mode === "signup"
-      ? await signUp(email, password, before?.guest ? before.access_token : null)
-      : await logIn(email, password);
+    let pair;
+    try {
+      pair = mode === "signup"
+        ? await signUp(email, password, before?.guest ? before.access_token : null)
+        : await logIn(email, password);
+    } catch (e) {
+      if (e.code !== "email_unconfirmed") throw e;
+      setAuthMode(null);
+      setRecovery({ kind: "check-mail", email });
+      return;
+    }
+    if (pair.confirmation_required) {
+      // No tokens until the address is confirmed; a claimed guest's token ended server-side.
+      setAuthMode(null);
+      setRecovery({ kind: "check-mail", email: pair.email });
+      if (before?.guest) {
+        saveTokens(null);
+        newChat();
+        setHistory([]);
+        await loadMe();
+      }
+      return;
+    }
     saveTokens({ ...pair, guest: false });
     setAuthMode(null);
     if (mode === "login") newChat();
     await loadMe();
     refreshHistory();
   }, [loadMe, refreshHistory, newChat]);
+
+  // A mailed link signed the user in: the same as a sign-in, once the page's own start-up
+  // session is settled (it must not overwrite these tokens with a guest's).
+  const linkSignedIn = useCallback(async (pair) => {
+    if (sessionReady.current) await sessionReady.current;
+    saveTokens({ ...pair, guest: false });
+    newChat();
+    await loadMe();
+    refreshHistory();
+  }, [loadMe, refreshHistory, newChat]);
+
+  // A link opened in a tab that already shows the app changes only the `#...` part.
+  useEffect(() => {
+    const onHash = () => {
+      const link = linkFromLocation();
+      if (link) setRecovery(link);
+    };
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, []);
+
+  const openForgot = useCallback((email) => {
+    setAuthMode(null);
+    setRecovery({ kind: "forgot", email });
+    getAuthOptions().then(setAuthOptions);
+  }, []);
 
   const signOut = useCallback(async () => {
     const tokens = loadTokens();
@@ -653,7 +703,13 @@ export function App() {
           onClose=${() => setSelectedId(null)} onRerun=${rerun} />`}
       </main>
       <${AuthDialog} mode=${authMode} onMode=${setAuthMode} onClose=${() => setAuthMode(null)}
-        onSubmit=${submitAuth} />
+        onSubmit=${submitAuth} onForgot=${openForgot} />
+      <${RecoveryDialog} view=${recovery} options=${authOptions} onView=${setRecovery}
+        onClose=${() => setRecovery(null)} onSignedIn=${linkSignedIn}
+        onSignIn=${() => {
+          setRecovery(null);
+          setAuthMode("login");
+        }} />
       <${SettingsDialog} open=${settingsOpen} prefs=${prefs} onPrefs=${updatePrefs} model=${model}
         onClose=${() => setSettingsOpen(false)} />
     </div>
