@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ProviderId = Literal[
     "anthropic",
@@ -42,6 +43,25 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
+def _parse_team_domains(value: str) -> dict[str, str]:
+    """`{"example.com": "<team id>"}` or `example.com=<team id>,other.org=<team id>`."""
+    text = value.strip()
+    if text.startswith("{"):
+        parsed = json.loads(text)
+        if not isinstance(parsed, dict):
+            raise ValueError("FRAGMENTS_OIDC_TEAM_DOMAINS must be a JSON object")
+        pairs = [(str(k), str(v)) for k, v in parsed.items()]
+    else:
+        pairs = []
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            domain, sep, team = item.partition("=")
+            if not sep or not domain.strip() or not team.strip():
+                raise ValueError(f"expected domain=team_id, got {item!r}")
+            pairs.append((domain, team))
+    # Domains compare case-insensitively, as e-mail domains do.
+    return {domain.strip().lower().lstrip("@"): team.strip() for domain, team in pairs}
+
+
 class Settings(BaseSettings):
     """Everything the app can be configured with; see the README's configuration table."""
 
@@ -74,6 +94,18 @@ class Settings(BaseSettings):
     supabase_jwt_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "FRAGMENTS_SUPABASE_JWT_SECRET")
     )
+    # The app's external base URL (scheme, host, port): links and redirect URIs are built on it.
+    public_url: str | None = None
+    # Single sign-on with an OpenID Connect provider (off without an issuer): discovery at
+    # `<issuer>/.well-known/openid-configuration`, the code flow with PKCE, users mapped by `sub`.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "SSO"
+    oidc_scopes: str = "openid email profile"
+    # E-mail domain -> team id: a user whose *verified* address is at the domain joins the team
+    # as a member on sign-in. JSON, or `domain=team_id` pairs separated by commas.
+    oidc_team_domains: Annotated[dict[str, str], NoDecode] = {}
     retention_days: int = 90
     conversations_page_size: int = 50
 
@@ -222,6 +254,16 @@ class Settings(BaseSettings):
         from fragments.sandbox.local.egress import parse_registry_hosts
 
         return ",".join(parse_registry_hosts(value))
+
+    @field_validator("oidc_team_domains", mode="before")
+    @classmethod
+    def _team_domains(cls, value: object) -> object:
+        return _parse_team_domains(value) if isinstance(value, str) else value
+
+    @property
+    def resolved_public_url(self) -> str:
+        """The app's external base URL, without a trailing slash."""
+        return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
 
     @property
     def resolved_database_url(self) -> str:

@@ -29,10 +29,18 @@ class Credentials(BaseModel):
     guest_token: str | None = None
 
 
+class SsoOption(BaseModel):
+    """The single sign-on button: its label and where it starts."""
+
+    name: str
+    login_url: str
+
+
 class AuthOptions(BaseModel):
     """What the sign-in page may offer; later features add their switches here."""
 
     guests: bool
+    sso: SsoOption | None = None
 
 
 class RefreshBody(BaseModel):
@@ -79,7 +87,10 @@ def _guest_id(request: Request, body: Credentials, secret: str) -> str | None:
 @router.get("/options")
 async def options(settings: SettingsDep) -> AuthOptions:
     """What the sign-in page may offer on this server (public, no secrets)."""
-    return AuthOptions(guests=settings.guests_allowed)
+    sso = None
+    if settings.oidc_issuer and settings.oidc_client_id:
+        sso = SsoOption(name=settings.oidc_name, login_url="/api/auth/oidc/login")
+    return AuthOptions(guests=settings.guests_allowed, sso=sso)
 
 
 @router.post("/signup", status_code=201)
