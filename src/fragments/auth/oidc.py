@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import httpx
+# Authlib's httpx integration runs on httpx2 (it prefers it when installed, as here).
+import httpx2
 import jwt
 from authlib.common.security import is_secure_transport
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
@@ -37,7 +38,7 @@ FLOW_COOKIE = "fragments_oidc"
 FLOW_COOKIE_PATH = "/api/auth/oidc"
 FLOW_SECONDS = 600
 CALLBACK_PATH = "/api/auth/oidc/callback"
-HTTP_TIMEOUT = httpx.Timeout(10.0)
+HTTP_TIMEOUT = httpx2.Timeout(10.0)
 # Seconds of clock difference tolerated between us and the provider.
 CLOCK_LEEWAY = 60
 # ID tokens must be signed with the provider's keys: symmetric (client-secret) and unsigned
@@ -137,11 +138,11 @@ def _text(doc: dict[str, Any], key: str) -> str:
     return value
 
 
-async def _get_json(client: httpx.AsyncClient, url: str, what: str) -> dict[str, Any]:
+async def _get_json(client: httpx2.AsyncClient, url: str, what: str) -> dict[str, Any]:
     try:
         # auth=None: public documents, sent without the access token (Authlib adds it otherwise).
         response = await client.get(url, auth=None, timeout=HTTP_TIMEOUT)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise SsoFailure("provider_unavailable", f"{what}: {type(exc).__name__}") from exc
     if response.status_code >= 500 or response.status_code == 429:
         raise SsoFailure("provider_unavailable", f"{what}: HTTP {response.status_code}")
@@ -156,7 +157,7 @@ async def _get_json(client: httpx.AsyncClient, url: str, what: str) -> dict[str,
     return body
 
 
-async def discover(client: httpx.AsyncClient, config: OidcConfig) -> Metadata:
+async def discover(client: httpx2.AsyncClient, config: OidcConfig) -> Metadata:
     """The provider's endpoints from `<issuer>/.well-known/openid-configuration`."""
     url = _require_secure(config.issuer + "/.well-known/openid-configuration", "issuer")
     doc = await _get_json(client, url, "discovery")
@@ -307,11 +308,11 @@ async def complete(config: OidcConfig, code: str, flow: Flow) -> OidcIdentity:
             )
         except OAuthError as exc:
             raise SsoFailure("invalid_token", f"token endpoint refused: {exc}") from exc
-        except httpx.HTTPStatusError as exc:
+        except httpx2.HTTPStatusError as exc:
             raise SsoFailure(
                 "provider_unavailable", f"token endpoint: HTTP {exc.response.status_code}"
             ) from exc
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise SsoFailure("provider_unavailable", f"token endpoint: {exc!r}") from exc
         except ValueError as exc:
             raise SsoFailure("provider_error", f"token endpoint: {exc}") from exc
@@ -324,7 +325,7 @@ async def complete(config: OidcConfig, code: str, flow: Flow) -> OidcIdentity:
         if metadata.userinfo_endpoint and token.get("access_token"):
             try:
                 response = await client.get(metadata.userinfo_endpoint)
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 raise SsoFailure("provider_unavailable", f"userinfo: {exc!r}") from exc
             if response.status_code == 200:
                 try:
