@@ -63,7 +63,8 @@ def run_provider(redirect_uri: str) -> Iterator[OidcProvider]:
             stdout=subprocess.PIPE,
             stderr=log,
         )
-        assert process.stdout is not None and process.stdin is not None
+        assert process.stdout is not None
+        assert process.stdin is not None
         try:
             ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
             line = process.stdout.readline() if ready else b""

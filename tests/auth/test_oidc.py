@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,9 +15,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fastapi import FastAPI
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import OctKey, RSAKey
 from pydantic import SecretStr
 
 from fragments.app import create_app
+from fragments.auth.oidc import Flow, Metadata, OidcConfig, SsoFailure, _validate_id_token
 from fragments.config import Settings
 from fragments.state import State
 from fragments.store.models import Team
@@ -80,9 +84,11 @@ class Browser:
         login = await self.start()
         if not fresh and login.is_redirect:
             return login
-        assert login.status_code == 200 and 'name="login"' in login.text, login.text
+        assert login.status_code == 200, login.text
+        assert 'name="login"' in login.text, login.text
         consent = await submit_form(self.client, login, {"login": sub, "password": "any"})
-        assert consent.status_code == 200 and "consent" in consent.text, consent.text
+        assert consent.status_code == 200, consent.text
+        assert "consent" in consent.text, consent.text
         response = await submit_form(self.client, consent, {}, into_callback=False)
         assert response.is_redirect, response.text
         return response
@@ -178,7 +184,8 @@ async def test_first_sign_in_creates_the_user_and_the_second_finds_them(
     assert me["email"] == email
     assert me["guest"] is False
     teams = me["teams"]
-    assert isinstance(teams, list) and [t["role"] for t in teams] == ["owner"]
+    assert isinstance(teams, list)
+    assert [t["role"] for t in teams] == ["owner"]
 
     # Signed in again, the provider remembering the person (no forms): the same user.
     again = await browser.tokens(sub, fresh=False)
@@ -342,3 +349,91 @@ async def test_sso_off_without_an_issuer(db_settings: Settings, guests: bool) ->
                 "error": "sso_disabled",
                 "detail": "Single sign-on is not configured on this server.",
             }
+
+
+# The ID token's checks, on tokens signed here with real keys (the provider above only ever
+# signs good ones).
+_CONFIG = OidcConfig(
+    issuer="https://id.example",
+    client_id="fragments",
+    client_secret="secret",
+    scopes="openid email",
+    redirect_uri="https://app.example/api/auth/oidc/callback",
+    secure_cookie=True,
+)
+_METADATA = Metadata(
+    issuer="https://id.example",
+    authorization_endpoint="https://id.example/auth",
+    token_endpoint="https://id.example/token",
+    jwks_uri="https://id.example/jwks",
+    userinfo_endpoint=None,
+    algorithms=frozenset({"RS256"}),
+)
+_FLOW = Flow(state="s", nonce="the-nonce", verifier="v" * 64)
+_KEY = RSAKey.generate_key(2048, parameters={"kid": "k1", "alg": "RS256", "use": "sig"})
+
+
+def _id_token(key: RSAKey = _KEY, alg: str = "RS256", **changes: object) -> str:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": "https://id.example",
+        "aud": "fragments",
+        "sub": "person-1",
+        "iat": now,
+        "exp": now + 300,
+        "nonce": "the-nonce",
+    }
+    for name, value in changes.items():
+        # None removes the claim.
+        if value is None:
+            claims.pop(name)
+        else:
+            claims[name] = value
+    return jose_jwt.encode({"alg": alg, "kid": key.kid}, claims, key)
+
+
+def _jwks(*keys: RSAKey) -> dict[str, object]:
+    return {"keys": [k.as_dict(private=False) for k in keys]}
+
+
+def test_a_good_id_token_is_accepted() -> None:
+    claims = _validate_id_token(_id_token(), _jwks(_KEY), _METADATA, _CONFIG, _FLOW)
+    assert claims["sub"] == "person-1"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"nonce": "another"},
+        {"aud": "someone-else"},
+        {"aud": ["fragments", "someone-else"]},  # several audiences and no azp naming us
+        {"iss": "https://evil.example"},
+        {"exp": int(time.time()) - 3600},
+        {"nonce": None},
+    ],
+    ids=["nonce", "aud", "azp", "iss", "expired", "no-nonce"],
+)
+def test_a_wrong_claim_is_refused(changes: dict[str, object]) -> None:
+    token = _id_token(**changes)
+    with pytest.raises(SsoFailure) as failure:
+        _validate_id_token(token, _jwks(_KEY), _METADATA, _CONFIG, _FLOW)
+    assert failure.value.code == "invalid_token"
+
+
+def test_a_token_signed_by_another_key_is_refused() -> None:
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "k1", "alg": "RS256"})
+    with pytest.raises(SsoFailure) as failure:
+        _validate_id_token(_id_token(stranger), _jwks(_KEY), _METADATA, _CONFIG, _FLOW)
+    assert failure.value.code == "invalid_token"
+
+
+def test_a_symmetric_token_is_refused() -> None:
+    # Signed with a public value (the client id) as an HMAC key: never a provider's signature.
+    secret = OctKey.import_key("fragments-" * 4, parameters={"kid": "k1"})
+    token = jose_jwt.encode(
+        {"alg": "HS256", "kid": "k1"},
+        {"iss": "https://id.example", "aud": "fragments", "sub": "x", "nonce": "the-nonce"},
+        secret,
+    )
+    with pytest.raises(SsoFailure):
+        _validate_id_token(token, {"keys": [secret.as_dict()]}, _METADATA, _CONFIG, _FLOW)
