@@ -37,6 +37,14 @@ class OidcProvider:
             )
         assert response.status_code == 204, response.text
 
+    def add_account_sync(self, sub: str, email: str | None, *, verified: bool = True) -> None:
+        """`add_account` for synchronous tests (the browser tests)."""
+        response = httpx.post(
+            f"{self.issuer}/test/accounts",
+            json={"sub": sub, "email": email, "email_verified": verified},
+        )
+        assert response.status_code == 204, response.text
+
 
 @contextmanager
 def run_provider(redirect_uri: str) -> Iterator[OidcProvider]:

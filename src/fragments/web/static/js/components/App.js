@@ -38,6 +38,7 @@ import {
   saveTokens,
 } from "../lib/session.js";
 import { AccountBar, AuthDialog } from "./Account.js";
+import { finishSso } from "./Sso.js";
 import { UsageMeter } from "./UsageMeter.js";
 import { History } from "./History.js";
 import { ChatInput } from "./ChatInput.js";
@@ -548,7 +549,8 @@ export function App() {
   useEffect(() => {
     (async () => {
       const draft = loadDraft();
-      sessionReady.current = loadMe();
+      // A return from single sign-on first: its tokens are the session loadMe then finds.
+      sessionReady.current = finishSso((detail) => setError({ detail })).then(loadMe);
       const who = await sessionReady.current;
       if (!who) return;
       await flushPending();
