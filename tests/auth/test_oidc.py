@@ -25,6 +25,7 @@ from fragments.config import Settings
 from fragments.state import State
 from fragments.store.models import Team
 from tests.accounts import bearer, sign_up
+from tests.databases import APP_ROLE, PG_HOST, PG_PORT, PgDatabase
 from tests.oidc_provider import (
     OidcProvider,
     follow,
@@ -32,6 +33,7 @@ from tests.oidc_provider import (
     run_provider,
     submit_form,
 )
+from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -331,6 +333,51 @@ async def test_provider_down(
     async with app.router.lifespan_context(app), _client(app, app_url) as client:
         response = await client.get(f"{app_url}/api/auth/oidc/login")
         assert page_fragment(response) == {"sso_error": "provider_unavailable"}
+
+
+async def test_database_down_at_the_callback(
+    settings: Settings,
+    guests: bool,
+    provider: OidcProvider,
+    app_url: str,
+    pg_database: PgDatabase | None,
+) -> None:
+    if pg_database is None:
+        pytest.skip(
+            "PostgreSQL at 127.0.0.1:5432 is unreachable (it runs on the dev and CI machines)"
+        )
+    proxy = TcpProxy(PG_HOST, PG_PORT)
+    # PostgreSQL only: the outage is a cut proxy in front of it.
+    settings = _settings(
+        settings,
+        guests,
+        public_url=app_url,
+        oidc_issuer=provider.issuer,
+        oidc_client_id=provider.client_id,
+        oidc_client_secret=SecretStr(provider.client_secret),
+        # Through a proxy of the test's own, which it cuts (the shared server is never touched).
+        database_url=pg_database.url(APP_ROLE, port=proxy.port),
+        database_migration_url=pg_database.owner_url,
+        database_app_role=APP_ROLE,
+    )
+    sub, email = _person()
+    await provider.add_account(sub, email)
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app), _client(app, app_url) as client:
+            browser = Browser(client, app_url, app)
+            back = await browser.at_provider(sub)
+            proxy.cut()
+            callback = await client.get(back.url.join(back.headers["location"]))
+            assert page_fragment(callback) == {"sso_error": "server_unavailable"}
+            down = await browser.exchange("sso_" + secrets.token_urlsafe(32))
+            assert down.status_code == 503
+            assert down.json()["error"] == "database_unavailable"
+            # Back up: signing in again works.
+            proxy.restore()
+            await browser.me((await browser.tokens(sub))["access_token"])
+    finally:
+        proxy.close()
 
 
 async def test_sso_off_without_an_issuer(db_settings: Settings, guests: bool) -> None:
