@@ -278,6 +278,11 @@ async def test_forged_and_mismatched_callbacks_are_refused(
     tampered = real_callback.copy_set_param("state", "not-the-state")
     assert page_fragment(await browser.client.get(tampered)) == {"sso_error": "state_mismatch"}
 
+    # The right browser and state, but the answer claims another issuer (RFC 9207 mix-up).
+    back = await browser.at_provider(sub)
+    mixed = back.url.join(back.headers["location"]).copy_set_param("iss", "https://evil.example")
+    assert page_fragment(await browser.client.get(mixed)) == {"sso_error": "invalid_token"}
+
 
 async def test_a_sign_in_code_works_once(browser: Browser, provider: OidcProvider) -> None:
     sub, email = _person()

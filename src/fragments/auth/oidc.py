@@ -97,6 +97,8 @@ class Metadata:
     jwks_uri: str
     userinfo_endpoint: str | None
     algorithms: frozenset[str]
+    # The provider names itself in its answers (RFC 9207), which the callback then requires.
+    iss_in_response: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ async def discover(client: httpx2.AsyncClient, config: OidcConfig) -> Metadata:
         if isinstance(userinfo, str) and userinfo
         else None,
         algorithms=algorithms,
+        iss_in_response=doc.get("authorization_response_iss_parameter_supported") is True,
     )
 
 
@@ -192,6 +195,8 @@ def _oauth_client(config: OidcConfig) -> Any:
         scope=config.scopes,
         redirect_uri=config.redirect_uri,
         code_challenge_method="S256",
+        # Without a secret the client is a public one: PKCE alone binds the code to us.
+        token_endpoint_auth_method="client_secret_basic" if config.client_secret else "none",
         timeout=HTTP_TIMEOUT,
     )
 
@@ -295,10 +300,16 @@ def _identity(claims: dict[str, Any], userinfo: dict[str, Any] | None) -> OidcId
     )
 
 
-async def complete(config: OidcConfig, code: str, flow: Flow) -> OidcIdentity:
-    """Exchange the code (with the PKCE verifier), validate the ID token, read the claims."""
+async def complete(
+    config: OidcConfig, code: str, flow: Flow, iss: str | None = None
+) -> OidcIdentity:
+    """Exchange the code (with the PKCE verifier), validate the ID token, read the claims.
+    `iss` is the callback's own issuer parameter, when the provider sends one."""
     async with _oauth_client(config) as client:
         metadata = await discover(client, config)
+        # An answer from another provider (a mix-up) is refused before its code is spent.
+        if (iss is not None or metadata.iss_in_response) and iss != metadata.issuer:
+            raise SsoFailure("invalid_token", "the answer names another issuer")
         try:
             token = await client.fetch_token(
                 metadata.token_endpoint,

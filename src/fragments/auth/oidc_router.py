@@ -65,6 +65,7 @@ async def callback(
     code: str | None = None,
     state: str | None = None,
     error: str | None = None,
+    iss: str | None = None,
 ) -> RedirectResponse:
     """The provider's answer: check it, sign the person in, hand the page a one-time code."""
     config = oidc.config_from(settings)
@@ -81,7 +82,7 @@ async def callback(
             raise oidc.SsoFailure(reason, f"the provider answered {error}")
         if not code:
             raise oidc.SsoFailure("provider_error", "the provider sent no code")
-        identity = await oidc.complete(config, code, flow)
+        identity = await oidc.complete(config, code, flow, iss)
         try:
             async with unit_of_work(request) as session:
                 one_time = await oidc_accounts.sign_in(session, settings, config.issuer, identity)
