@@ -489,3 +489,23 @@ def test_a_symmetric_token_is_refused() -> None:
     )
     with pytest.raises(SsoFailure):
         _validate_id_token(token, {"keys": [secret.as_dict()]}, _METADATA, _CONFIG, _FLOW)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"Acme.example": "t1", "b.org": "t2"}',
+        "acme.example=t1, @B.org=t2",
+        "acme.example=t1,b.org=t2,",
+    ],
+)
+def test_team_domains_from_the_environment(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAGMENTS_OIDC_TEAM_DOMAINS", value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.oidc_team_domains == {"acme.example": "t1", "b.org": "t2"}
+
+
+def test_bad_team_domains_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAGMENTS_OIDC_TEAM_DOMAINS", "acme.example")
+    with pytest.raises(ValueError, match="domain=team_id"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
