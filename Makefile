@@ -13,9 +13,9 @@ APT_PACKAGES := bubblewrap chromium socat python3-seccomp python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .venv/.stamp
 
-.PHONY: install run test test-all lint bench services system-packages assets templates clean
+.PHONY: install run test test-all lint bench services system-packages assets oidc-provider templates clean
 
-install: system-packages $(STAMP) assets templates
+install: system-packages $(STAMP) assets oidc-provider templates
 
 # Debian packages the sandbox, the browser test and the front-end need; skipped when present
 # (Node.js only when no npm is on PATH: NodeSource's nodejs conflicts with Debian's npm).
@@ -42,6 +42,13 @@ assets: src/fragments/web/static/vendor/.stamp
 src/fragments/web/static/vendor/.stamp: frontend/package.json frontend/package-lock.json frontend/copy-vendor.mjs
 	cd frontend && npm ci --no-audit --no-fund --loglevel=error
 	node frontend/copy-vendor.mjs
+	@touch $@
+
+# The real OpenID Connect provider the SSO tests run (npm oidc-provider); skipped when up to date.
+oidc-provider: tests/oidc/node_modules/.stamp
+
+tests/oidc/node_modules/.stamp: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 templates: $(STAMP)
@@ -73,4 +80,4 @@ bench: install
 	.venv/bin/python -m bench
 
 clean:
-	rm -rf .venv frontend/node_modules src/fragments/web/static/vendor
+	rm -rf .venv frontend/node_modules tests/oidc/node_modules src/fragments/web/static/vendor

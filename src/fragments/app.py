@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {tid: t.to_public() for tid, t in TEMPLATES.items()}
 
     from fragments.auth.keys import router as keys_router
+    from fragments.auth.oidc_router import router as oidc_router
     from fragments.auth.recovery_router import router as recovery_router
     from fragments.auth.router import router as auth_router
     from fragments.auth.teams import router as teams_router
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(auth_router)
     app.include_router(recovery_router)
+    app.include_router(oidc_router)
     app.include_router(keys_router)
     app.include_router(teams_router)
     app.include_router(conversations_router)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ProviderId = Literal[
     "anthropic",
@@ -40,6 +41,25 @@ DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me-in-production"
 def _env(name: str) -> AliasChoices:
     # Provider variables keep their usual names (no FRAGMENTS_ prefix), as their SDKs document.
     return AliasChoices(name)
+
+
+def _parse_team_domains(value: str) -> dict[str, str]:
+    """`{"example.com": "<team id>"}` or `example.com=<team id>,other.org=<team id>`."""
+    text = value.strip()
+    if text.startswith("{"):
+        parsed = json.loads(text)
+        if not isinstance(parsed, dict):
+            raise ValueError("FRAGMENTS_OIDC_TEAM_DOMAINS must be a JSON object")
+        pairs = [(str(k), str(v)) for k, v in parsed.items()]
+    else:
+        pairs = []
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            domain, sep, team = item.partition("=")
+            if not sep or not domain.strip() or not team.strip():
+                raise ValueError(f"expected domain=team_id, got {item!r}")
+            pairs.append((domain, team))
+    # Domains compare case-insensitively, as e-mail domains do.
+    return {domain.strip().lower().lstrip("@"): team.strip() for domain, team in pairs}
 
 
 class Settings(BaseSettings):
@@ -80,12 +100,23 @@ class Settings(BaseSettings):
     # Without it, password reset is off.
     smtp_url: SecretStr | None = None
     mail_from: str = "Fragments <no-reply@localhost>"
-    # The app's external base URL, used in mailed links; default http://127.0.0.1:<port>.
+    # The app's external base URL (scheme, host, port): mailed links and SSO redirect URIs are
+    # built on it; default http://127.0.0.1:<port>.
     public_url: str | None = None
     password_reset_minutes: int = Field(30, ge=1)
     # New accounts must follow a mailed link before they can sign in (needs smtp_url).
     require_email_confirmation: bool = False
     email_confirmation_hours: int = Field(48, ge=1)
+    # Single sign-on with an OpenID Connect provider (off without an issuer): discovery at
+    # `<issuer>/.well-known/openid-configuration`, the code flow with PKCE, users mapped by `sub`.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "SSO"
+    oidc_scopes: str = "openid email profile"
+    # E-mail domain -> team id: a user whose *verified* address is at the domain joins the team
+    # as a member on sign-in. JSON, or `domain=team_id` pairs separated by commas.
+    oidc_team_domains: Annotated[dict[str, str], NoDecode] = {}
     retention_days: int = 90
     conversations_page_size: int = 50
 
@@ -235,6 +266,11 @@ class Settings(BaseSettings):
 
         return ",".join(parse_registry_hosts(value))
 
+    @field_validator("oidc_team_domains", mode="before")
+    @classmethod
+    def _team_domains(cls, value: object) -> object:
+        return _parse_team_domains(value) if isinstance(value, str) else value
+
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -264,7 +300,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_public_url(self) -> str:
-        """The base of links in mail: `public_url` without a trailing slash."""
+        """The app's external base URL (mailed links, SSO redirects), no trailing slash."""
         return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
 
     @property

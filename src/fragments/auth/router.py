@@ -30,6 +30,13 @@ class Credentials(BaseModel):
     guest_token: str | None = None
 
 
+class SsoOption(BaseModel):
+    """The single sign-on button: its label and where it starts."""
+
+    name: str
+    login_url: str
+
+
 class AuthOptions(BaseModel):
     """What the sign-in page may offer; later features add their switches here."""
 
@@ -38,6 +45,7 @@ class AuthOptions(BaseModel):
     password_reset: bool
     # New accounts confirm their address before they can sign in.
     email_confirmation: bool
+    sso: SsoOption | None = None
 
 
 class RefreshBody(BaseModel):
@@ -84,10 +92,14 @@ def _guest_id(request: Request, body: Credentials, secret: str) -> str | None:
 @router.get("/options")
 async def options(settings: SettingsDep) -> AuthOptions:
     """What the sign-in page may offer on this server (public, no secrets)."""
+    sso = None
+    if settings.oidc_issuer and settings.oidc_client_id:
+        sso = SsoOption(name=settings.oidc_name, login_url="/api/auth/oidc/login")
     return AuthOptions(
         guests=settings.guests_allowed,
         password_reset=settings.smtp_url is not None,
         email_confirmation=settings.require_email_confirmation,
+        sso=sso,
     )
 
 

@@ -2,6 +2,7 @@
 // the team the tokens act for.
 import { html, useEffect, useRef, useState } from "../lib/html.js";
 import { Close } from "./icons.js";
+import { SsoButton } from "./Sso.js";
 
 export function AccountBar({ me, onOpenAuth, onSignOut, onSwitchTeam }) {
   if (!me) return null;
@@ -70,6 +71,7 @@ export function AuthDialog({ mode, onMode, onClose, onSubmit, onForgot }) {
             onClick=${onClose}><${Close} /></button>
         </div>
         ${signup && html`<p class="muted small">Your guest conversations come with you.</p>`}
+        <${SsoButton} />
         <label class="field">
           <span>Email</span>
           <input type="email" required autocomplete="email" data-testid="auth-email"

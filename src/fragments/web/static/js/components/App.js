@@ -39,6 +39,7 @@ import {
 } from "../lib/session.js";
 import { AccountBar, AuthDialog } from "./Account.js";
 import { getAuthOptions, linkFromLocation, RecoveryDialog } from "./Recovery.js";
+import { finishSso } from "./Sso.js";
 import { UsageMeter } from "./UsageMeter.js";
 import { History } from "./History.js";
 import { ChatInput } from "./ChatInput.js";
@@ -552,7 +553,8 @@ export function App() {
   useEffect(() => {
     (async () => {
       const draft = loadDraft();
-      sessionReady.current = loadMe();
+      // A return from single sign-on first: its tokens are the session loadMe then finds.
+      sessionReady.current = finishSso((detail) => setError({ detail })).then(loadMe);
       const who = await sessionReady.current;
       if (!who) return;
       await flushPending();
