@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,27 @@ class ServerThread:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+    async def drop_connection(self, client: tuple[Any, ...], *, reset: bool) -> None:
+        """Close the connection from `client` (host, port) mid-response, from the server's own
+        loop: a FIN once the bytes already sent are flushed, or with `reset` a TCP RST."""
+        assert self._server is not None
+        for conn in list(self._server.server_state.connections):
+            transport = conn.transport
+            if tuple(transport.get_extra_info("peername") or ())[:2] != client[:2]:
+                continue
+            if not reset:
+                transport.close()
+                return
+            # abort() drops unsent bytes: let the kernel take them first; a reset peer still
+            # reads what arrived before the RST. (Transports signal no "buffer empty" event.)
+            while transport.get_write_buffer_size():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+            return
+        raise AssertionError(f"no connection from {client}")
 
     def stop(self) -> None:
         if self._server is None or self._thread is None:
