@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
 import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -116,11 +118,12 @@ class ServerThread:
             if not reset:
                 transport.close()
                 return
-            # abort() drops unsent bytes: let the kernel take them first; a reset peer still
-            # reads what arrived before the RST. (Transports signal no "buffer empty" event.)
-            while transport.get_write_buffer_size():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
+            # A reset discards what is not yet delivered: wait until the transport's buffer and
+            # the kernel's send queue (which a slow reader's full window holds up) are empty,
+            # so the client gets every byte sent and then the RST. Neither signals an event.
             sock = transport.get_extra_info("socket")
+            while transport.get_write_buffer_size() or _unsent(sock.fileno()):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             transport.abort()
             return
@@ -147,3 +150,9 @@ class ServerThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _unsent(fd: int) -> int:
+    """Bytes in a TCP socket's send queue not yet acknowledged by the peer (Linux SIOCOUTQ)."""
+    out: int = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    return out
