@@ -131,6 +131,18 @@ async def test_an_error_after_content_is_not_retried(
     assert len(fake_openai.requests) == 1
 
 
+async def test_an_answer_cut_by_an_error_chunk_is_charged_what_the_chunk_reported(
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI
+) -> None:
+    error = StreamError(502, "upstream died", flavor="openrouter", usage=True, after=10)
+    fake_openai.script(FragmentReply(error=error, input_tokens=4321))
+    _, events = await post_chat(client, chat_body())
+    assert the_error(events)["error"] == "provider_unavailable"
+    if "Authorization" in client.headers:  # usage is reported to signed-in users
+        usage = (await client.get("/api/usage")).json()["month"]
+        assert (usage["requests"], usage["input_tokens"]) == (1, 4321)
+
+
 @pytest.mark.parametrize(
     ("status", "code", "requests"),
     [
