@@ -35,7 +35,12 @@ async def client(request: pytest.FixtureRequest, chat_settings: Settings) -> Asy
     with guests off, requests carry a signed-up user's token."""
     mode: Mode = request.param
     settings = chat_settings.model_copy(
-        update={"provider_retries": 1, "stream_idle_timeout_seconds": 1.0}
+        update={
+            "provider_retries": 1,
+            "stream_idle_timeout_seconds": 1.0,
+            # No sandbox runs here; nor may a warm pool start.
+            "sandbox_pool_sizes": dict.fromkeys(chat_settings.sandbox_pool_sizes, 0),
+        }
     )
     headers: dict[str, str] = {}
     if mode == "accounts":
