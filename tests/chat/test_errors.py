@@ -37,7 +37,8 @@ def the_error(events: list[Event]) -> dict[str, str]:
         (429, "provider_rate_limited"),
         (500, "provider_unavailable"),
         (503, "provider_unavailable"),
-        (404, "provider_unavailable"),
+        (404, "provider_rejected"),
+        (400, "provider_rejected"),
     ],
 )
 async def test_openai_http_errors(
@@ -77,7 +78,7 @@ async def test_anthropic_http_errors(
     ("status", "message", "code"),
     [
         (400, "API key not valid. Please pass a valid API key.", "provider_auth"),
-        (400, "Request contains an invalid argument.", "provider_unavailable"),
+        (400, "Request contains an invalid argument.", "provider_rejected"),
         (429, "Resource has been exhausted", "provider_rate_limited"),
     ],
 )
@@ -101,11 +102,31 @@ async def test_a_5xx_is_retried_once_before_the_first_token(
     assert names(events).count("provider") == 1
 
 
-async def test_a_429_is_not_retried(chat_settings: Settings, fake_openai: FakeOpenAI) -> None:
+async def test_a_429_is_retried_once(chat_settings: Settings, fake_openai: FakeOpenAI) -> None:
     fake_openai.script(ErrorReply(429), Reply())
     async with app_client(chat_settings.model_copy(update={"provider_retries": 1})) as client:
         _, events = await post_chat(client, chat_body())
-    assert the_error(events)["error"] == "provider_rate_limited"
+    assert names(events)[-1] == "done"
+    assert len(fake_openai.requests) == 2
+
+
+async def test_an_exhausted_quota_is_not_retried(
+    chat_settings: Settings, fake_openai: FakeOpenAI
+) -> None:
+    body = {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+    fake_openai.script(ErrorReply(429, body=body), Reply())
+    async with app_client(chat_settings.model_copy(update={"provider_retries": 1})) as client:
+        _, events = await post_chat(client, chat_body())
+    error = the_error(events)
+    assert error["error"] == "provider_rate_limited"
+    assert "exceeded your current quota" in error["detail"]
     assert len(fake_openai.requests) == 1
 
 
@@ -258,4 +279,4 @@ async def test_an_error_inside_the_stream(
     _, events = await post_chat(client, chat_body())
     error = the_error(events)
     assert error["error"] == "provider_unavailable"
-    assert "HTTP 503" in error["detail"]
+    assert "(error 503): overloaded;" in error["detail"]

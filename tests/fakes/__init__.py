@@ -26,6 +26,10 @@ Replies (see `FragmentReply` / `ErrorReply` for every knob):
   output_tokens=None, cache_read_tokens=0, cache_write_tokens=0, finish_reason=None)`.
   `fragment` may be a str sent verbatim (invalid output). "auto" mode answers with a tool call
   when the request offers tools.
+  `error=StreamError(status, message, kind=None, flavor="openai"|"groq"|"openrouter",
+  usage=False, after=0)`: an error inside the 200 stream, in the protocol's own shape;
+  `tail_events=N` sends only the first N closing events, `then="end"|"stall"|"close"|"reset"`
+  says how the response ends after them (e.g. a complete answer, then a stalled connection).
 - `ErrorReply(status, message="...", body=None, headers={})`: the provider's own error shape.
 
 Protocols (every fake serves all three; the class only picks `base_url`):
@@ -52,7 +56,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tests.fakes.anthropic import FakeAnthropic
-    from tests.fakes.base import ErrorReply, FakeProvider, FragmentReply, RecordedRequest, Reply
+    from tests.fakes.base import (
+        ErrorReply,
+        FakeProvider,
+        FragmentReply,
+        RecordedRequest,
+        Reply,
+        StreamError,
+    )
     from tests.fakes.gemini import FakeGemini
     from tests.fakes.openai import FakeOpenAI
     from tests.fakes.sample import SAMPLE_FRAGMENT, SAMPLE_JSON
@@ -66,6 +77,7 @@ _WHERE = {
     "FragmentReply": "base",
     "RecordedRequest": "base",
     "Reply": "base",
+    "StreamError": "base",
     "FakeGemini": "gemini",
     "FakeOpenAI": "openai",
     "SAMPLE_FRAGMENT": "sample",
@@ -93,4 +105,5 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "ServerThread",
+    "StreamError",
 ]

@@ -11,7 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.base import Encoder, ErrorReply, Exchange, FakeProvider, FragmentReply, sse
+from tests.fakes.base import (
+    Encoder,
+    ErrorReply,
+    Exchange,
+    FakeProvider,
+    FragmentReply,
+    StreamError,
+    sse,
+)
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -120,6 +128,11 @@ class AnthropicEncoder(Encoder):
         return json.dumps(
             {"type": "error", "error": {"type": kind, "message": reply.message}}
         ).encode()
+
+    def stream_error(self, reply: FragmentReply, error: StreamError, ex: Exchange) -> bytes:
+        kind = error.kind or _ERROR_TYPES.get(error.status, "api_error")
+        body = {"type": "error", "error": {"type": kind, "message": error.message}}
+        return sse(body, event="error")
 
 
 class FakeAnthropic(FakeProvider):

@@ -21,6 +21,33 @@ from tests.fakes.sample import SAMPLE_FRAGMENT
 from tests.fakes.server import ServerThread
 
 Mode = Literal["auto", "tool", "text"]
+Ending = Literal["end", "stall", "close", "reset"]
+# How an OpenAI-compatible provider shapes an error inside its stream.
+Flavor = Literal["openai", "groq", "openrouter"]
+
+
+@dataclass
+class StreamError:
+    """An error a provider reports inside a stream it already answered 200 to.
+
+    - `status`: the status the error stands for, where the shape carries one (Gemini `code`,
+      Groq `status_code`, OpenRouter `code`); `kind` its type/code string (defaults from
+      `status`: e.g. 400 `invalid_request_error`, 529 `overloaded_error`).
+    - `flavor` (OpenAI protocol only): "openai" `{"error": {message, type, param, code}}`;
+      "groq" adds `status_code` and a string `code`; "openrouter" is a whole chunk with
+      `error: {code: <status>, message, metadata}` and `choices` ending with
+      `finish_reason: "error"`.
+    - `usage`: the same chunk also carries the usage so far (OpenAI protocol; Gemini
+      `usageMetadata`).
+    - `after`: content events sent before it (0: before the first token).
+    """
+
+    status: int = 500
+    message: str = "fake provider stream error"
+    kind: str | None = None
+    flavor: Flavor = "openai"
+    usage: bool = False
+    after: int = 0
 
 
 @dataclass
@@ -40,6 +67,14 @@ class FragmentReply:
     - `usage=False`: report no token usage. Token counts default to characters / 4.
     - `finish_reason`: the stop reason to report instead of the normal one (e.g. "length",
       "max_tokens", "MAX_TOKENS" for an answer cut by the token limit).
+    - `error`: a `StreamError` sent inside the 200 stream after `error.after` content events,
+      in the protocol's own shape; the response then ends (as the providers do).
+    - `tail_events=N`: send only the first N closing events (OpenAI: the finish_reason chunk,
+      the usage chunk, `[DONE]`; Anthropic: content_block_stop, message_delta, message_stop;
+      Gemini: the chunk with finishReason) — None sends them all.
+    - `then`: what follows the closing events: "end" the response cleanly; "stall" (keep the
+      connection open and silent until the client leaves); "close" the connection without
+      ending the chunked body (a FIN); "reset" it (a TCP RST).
     """
 
     fragment: Mapping[str, Any] | str = field(default_factory=lambda: dict(SAMPLE_FRAGMENT))
@@ -55,6 +90,9 @@ class FragmentReply:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     finish_reason: str | None = None
+    error: StreamError | None = None
+    tail_events: int | None = None
+    then: Ending = "end"
     _chunks: dict[Any, list[bytes]] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -170,6 +208,10 @@ class Encoder(abc.ABC):
     @abc.abstractmethod
     def error_body(self, reply: ErrorReply) -> bytes:
         """Implemented by each provider's encoder."""
+
+    @abc.abstractmethod
+    def stream_error(self, reply: FragmentReply, error: StreamError, ex: Exchange) -> bytes:
+        """The SSE event that reports `error` inside this provider's stream."""
 
     @staticmethod
     def usage_counts(reply: FragmentReply, ex: Exchange) -> tuple[int, int]:
@@ -336,7 +378,7 @@ class FakeProvider:
             await _plain(send, reply.status, encoder.error_body(reply), headers)
             record._finished.set()
             return
-        await self._stream(encoder, reply, record, receive, send)
+        await self._stream(encoder, reply, record, receive, send, scope.get("client"))
 
     async def _stream(
         self,
@@ -345,6 +387,7 @@ class FakeProvider:
         record: RecordedRequest,
         receive: Any,
         send: Any,
+        client: Sequence[Any] | None,
     ) -> None:
         ex = Exchange(request=record, model=encoder.model(record))
         tool = encoder.wants_tool(reply, record)
@@ -367,7 +410,11 @@ class FakeProvider:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             if reply.first_delay:
                 await asyncio.sleep(reply.first_delay)
+            error = reply.error
             for i, event in enumerate(content):
+                if error is not None and i == error.after:
+                    await finish(encoder.stream_error(reply, error, ex))
+                    return
                 if i == reply.stall_after:
                     await stop.wait()
                     return
@@ -380,7 +427,22 @@ class FakeProvider:
             if reply.stall_after is not None and reply.stall_after >= len(content):
                 await stop.wait()
                 return
-            body = b"".join(encoder.tail(reply, ex, tool))
+            if error is not None:
+                await finish(encoder.stream_error(reply, error, ex))
+                return
+            tail = encoder.tail(reply, ex, tool)
+            if reply.tail_events is not None:
+                tail = tail[: reply.tail_events]
+            if reply.then == "end":
+                await finish(b"".join(tail))
+                return
+            await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
+            if reply.then != "stall":
+                assert client is not None
+                await self._server.drop_connection(tuple(client), reset=reply.then == "reset")
+            await stop.wait()
+
+        async def finish(body: bytes) -> None:
             await send({"type": "http.response.body", "body": body, "more_body": False})
             record._finished.set()
 

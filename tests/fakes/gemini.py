@@ -17,6 +17,7 @@ from tests.fakes.base import (
     FakeProvider,
     FragmentReply,
     RecordedRequest,
+    StreamError,
     sse,
 )
 
@@ -98,6 +99,16 @@ class GeminiEncoder(Encoder):
         return json.dumps(
             {"error": {"code": reply.status, "message": reply.message, "status": status}}
         ).encode()
+
+    def stream_error(self, reply: FragmentReply, error: StreamError, ex: Exchange) -> bytes:
+        status = error.kind or _STATUS.get(error.status, "INTERNAL")
+        body: dict[str, Any] = {
+            "error": {"code": error.status, "message": error.message, "status": status}
+        }
+        if error.usage:
+            inp, out = self.usage_counts(reply, ex)
+            body["usageMetadata"] = {"promptTokenCount": inp, "candidatesTokenCount": out}
+        return sse(body, sep=_SEP)
 
 
 class FakeGemini(FakeProvider):

@@ -13,7 +13,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.base import Encoder, ErrorReply, Exchange, FakeProvider, FragmentReply, sse
+from tests.fakes.base import (
+    Encoder,
+    ErrorReply,
+    Exchange,
+    FakeProvider,
+    FragmentReply,
+    StreamError,
+    sse,
+)
 
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -21,6 +29,8 @@ _ERROR_TYPES = {
     403: ("invalid_request_error", "unsupported_country_region_territory"),
     404: ("invalid_request_error", "model_not_found"),
     429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", None),
 }
 
 
@@ -119,6 +129,48 @@ class OpenAIEncoder(Encoder):
         return json.dumps(
             {"error": {"message": reply.message, "type": kind, "param": None, "code": code}}
         ).encode()
+
+    def stream_error(self, reply: FragmentReply, error: StreamError, ex: Exchange) -> bytes:
+        kind, code = _ERROR_TYPES.get(error.status, ("server_error", None))
+        usage = None
+        if error.usage:
+            inp, outp = self.usage_counts(reply, ex)
+            usage = {"prompt_tokens": inp, "completion_tokens": outp, "total_tokens": inp + outp}
+        if error.flavor == "openrouter":
+            # A whole chunk: OpenRouter keeps `choices` so naive clients do not crash on it.
+            chunk = self._chunk(ex, [], False)
+            chunk["provider"] = "FakeUpstream"
+            chunk["error"] = {
+                "code": error.status,
+                "message": error.message,
+                "metadata": {"provider_name": "FakeUpstream", "error_type": error.kind},
+            }
+            chunk["choices"] = [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "finish_reason": "error",
+                    "native_finish_reason": "error",
+                }
+            ]
+            if usage is not None:
+                chunk["usage"] = usage
+            return sse(chunk)
+        body: dict[str, Any] = {
+            "message": error.message,
+            "type": error.kind or kind,
+            "param": None,
+            "code": code,
+        }
+        if error.flavor == "groq":
+            # Groq: the HTTP status it could not send, and a string code.
+            body["code"] = error.kind or code or kind
+            body["type"] = kind
+            body["status_code"] = error.status
+        out: dict[str, Any] = {"error": body}
+        if usage is not None:
+            out["usage"] = usage
+        return sse(out)
 
 
 class FakeOpenAI(FakeProvider):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -104,6 +107,28 @@ class ServerThread:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
+    async def drop_connection(self, client: tuple[Any, ...], *, reset: bool) -> None:
+        """Close the connection from `client` (host, port) mid-response, from the server's own
+        loop: a FIN once the bytes already sent are flushed, or with `reset` a TCP RST."""
+        assert self._server is not None
+        for conn in list(self._server.server_state.connections):
+            transport = conn.transport
+            if tuple(transport.get_extra_info("peername") or ())[:2] != client[:2]:
+                continue
+            if not reset:
+                transport.close()
+                return
+            # A reset discards what is not yet delivered: wait until the transport's buffer and
+            # the kernel's send queue (which a slow reader's full window holds up) are empty,
+            # so the client gets every byte sent and then the RST. Neither signals an event.
+            sock = transport.get_extra_info("socket")
+            while transport.get_write_buffer_size() or _unsent(sock.fileno()):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+            return
+        raise AssertionError(f"no connection from {client}")
+
     def stop(self) -> None:
         if self._server is None or self._thread is None:
             return
@@ -125,3 +150,9 @@ class ServerThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _unsent(fd: int) -> int:
+    """Bytes in a TCP socket's send queue not yet acknowledged by the peer (Linux SIOCOUTQ)."""
+    out: int = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    return out

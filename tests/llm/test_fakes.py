@@ -117,3 +117,71 @@ def test_standalone_process() -> None:
         assert time.monotonic() - started < 5
         proc.terminate()
         assert proc.wait(10) in (0, -15)  # uvicorn re-raises SIGTERM after a clean stop
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("flavor", ["openai", "groq", "openrouter"])
+async def test_the_openai_sdk_raises_the_fakes_stream_errors(flavor: str) -> None:
+    from openai import APIError
+
+    from tests.fakes import StreamError
+
+    error = StreamError(400, "too long", flavor=flavor, usage=True, after=2)  # type: ignore[arg-type]
+    with FakeOpenAI() as fake:
+        fake.script(FragmentReply(error=error))
+        client = AsyncOpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        with pytest.raises(APIError, match="too long"):
+            async for _ in stream:
+                pass
+        await client.close()
+
+
+@pytest.mark.anyio
+async def test_the_anthropic_sdk_raises_the_fakes_error_event() -> None:
+    from anthropic import APIStatusError
+
+    from tests.fakes import StreamError
+
+    with FakeAnthropic() as fake:
+        fake.script(FragmentReply(error=StreamError(529, "Overloaded", after=3)))
+        client = AsyncAnthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+        stream = await client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+        )
+        with pytest.raises(APIStatusError, match="Overloaded"):
+            async for _ in stream:
+                pass
+        await client.close()
+
+
+@pytest.mark.parametrize(("then", "ending"), [("close", b""), ("reset", None)])
+def test_a_complete_answer_then_a_dropped_connection_at_the_wire(
+    then: str, ending: bytes | None
+) -> None:
+    """`close` ends the TCP stream (FIN) inside the chunked body, `reset` sends an RST; either way
+    every byte sent before it arrives, `[DONE]` included."""
+    import socket
+
+    with FakeOpenAI() as fake:
+        fake.script(FragmentReply(then=then))  # type: ignore[arg-type]
+        with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as s:
+            body = json.dumps({"model": "m", "messages": [], "stream": True}).encode()
+            head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
+            s.sendall(head.encode() + b"\r\n\r\n" + body)
+            got = b""
+            last: bytes | None
+            try:
+                while chunk := s.recv(65536):
+                    got += chunk
+                last = b""
+            except ConnectionResetError:
+                last = None
+    assert last == ending
+    assert b"data: [DONE]\n\n" in got
+    assert not got.endswith(b"0\r\n\r\n")  # the chunked body never ended

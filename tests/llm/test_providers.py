@@ -76,10 +76,13 @@ def test_ollama_needs_no_key() -> None:
         (401, None, "provider_auth", False),
         (403, None, "provider_auth", False),
         (400, "API key not valid", "provider_auth", False),
-        (429, None, "provider_rate_limited", False),
+        (429, None, "provider_rate_limited", True),
         (500, None, "provider_unavailable", True),
         (529, None, "provider_unavailable", True),
-        (400, "bad", "provider_unavailable", False),
+        (408, None, "provider_timeout", True),
+        (400, "bad", "provider_rejected", False),
+        (402, "Insufficient credits", "provider_rejected", False),
+        (404, "no such model", "provider_rejected", False),
     ],
 )
 def test_status_errors(status: int, message: str | None, code: str, retryable: bool) -> None:

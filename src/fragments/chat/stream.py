@@ -127,6 +127,14 @@ def estimate_cut(call: ModelCall, chars: int) -> tuple[Usage, float]:
     return usage, 0.0 if call.base_url else cost_usd(call.model_id, usage)
 
 
+def cut_usage(call: ModelCall, chars: int, reported: Usage | None) -> tuple[Usage, float]:
+    """What a failed answer cost: the usage the provider reported before failing (an error
+    chunk may carry it), else the estimate."""
+    if reported is None:
+        return estimate_cut(call, chars)
+    return reported, 0.0 if call.base_url else cost_usd(call.model_id, reported)
+
+
 async def chat_events(
     streamer: ModelStreamer,
     call: ModelCall,
@@ -192,7 +200,7 @@ async def chat_events(
         except LLMError as exc:
             if charge is not None and exc.after_content:
                 with anyio.CancelScope(shield=True):
-                    await charge(*estimate_cut(call, len(answer.text())))
+                    await charge(*cut_usage(call, len(answer.text()), exc.usage))
             bound.warning(
                 "chat_failed",
                 error=exc.code,

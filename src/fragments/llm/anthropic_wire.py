@@ -18,7 +18,7 @@ from anthropic import AsyncAnthropic
 from pydantic_ai.providers.anthropic import AnthropicProvider
 
 from fragments.llm.answer_parser import AnswerParser
-from fragments.llm.errors import status_error
+from fragments.llm.faults import stream_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.sdk_clients import ProviderCache, sdk_request
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Turn, Usage
@@ -29,23 +29,12 @@ from fragments.llm.wire import (
     fragment_schema,
     json_instructions,
     loads,
-    upstream_message,
 )
 
 # Enough for a large multi-file answer; models with a known lower limit get theirs.
 DEFAULT_MAX_TOKENS = 16_384
 UNKNOWN_MODEL_MAX_TOKENS = 8_192
 _CACHE = {"type": "ephemeral"}
-_ERROR_STATUS = {
-    "authentication_error": 401,
-    "permission_error": 403,
-    "rate_limit_error": 429,
-    "overloaded_error": 529,
-    "api_error": 500,
-    "invalid_request_error": 400,
-    "request_too_large": 413,
-    "not_found_error": 404,
-}
 
 
 @functools.lru_cache(maxsize=256)
@@ -185,15 +174,16 @@ class AnthropicParser(AnswerParser):
         elif kind == "message_delta":
             reason = (obj.get("delta") or {}).get("stop_reason")
             if reason:
+                # The answer is complete; only message_stop may follow.
                 self.stop_reason = reason
+                self.complete = True
             usage = obj.get("usage") or {}
             self._usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
         elif kind == "message_stop":
             self.complete = True
         elif kind == "error":
-            error = obj.get("error") or {}
-            status = _ERROR_STATUS.get(str(error.get("type")), 502)
-            raise status_error(self._provider, status, upstream_message(obj))
+            # `event: error`, e.g. overloaded_error after message_start: its type decides.
+            raise stream_error(self._provider, obj)
 
     def usage(self) -> Usage | None:
         u = self._usage

@@ -18,10 +18,10 @@ import httpx2
 from pydantic_ai.profiles.google import google_model_profile
 
 from fragments.llm.answer_parser import AnswerParser
-from fragments.llm.errors import status_error
+from fragments.llm.faults import stream_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
-from fragments.llm.wire import WireRequest, dumps, fragment_schema, loads, upstream_message
+from fragments.llm.wire import WireRequest, dumps, fragment_schema, loads
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,6 +106,8 @@ class GeminiParser(AnswerParser):
 
     def feed(self, payload: bytes) -> None:
         obj = loads(payload)
+        if obj.get("error"):
+            raise stream_error(self._provider, obj)
         candidates = obj.get("candidates")
         if candidates:
             candidate = candidates[0]
@@ -128,11 +130,6 @@ class GeminiParser(AnswerParser):
         usage = obj.get("usageMetadata")
         if usage:
             self._usage = usage
-        error = obj.get("error")
-        if error:
-            code = error.get("code") if isinstance(error, dict) else None
-            status = code if isinstance(code, int) and code >= 400 else 502
-            raise status_error(self._provider, status, upstream_message(obj))
 
     def usage(self) -> Usage | None:
         u = self._usage

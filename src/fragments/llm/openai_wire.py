@@ -27,7 +27,7 @@ from pydantic_ai.providers.together import TogetherProvider
 
 from fragments.config import ProviderId
 from fragments.llm.answer_parser import AnswerParser
-from fragments.llm.errors import status_error
+from fragments.llm.faults import stream_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.sdk_clients import ProviderCache, sdk_request
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
@@ -38,7 +38,6 @@ from fragments.llm.wire import (
     fragment_schema,
     json_instructions,
     loads,
-    upstream_message,
 )
 
 _PROFILES: dict[ProviderId, Callable[[str], ModelProfile | None]] = {
@@ -158,6 +157,10 @@ class OpenAIParser(AnswerParser):
             self.complete = True
             return
         obj = loads(payload)
+        if obj.get("error"):
+            # Checked first: OpenRouter's error chunk also carries `choices` (finish_reason
+            # "error") and may carry `usage`; neither makes it an answer.
+            self._fail(obj)
         choices = obj.get("choices")
         if choices:
             choice = choices[0]
@@ -181,23 +184,20 @@ class OpenAIParser(AnswerParser):
                         self._emit(content)
             reason = choice.get("finish_reason")
             if reason:
+                if reason == "error":
+                    self._fail(obj)
+                # The answer's text is complete; only the usage chunk and [DONE] may follow.
                 self.stop_reason = reason
+                self.complete = True
         usage = obj.get("usage")
         if usage:
             self._usage = usage
-        elif obj.get("error"):
-            error = obj["error"]
-            status = error.get("code") if isinstance(error, dict) else None
-            raise status_error(
-                self._provider,
-                status if isinstance(status, int) and status >= 400 else 502,
-                upstream_message(obj),
-            )
 
-    def finish(self) -> None:
-        super().finish()
-        if self.stop_reason is not None:
-            self.complete = True
+    def _fail(self, obj: dict[str, Any]) -> None:
+        usage = obj.get("usage")
+        if usage:
+            self._usage = usage
+        raise stream_error(self._provider, obj)
 
     def usage(self) -> Usage | None:
         u = self._usage

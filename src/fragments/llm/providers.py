@@ -93,7 +93,7 @@ class Endpoint:
 def resolve_endpoint(
     settings: Settings, provider_id: ProviderId, api_key: str | None, base_url: str | None
 ) -> Endpoint:
-    """Apply DESIGN.md's key rules: a request's base URL gets the request's key or none; the
+    """Apply the key rules: a request's base URL gets the request's key or none; the
     platform's key only ever goes to the platform's URL (`<PROVIDER>_BASE_URL` or the default)."""
     spec = PROVIDERS[provider_id]
     name = PROVIDER_NAMES[provider_id]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import math
 import random
 import threading
 import time
@@ -18,13 +19,14 @@ import httpx2
 import structlog
 
 from fragments.config import Settings
-from fragments.llm.errors import LLMError, status_error
+from fragments.llm.errors import LLMError
+from fragments.llm.faults import http_error
 from fragments.llm.h1 import H1Transport, HTTPError, Httpx2Transport, Transport, proxies_configured
 from fragments.llm.pricing import cost_usd
 from fragments.llm.providers import Endpoint, OutputMode, WireProtocol, resolve_endpoint
 from fragments.llm.sse import SSEDecoder
 from fragments.llm.types import AnswerSink, ModelCall, StreamResult, Usage
-from fragments.llm.wire import Parser, Wire, estimate_input_tokens, upstream_message
+from fragments.llm.wire import Parser, Wire, estimate_input_tokens
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +37,10 @@ _WIRES: dict[WireProtocol, tuple[str, str]] = {
     "google": ("fragments.llm.gemini_wire", "GeminiWire"),
 }
 _TRUNCATED = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+# Once the answer is complete only trailers are owed (OpenAI's usage chunk and [DONE], Anthropic's
+# message_stop, the end of the response): they come at once or not at all, so a provider that
+# stalls or drops the connection now costs at most this long, never a whole idle period.
+TRAILER_GRACE_SECONDS = 1.0
 
 
 def create_http_client(settings: Settings) -> httpx2.AsyncClient:
@@ -156,6 +162,7 @@ class DirectStreamer:
             await self._read(wire, parser, call, endpoint, mode, announce)
         except LLMError as exc:
             exc.after_content = parser.content_seen
+            exc.usage = parser.usage()
             raise
         if not parser.complete:
             cut = LLMError(
@@ -192,6 +199,7 @@ class DirectStreamer:
         """The hot loop: bytes -> SSE payloads -> parser -> sink, under two deadlines."""
         settings = self.settings
         idle = settings.stream_idle_timeout_seconds
+        grace = min(idle, TRAILER_GRACE_SECONDS)
         loop = asyncio.get_running_loop()
         feed = parser.feed
         decoder = SSEDecoder()
@@ -204,8 +212,7 @@ class DirectStreamer:
                 self.transport.stream(request.url, request.headers, request.body) as response,
             ):
                 if response.status != 200:
-                    raw = await response.read()
-                    raise status_error(name, response.status, upstream_message(raw))
+                    raise http_error(name, response.status, await response.read())
                 announce()
                 refresh_at = 0.0
 
@@ -214,7 +221,11 @@ class DirectStreamer:
                     nonlocal refresh_at
                     for payload in decoder.feed(chunk):
                         feed(payload)
-                    if parser.content_seen:
+                    if parser.complete:
+                        if refresh_at != math.inf:
+                            deadline.reschedule(loop.time() + grace)
+                            refresh_at = math.inf
+                    elif parser.content_seen:
                         # Re-arming the timer per chunk would cost more than the chunk:
                         # move the deadline at most four times per idle period.
                         now = loop.time()
@@ -227,6 +238,9 @@ class DirectStreamer:
                     feed(payload)
                 parser.finish()
         except TimeoutError:
+            if parser.complete:
+                self._ended_uncleanly(parser, endpoint, call, "stalled")
+                return
             if parser.content_seen:
                 raise LLMError(
                     "provider_timeout",
@@ -238,6 +252,9 @@ class DirectStreamer:
                 f"{name} did not start answering within {waited:.0f} seconds.",
             ) from None
         except (HTTPError, OSError) as exc:
+            if parser.complete:
+                self._ended_uncleanly(parser, endpoint, call, repr(exc))
+                return
             raise LLMError(
                 "provider_unavailable",
                 f"The connection to {name} broke off in the middle of the answer."
@@ -253,3 +270,16 @@ class DirectStreamer:
                 f"{name} sent a stream this app cannot read.",
                 upstream=repr(exc)[:500],
             ) from None
+
+    @staticmethod
+    def _ended_uncleanly(parser: Parser, endpoint: Endpoint, call: ModelCall, how: str) -> None:
+        """The answer was complete when the stream stalled or broke: deliver it (usage
+        estimated if its chunk never came)."""
+        parser.finish()
+        log.info(
+            "llm_stream_ended_uncleanly",
+            provider=endpoint.provider_id,
+            model=call.model_id,
+            how=how[:200],
+            usage_reported=parser.usage() is not None,
+        )

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import pydantic_core
 
+from fragments.llm.faults import read_fault
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.schemas import Fragment
@@ -34,11 +35,14 @@ class Parser(Protocol):
     # Characters of answer text so far, for estimating output tokens.
     chars: int
     stop_reason: str | None
-    # The provider said the answer is complete ([DONE], message_stop, a finish reason).
+    # The answer's text is complete: a stop reason came ([DONE], Anthropic's stop_reason or
+    # message_stop, OpenAI's finish_reason, Gemini's finishReason). What may still follow is only
+    # trailers (usage, [DONE]); a stream that stalls or breaks now still delivers the answer.
     complete: bool
 
     def feed(self, payload: bytes) -> None:
-        """Handle one SSE data payload; raise `LLMError` for an error the stream reports."""
+        """Handle one SSE data payload; raise `LLMError` for an error the stream reports (even
+        in a chunk that also carries usage or choices)."""
 
     def finish(self) -> None:
         """The stream ended: hand over anything held back (e.g. text beside a missing tool call)."""
@@ -144,23 +148,4 @@ def dumps(body: dict[str, Any]) -> bytes:
 
 def upstream_message(body: object) -> str | None:
     """The provider's own error sentence from an error body of any of the three protocols."""
-    if isinstance(body, (bytes, str)):
-        text = body.decode(errors="replace") if isinstance(body, bytes) else body
-        try:
-            body = json.loads(text)
-        except ValueError:
-            return text.strip()[:500] or None
-    if isinstance(body, list) and body:
-        body = body[0]
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            message = error.get("message")
-            if isinstance(message, str):
-                return message
-        if isinstance(error, str):
-            return error
-        message = body.get("message") or body.get("detail")
-        if isinstance(message, str):
-            return message
-    return None
+    return read_fault(body).message
