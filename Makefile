@@ -57,7 +57,7 @@ templates: $(STAMP)
 run: install
 	.venv/bin/fragments serve --host $(HOST) --port $(PORT)
 
-# PostgreSQL and Redis are started when down and never stopped (see NOTES.md).
+# PostgreSQL and Redis are started when down and never stopped (CI machines run them; tests never stop them).
 services:
 	@command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 && \
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true

@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     retention_days: int = 90
     conversations_page_size: int = 50
 
-    # Request limits (DESIGN.md: 1 MB of JSON not counting images, 5 MB an image, 20 MB a body).
+    # Request limits (1 MB of JSON not counting images, 5 MB an image, 20 MB a body).
     max_body_bytes: int = 20 * 1024 * 1024
     # Requests to a preview (an app's own uploads, forms) have their own, larger cap.
     preview_max_body_bytes: int = 50 * 1024 * 1024

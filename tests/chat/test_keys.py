@@ -1,4 +1,4 @@
-"""Whose key goes where (DESIGN.md): asserted on what the fake providers received."""
+"""Whose key goes where: asserted on what the fake providers received."""
 
 from __future__ import annotations
 

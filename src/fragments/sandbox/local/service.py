@@ -745,7 +745,7 @@ class LocalSandboxService:
         return error
 
     def preview_url(self, sandbox: WebSandbox) -> str:
-        """`<scheme>://<port>-<sandbox id>.<preview domain>/` (DESIGN.md)."""
+        """`<scheme>://<port>-<sandbox id>.<preview domain>/` (the E2B pattern)."""
         s = self.settings
         return f"{s.preview_scheme}://{sandbox.port}-{sandbox.id}.{s.resolved_preview_domain}/"
 

@@ -4,7 +4,7 @@ import { copyText } from "../lib/clipboard.js";
 import { highlight, languageFor } from "../lib/highlight.js";
 import { Check, Copy, Download, File } from "./icons.js";
 
-/** The files of a fragment: `files` wins over `file_path` + `code` (DESIGN.md). */
+/** The files of a fragment: `files` wins over `file_path` + `code`. */
 export function fragmentFiles(fragment) {
   if (!fragment) return [];
   if (Array.isArray(fragment.files) && fragment.files.length > 0) {

@@ -1,4 +1,4 @@
-// The HTTP API as DESIGN.md pins it: /api/models, /api/templates, /api/chat (SSE), /api/sandbox,
+// The HTTP API (the README lists it): /api/models, /api/templates, /api/chat (SSE), /api/sandbox,
 // /api/auth/*, /api/conversations. Every call carries the bearer token the session keeps.
 import { loadTokens, saveTokens } from "./session.js";
 import { readEventStream } from "./sse.js";
