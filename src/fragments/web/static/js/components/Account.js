@@ -4,8 +4,19 @@ import { html, useEffect, useRef, useState } from "../lib/html.js";
 import { Close } from "./icons.js";
 import { SsoButton } from "./Sso.js";
 
-export function AccountBar({ me, onOpenAuth, onSignOut, onSwitchTeam }) {
-  if (!me) return null;
+export function AccountBar({ me, ready, onOpenAuth, onSignOut, onSwitchTeam }) {
+  if (!me) {
+    // Nobody is signed in and no guest session exists (guests are off on this server, or it
+    // could not be reached): the way in is still offered once the page knows the session.
+    if (!ready) return null;
+    return html`
+      <div class="account" data-testid="account">
+        <button type="button" class="btn btn-ghost" data-testid="sign-in"
+          onClick=${() => onOpenAuth("login")}>Sign in</button>
+        <button type="button" class="btn" data-testid="sign-up"
+          onClick=${() => onOpenAuth("signup")}>Sign up</button>
+      </div>`;
+  }
   if (me.guest) {
     return html`
       <div class="account" data-testid="account">

@@ -134,6 +134,11 @@ export function App() {
   // The mailed-link dialog (forgot / reset / confirm / check mail), opened by a link's `#...`.
   const [recovery, setRecovery] = useState(linkFromLocation);
   const [authOptions, setAuthOptions] = useState(null);
+  // True once the start-up session (an account, a guest, or nobody) is known.
+  const [sessionKnown, setSessionKnown] = useState(false);
+  // A message sent while nobody may chat unsigned: it goes out once the person has signed in.
+  const pendingSend = useRef(null);
+  const sendRef = useRef(null);
   const [currentId, setCurrentId] = useState(null);
   // Bumped after every answer: the month's usage in the top bar is fetched again.
   const [usageTick, setUsageTick] = useState(0);
@@ -452,7 +457,17 @@ export function App() {
     } else {
       patch(assistant.id, { streaming: false, stopped: stopped && !finalFragment });
     }
-    if (failure) {
+    if (failure?.status === 401 && !loadTokens()) {
+      // Nobody is signed in and this server wants someone to be: the sign-in dialog instead
+      // of an error, with the message back in the box to send once signed in.
+      const asked = history[history.length - 1];
+      setMessages((list) => list.filter((m) => m.id !== assistant.id && m.id !== asked?.id));
+      const text = (asked?.content || []).filter((c) => c.type === "text").map((c) => c.text);
+      setInput(text.join("\n"));
+      pendingSend.current = { text: text.join("\n"), images: [] };
+      setAuthMode("login");
+      getAuthOptions().then(setAuthOptions);
+    } else if (failure) {
       setError({
         detail: failure.detail,
         kind: failure.status === 429 ? "warning" : "error",
@@ -471,9 +486,25 @@ export function App() {
     if (text) content.push({ type: "text", text });
     for (const image of images) content.push({ type: "image", image });
     if (content.length === 0) return;
+    if (!me && !loadTokens() && authOptions && !authOptions.guests) {
+      // Guests are off here: ask for a sign-in first; the typed message stays in the box and
+      // is sent once the person is in.
+      pendingSend.current = { text, images };
+      setAuthMode("login");
+      return;
+    }
     setInput("");
     startTurn([...messagesRef.current, { id: newId("u"), role: "user", content }]);
-  }, [streaming, startTurn]);
+  }, [streaming, startTurn, me, authOptions]);
+  sendRef.current = send;
+
+  // Signed in after a message was held back for it: send it now (it is still in the box).
+  useEffect(() => {
+    if (!me || !pendingSend.current) return;
+    const { text, images } = pendingSend.current;
+    pendingSend.current = null;
+    sendRef.current?.(text, images);
+  }, [me]);
 
   const retry = useCallback(() => {
     const list = messagesRef.current;
@@ -554,8 +585,10 @@ export function App() {
     (async () => {
       const draft = loadDraft();
       // A return from single sign-on first: its tokens are the session loadMe then finds.
+      getAuthOptions().then(setAuthOptions);
       sessionReady.current = finishSso((detail) => setError({ detail })).then(loadMe);
       const who = await sessionReady.current;
+      setSessionKnown(true);
       if (!who) return;
       await flushPending();
       refreshHistory();
@@ -679,7 +712,8 @@ export function App() {
       <${Header} models=${models} model=${model} templates=${templates} prefs=${prefs}
         theme=${theme}
         account=${html`<${UsageMeter} me=${me} tick=${usageTick} />
-          <${AccountBar} me=${me} onOpenAuth=${setAuthMode} onSignOut=${signOut}
+          <${AccountBar} me=${me} ready=${sessionKnown} onOpenAuth=${setAuthMode}
+          onSignOut=${signOut}
           onSwitchTeam=${changeTeam} />`}
         onPrefs=${updatePrefs} onNewChat=${newChat}
         onOpenSettings=${() => setSettingsOpen(true)}
