@@ -141,3 +141,32 @@ async def test_guest_tokens_share_their_ips_sandbox_runs(
         assert over.status_code == 429
         assert "Guests can make 3 sandbox runs a day" in over.json()["detail"]
         assert (await client.post("/api/sandbox", json=RUN)).status_code == 429
+
+
+async def test_guest_counters_fall_back_to_memory_while_redis_is_down(
+    db_settings: Settings,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from fragments.chat.guest_budget import guest_tokens_used, record_guest_tokens
+    from fragments.chat.ratelimit import ChatLimiter
+
+    with private_redis() as (port, _proc):
+        url = f"redis://127.0.0.1:{port}/0"
+        settings = _settings(db_settings, url, allow_guests=True, guest_tokens_per_day=1)
+        async with app_client(settings) as client:
+            assert (await client.post("/api/auth/guest")).status_code == 201
+            assert (await client.post("/api/auth/guest")).status_code == 429
+            limiter: ChatLimiter = client._transport.app.state.chat_limiter  # type: ignore[attr-defined]
+            await record_guest_tokens(limiter, "198.51.100.20", 700)
+            assert await guest_tokens_used(limiter, "198.51.100.20") == 700
+            watcher = aioredis.Redis(port=port)
+            assert any(b"guest-tokens/" in key for key in await watcher.keys("*"))
+            # Redis goes away: memory counts afresh, nothing fails.
+            await watcher.shutdown(nosave=True)
+            await watcher.aclose()
+            assert (await client.post("/api/auth/guest")).status_code == 201
+            assert (await client.post("/api/auth/guest")).status_code == 429
+            assert await guest_tokens_used(limiter, "198.51.100.20") == 0
+            await record_guest_tokens(limiter, "198.51.100.20", 300)
+            assert await guest_tokens_used(limiter, "198.51.100.20") == 300
