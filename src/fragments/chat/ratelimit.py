@@ -12,6 +12,7 @@ team's `limits.sandbox_per_day`): a run costs a little CPU, an answer costs mode
 A guest is anyone without an account, with or without a guest token: a token is free to mint,
 so a guest's chats, sandbox runs and tokens are counted by client IP (`http_client_ip`), never
 by token, and minting tokens is itself limited by IP (`guest_tokens_per_day`).
+
 Counters live in Redis when `FRAGMENTS_REDIS_URL` is set; while Redis is unreachable an
 in-memory limiter per instance takes over, and Redis is tried again every `_RETRY_SECONDS`.
 
