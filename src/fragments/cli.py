@@ -65,6 +65,9 @@ def serve(
         workers=workers,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        # The app reads X-Forwarded-For itself, from FRAGMENTS_TRUSTED_PROXIES only; uvicorn's
+        # own handling would trust any local peer's header and rewrite the client address.
+        proxy_headers=False,
     )
 
 

@@ -42,9 +42,11 @@ def _text(info: dict[str, Any]) -> str:
             f"monthly tokens   {info['monthly_tokens']}",
             f"chat per day     {info['chat_per_day']}",
             f"sandbox per day  {info['sandbox_per_day']}",
+            f"team chat a day  {info['team_chat_per_day']} (all members together)",
             f"used {info['month']}  {info['used_tokens']} tokens, {info['remaining_tokens']} left "
             f"(resets {info['resets_at']})",
             f"own-key usage    {info['own_key_tokens']} tokens (shown, not charged)",
+            f"sandbox time     {info['sandbox_seconds']} s this month",
         ]
     )
 
@@ -91,6 +93,7 @@ def set_tier_command(
     monthly_tokens: Count = None,
     chat_per_day: Count = None,
     sandbox_per_day: Count = None,
+    team_chat_per_day: Count = None,
     clear_limits: Annotated[
         bool,
         typer.Option(
@@ -109,6 +112,7 @@ def set_tier_command(
         "monthly_tokens": monthly_tokens,
         "chat_per_day": chat_per_day,
         "sandbox_per_day": sandbox_per_day,
+        "team_chat_per_day": team_chat_per_day,
     }
     limits = {name: value for name, value in given.items() if value is not None}
 

@@ -170,6 +170,17 @@ class Settings(BaseSettings):
     rate_limit_pro_per_day: int = Field(200, ge=1)
     rate_limit_enterprise_per_day: int = Field(1000, ge=1)
     rate_limit_own_key_per_day: int = Field(500, ge=1)
+    # Chat requests a rolling 24 hours of a whole team (all its members together), checked
+    # beside each member's own limit; an enterprise team's limits.team_chat_per_day overrides.
+    rate_limit_team_free_per_day: int = Field(150, ge=1)
+    rate_limit_team_pro_per_day: int = Field(2000, ge=1)
+    rate_limit_team_enterprise_per_day: int = Field(20000, ge=1)
+    # Guest tokens (POST /api/auth/guest) one client IP may mint a rolling 24 hours: a new
+    # token must not be a new quota (guests are limited by IP whatever token they hold).
+    guest_tokens_per_day: int = Field(5, ge=1)
+    # Peers whose X-Forwarded-For is believed (comma-separated IPs or CIDRs); empty: none, the
+    # TCP peer is the client.
+    trusted_proxies: str = ""
     # Sandbox runs (POST /api/sandbox) a rolling 24 hours, apart from chat and looser (a run
     # costs CPU, not model tokens): guests by IP, users by their team's tier (an enterprise
     # team's limits.sandbox_per_day overrides). Same switch, Redis and fallback as chat.
@@ -182,6 +193,9 @@ class Settings(BaseSettings):
     token_budget_free: int = Field(2_000_000, ge=0)
     token_budget_pro: int = Field(20_000_000, ge=0)
     token_budget_enterprise: int = Field(200_000_000, ge=0)
+    # Tokens all guests behind one client IP may use a calendar month (UTC), whatever tokens
+    # they hold; counted in the limiter's storage (Redis, else memory).
+    token_budget_guest: int = Field(200_000, ge=0)
     # Seconds an instance keeps a team's monthly token sum (its own usage is added at once).
     token_budget_cache_seconds: float = Field(10.0, ge=0)
 
@@ -302,6 +316,14 @@ class Settings(BaseSettings):
     def resolved_public_url(self) -> str:
         """The app's external base URL (mailed links, SSO redirects), no trailing slash."""
         return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        from fragments.http_client_ip import parse_trusted
+
+        # A typo must stop the start, not silently trust nobody (or everybody).
+        return ",".join(str(network) for network in parse_trusted(value))
 
     @property
     def resolved_database_url(self) -> str:

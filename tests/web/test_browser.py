@@ -151,6 +151,10 @@ def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -
         FRAGMENTS_DATA_DIR=str(data),
         JUPYTER_PLATFORM_DIRS="1",
         PYTHONDONTWRITEBYTECODE="1",
+        # Every page here is a guest from 127.0.0.1, and guests share their IP's limits.
+        FRAGMENTS_GUEST_TOKENS_PER_DAY="100000",
+        FRAGMENTS_RATE_LIMIT_GUEST_PER_DAY="100000",
+        FRAGMENTS_SANDBOX_LIMIT_GUEST_PER_DAY="100000",
     )
     log = (data / "server.log").open("wb")
     proc = subprocess.Popen(

@@ -16,10 +16,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.chat.budget import month_bounds, month_usage, monthly_budget
-from fragments.chat.ratelimit import daily_limit
+from fragments.chat.ratelimit import daily_limit, team_daily_limit
 from fragments.config import Settings
 from fragments.store.db import Database, Identity
-from fragments.store.models import Membership, Team, UsageRecord, User
+from fragments.store.models import Membership, SandboxUsage, Team, UsageRecord, User
 
 
 class TeamError(Exception):
@@ -47,7 +47,10 @@ async def set_tier(
     """Set the team's tier and merge `limits` into its own figures; returns the team's id."""
     if limits and tier != "enterprise":
         # Own figures apply to enterprise teams only; storing them elsewhere would only mislead.
-        raise TeamError("--monthly-tokens, --chat-per-day and --sandbox-per-day need enterprise.")
+        raise TeamError(
+            "--monthly-tokens, --chat-per-day, --sandbox-per-day and --team-chat-per-day "
+            "need enterprise."
+        )
     async with db.transaction() as session:
         team = await find_team(session, key)
         own = {} if clear_limits else dict(team.limits or {})
@@ -81,6 +84,12 @@ async def describe(db: Database, settings: Settings, key: str) -> dict[str, Any]
             )
         )
         own_tokens = sum(int(n or 0) for n in own.scalars())
+        sandbox = await as_team.execute(
+            select(SandboxUsage.seconds).where(
+                SandboxUsage.team_id == team.id, SandboxUsage.created_at >= start
+            )
+        )
+        sandbox_seconds = round(sum(float(n or 0.0) for n in sandbox.scalars()), 3)
     return {
         "id": team.id,
         "name": team.name,
@@ -91,9 +100,11 @@ async def describe(db: Database, settings: Settings, key: str) -> dict[str, Any]
         "monthly_tokens": budget,
         "chat_per_day": daily_limit(settings, team, "chat"),
         "sandbox_per_day": daily_limit(settings, team, "sandbox"),
+        "team_chat_per_day": team_daily_limit(settings, team),
         "month": start.date().isoformat(),
         "used_tokens": used,
         "remaining_tokens": max(0, budget - used) if budget is not None else None,
         "own_key_tokens": own_tokens,
+        "sandbox_seconds": sandbox_seconds,
         "resets_at": reset.isoformat().replace("+00:00", "Z"),
     }

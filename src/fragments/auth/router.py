@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -17,6 +17,7 @@ from fragments.auth.deps import (
 )
 from fragments.auth.mail import send_after_response
 from fragments.auth.tokens import Forbidden, Unauthorized, decode_access_token
+from fragments.chat.ratelimit import enforce_guest_mint
 from fragments.state import SettingsDep
 from fragments.store.models import ApiToken, Membership, Team, User
 
@@ -136,10 +137,13 @@ async def login(request: Request, body: Credentials, settings: SettingsDep) -> d
 
 
 @router.post("/guest", status_code=201)
-async def guest(request: Request, settings: SettingsDep) -> dict[str, str]:
-    """A guest account the browser keeps; its work is claimed when it signs up."""
+async def guest(request: Request, response: Response, settings: SettingsDep) -> dict[str, str]:
+    """A guest account the browser keeps; its work is claimed when it signs up. Limited per
+    client IP: guests are counted by IP, so a new token must not come for free."""
     if not settings.guests_allowed:
         raise Forbidden("Guest sessions are disabled here; sign up instead.", code="no_guests")
+    if settings.rate_limits:
+        response.headers.update(await enforce_guest_mint(request, settings))
     async with unit_of_work(request) as session:
         return _pair(await service.guest(session, settings))
 

@@ -2,11 +2,17 @@
 library.
 
 Chat: guests by IP (10 a day), signed-in users by user id by their team's tier (free 50, pro
-200, enterprise 1000 or the team's `limits.chat_per_day`). A request bringing its own API key or
-server, or one they saved (PUT /api/keys), is not charged to the platform quota but to a
-separate abuse limit (500 a day).
+200, enterprise 1000 or the team's `limits.chat_per_day`), and beside that the whole team by its
+tier (free 150, pro 2000, enterprise 20000 or the team's `limits.team_chat_per_day`): both must
+allow a request. A request bringing its own API key or server, or one they saved (PUT
+/api/keys), is not charged to the platform quota but to a separate abuse limit (500 a day).
 Sandbox runs have their own, looser limit (guests 50, free 200, pro 1000, enterprise 5000 or the
 team's `limits.sandbox_per_day`): a run costs a little CPU, an answer costs model tokens.
+
+A guest is anyone without an account, with or without a guest token: a token is free to mint,
+so a guest's chats, sandbox runs and tokens are counted by client IP (`http_client_ip`), never
+by token, and minting tokens is itself limited by IP (`guest_tokens_per_day`).
+
 Counters live in Redis when `FRAGMENTS_REDIS_URL` is set; while Redis is unreachable an
 in-memory limiter per instance takes over, and Redis is tried again every `_RETRY_SECONDS`.
 
@@ -19,6 +25,7 @@ limits are set by the operator (`fragments teams set-tier`), never by the team.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,8 +39,10 @@ from sqlalchemy import select
 
 from fragments.auth.deps import DB_DOWN, Principal
 from fragments.chat.budget import monthly_budget, override, usage_cache
+from fragments.chat.guest_budget import guest_budget_refusal
 from fragments.config import Settings
 from fragments.errors import FragmentsError
+from fragments.http_client_ip import client_ip
 from fragments.store.db import Database
 from fragments.store.models import ProviderKey, Team
 
@@ -42,7 +51,8 @@ log = structlog.get_logger(__name__)
 _RETRY_SECONDS = 5.0
 
 
-Kind = Literal["chat", "sandbox"]
+# What is counted: chat requests, sandbox runs, guest tokens minted.
+Kind = Literal["chat", "sandbox", "guest_token"]
 
 
 class RedisOutage:
@@ -64,7 +74,7 @@ class RedisOutage:
 
 @dataclass(frozen=True)
 class Quota:
-    scope: str  # guest, free, pro, enterprise, own-key
+    scope: str  # guest, free, pro, enterprise, own-key, or team-<tier> (a whole team's)
     key: str
     limit: int
     kind: Kind = "chat"
@@ -93,7 +103,8 @@ class ChatLimiter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._memory_storage = MemoryStorage()
+        self._memory = MovingWindowRateLimiter(self._memory_storage)
         self._redis: MovingWindowRateLimiter | None = None
         self._redis_storage: Storage | None = None
         self.outage = RedisOutage()
@@ -102,27 +113,56 @@ class ChatLimiter:
             self._redis_storage = RedisStorage(url, implementation="redispy", wrap_exceptions=True)
             self._redis = MovingWindowRateLimiter(self._redis_storage)
 
-    async def _limiter_call(self, item: RateLimitItem, namespace: str, key: str) -> Decision:
+    async def check_all(self, quotas: Sequence[Quota]) -> list[Decision]:
+        """Count one request against every quota in `quotas`, or against none of them when one
+        is full (a request refused by the team's limit must not use up the user's)."""
         limiter = self._redis
         if limiter is not None and self.outage.up():
             try:
-                return await self._decide(limiter, item, namespace, key)
+                return await self._decide_all(limiter, quotas)
             except StorageError as exc:
                 self.outage.failed("rate_limit_redis_down", exc)
-        return await self._decide(self._memory, item, namespace, key)
+        return await self._decide_all(self._memory, quotas)
 
     @staticmethod
-    async def _decide(
-        limiter: MovingWindowRateLimiter, item: RateLimitItem, namespace: str, key: str
-    ) -> Decision:
-        allowed = await limiter.hit(item, namespace, key)
-        stats = await limiter.get_window_stats(item, namespace, key)
-        reset = int(stats.reset_time) if stats.reset_time else int(time.time()) + 86400
-        return Decision(allowed, item.amount, max(0, stats.remaining), reset)
+    async def _decide_all(
+        limiter: MovingWindowRateLimiter, quotas: Sequence[Quota]
+    ) -> list[Decision]:
+        keyed: list[tuple[RateLimitItem, str, str]] = [
+            (RateLimitItemPerDay(q.limit), q.kind, f"{q.scope}:{q.key}") for q in quotas
+        ]
+        free = [await limiter.test(item, ns, key) for item, ns, key in keyed]
+        if all(free):
+            # Tested first, then counted: a concurrent request may take the last place between
+            # the two, and then this one is refused (having used up the quotas counted before).
+            free = [await limiter.hit(item, ns, key) for item, ns, key in keyed]
+        decisions = []
+        for (item, ns, key), allowed in zip(keyed, free, strict=True):
+            stats = await limiter.get_window_stats(item, ns, key)
+            reset = int(stats.reset_time) if stats.reset_time else int(time.time()) + 86400
+            decisions.append(Decision(allowed, item.amount, max(0, stats.remaining), reset))
+        return decisions
 
     async def check(self, quota: Quota) -> Decision:
-        item = RateLimitItemPerDay(quota.limit)
-        return await self._limiter_call(item, quota.kind, f"{quota.scope}:{quota.key}")
+        return (await self.check_all([quota]))[0]
+
+    async def counter_get(self, key: str) -> int:
+        """A plain counter (e.g. a guest IP's tokens this month), from Redis or memory."""
+        if self._redis_storage is not None and self.outage.up():
+            try:
+                return int(await self._redis_storage.get(key))
+            except StorageError as exc:
+                self.outage.failed("rate_limit_redis_down", exc)
+        return int(await self._memory_storage.get(key))
+
+    async def counter_add(self, key: str, amount: int, expiry: int) -> int:
+        """Add `amount` to a plain counter that expires `expiry` seconds after its first add."""
+        if self._redis_storage is not None and self.outage.up():
+            try:
+                return int(await self._redis_storage.incr(key, expiry, amount))
+            except StorageError as exc:
+                self.outage.failed("rate_limit_redis_down", exc)
+        return int(await self._memory_storage.incr(key, expiry, amount))
 
     async def aclose(self) -> None:
         """Close the Redis connection pool (at shutdown)."""
@@ -138,8 +178,8 @@ class ChatLimiter:
                 log.warning("rate_limit_redis_close_failed", error=repr(exc))
 
 
-def _host(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _host(request: Request, settings: Settings) -> str:
+    return client_ip(request, settings.trusted_proxies)
 
 
 async def _team(db: Database, who: Principal) -> Team | None:
@@ -202,6 +242,25 @@ def daily_limit(settings: Settings, team: Team | None, kind: Kind) -> int:
     return limits.get(team.tier if team is not None else "free", limits["free"])
 
 
+def team_daily_limit(settings: Settings, team: Team | None) -> int:
+    """A whole team's chat requests a day (all its members together): the tier's figure, or an
+    enterprise team's own `limits.team_chat_per_day`."""
+    custom = override(team, "team_chat_per_day")
+    if custom is not None:
+        return custom
+    limits = {
+        "free": settings.rate_limit_team_free_per_day,
+        "pro": settings.rate_limit_team_pro_per_day,
+        "enterprise": settings.rate_limit_team_enterprise_per_day,
+    }
+    return limits.get(team.tier if team is not None else "free", limits["free"])
+
+
+def _guest(who: Principal) -> bool:
+    """No account: anonymous, or holding a guest token (counted by IP either way)."""
+    return who.anonymous or who.user_id is None or who.is_guest
+
+
 async def quota_for(
     settings: Settings,
     db: Database,
@@ -209,25 +268,39 @@ async def quota_for(
     request: Request,
     own_key: bool,
     saved_key_for: str | None = None,
-) -> Quota:
-    own = Quota("own-key", who.user_id or _host(request), settings.rate_limit_own_key_per_day)
+) -> list[Quota]:
+    """The quotas one chat request counts against: the caller's first (with the team's monthly
+    budget), then, for a signed-in user on the platform's keys, their team's."""
+    guest = _guest(who)
+    own_owner = _host(request, settings) if guest or who.user_id is None else who.user_id
+    own = [Quota("own-key", own_owner, settings.rate_limit_own_key_per_day)]
     if own_key:
         return own
-    if who.anonymous or who.user_id is None:
-        return Quota("guest", _host(request), settings.rate_limit_guest_per_day)
+    if who.anonymous:
+        return [Quota("guest", _host(request, settings), settings.rate_limit_guest_per_day)]
+    assert who.user_id is not None
     team, used, saved = await _team_and_usage(request, settings, db, who, saved_key_for)
     if saved:
         return own
+    if guest:
+        # A guest token's team is its own throwaway one: the IP's guest bucket is the limit.
+        return [Quota("guest", _host(request, settings), settings.rate_limit_guest_per_day)]
     tier = team.tier if team is not None else "free"
     limit = daily_limit(settings, team, "chat")
-    return Quota(tier, who.user_id, limit, budget=monthly_budget(settings, team), used=used)
+    mine = Quota(tier, who.user_id, limit, budget=monthly_budget(settings, team), used=used)
+    if team is None:
+        # Unknown while the database is down: the user's own limit still holds.
+        return [mine]
+    return [mine, Quota(f"team-{tier}", team.id, team_daily_limit(settings, team))]
 
 
 async def sandbox_quota(
     settings: Settings, db: Database, who: Principal, request: Request
 ) -> Quota:
-    if who.anonymous or who.user_id is None:
-        return Quota("guest", _host(request), settings.sandbox_limit_guest_per_day, "sandbox")
+    if _guest(who) or who.user_id is None:
+        return Quota(
+            "guest", _host(request, settings), settings.sandbox_limit_guest_per_day, "sandbox"
+        )
     team = await _team(db, who)
     tier = team.tier if team is not None else "free"
     return Quota(tier, who.user_id, daily_limit(settings, team, "sandbox"), "sandbox")
@@ -253,7 +326,8 @@ async def enforce(
 ) -> dict[str, str]:
     """The rate-limit headers for this request; 429 with `Retry-After` when over the limit.
     `saved_key_for`: the provider whose saved key the chat will use, if the caller saved one."""
-    quota = await quota_for(settings, db, who, request, own_key, saved_key_for)
+    quotas = await quota_for(settings, db, who, request, own_key, saved_key_for)
+    quota = quotas[0]
     if quota.budget is not None and quota.used >= quota.budget:
         raise FragmentsError(
             f"Your team has used {quota.used:,} of its {quota.budget:,} tokens this month; "
@@ -261,7 +335,23 @@ async def enforce(
             code="quota_exceeded",
             status_code=429,
         )
-    return await _hit(request, settings, quota, "chat requests")
+    limiter = limiter_of(request, settings)
+    if quota.scope == "guest":
+        refusal = await guest_budget_refusal(limiter, settings, quota.key)
+        if refusal is not None:
+            raise refusal
+    return await _hit_all(request, settings, quotas, "chat requests")
+
+
+def guest_ip(request: Request, settings: Settings, who: Principal) -> str | None:
+    """The IP whose guest budget pays for this caller's answers; None for an account."""
+    return _host(request, settings) if _guest(who) else None
+
+
+async def enforce_guest_mint(request: Request, settings: Settings) -> dict[str, str]:
+    """The limit on guest tokens minted per client IP: its headers; 429 past it."""
+    quota = Quota("guest", _host(request, settings), settings.guest_tokens_per_day, "guest_token")
+    return await _hit_all(request, settings, [quota], "guest sessions")
 
 
 async def enforce_sandbox(
@@ -273,21 +363,51 @@ async def enforce_sandbox(
 
 
 async def _hit(request: Request, settings: Settings, quota: Quota, what: str) -> dict[str, str]:
-    decision = await limiter_of(request, settings).check(quota)
-    headers = decision.headers()
-    if not decision.allowed:
-        wait = max(1, decision.reset - int(time.time()))
-        hours = max(1, round(wait / 3600))
-        who_text = "Guests" if quota.scope == "guest" else "Your plan"
-        raise FragmentsError(
-            f"{who_text} can make {quota.limit} {what} a day; you have reached the "
-            f"limit. Try again in about {hours} hour{'s' if hours != 1 else ''}"
-            + (", or sign in for more." if quota.scope == "guest" else "."),
-            code="rate_limited",
-            status_code=429,
-            headers={**headers, "Retry-After": str(wait)},
+    return await _hit_all(request, settings, [quota], what)
+
+
+async def _hit_all(
+    request: Request, settings: Settings, quotas: Sequence[Quota], what: str
+) -> dict[str, str]:
+    """Count the request against every quota; the headers are the tightest quota's, and a 429
+    names the one that is full."""
+    decisions = await limiter_of(request, settings).check_all(quotas)
+    for quota, decision in zip(quotas, decisions, strict=True):
+        if not decision.allowed:
+            raise _refusal(quota, decision, what)
+    tightest = min(decisions, key=lambda d: d.remaining)
+    return tightest.headers()
+
+
+def _refusal(quota: Quota, decision: Decision, what: str) -> FragmentsError:
+    wait = max(1, decision.reset - int(time.time()))
+    hours = max(1, round(wait / 3600))
+    later = f"Try again in about {hours} hour{'s' if hours != 1 else ''}"
+    if quota.scope.startswith("team-"):
+        sentence = (
+            f"Your team can make {quota.limit} {what} a day across all its members, and it has "
+            f"reached that limit. {later}, or ask an admin about a larger plan."
         )
-    return headers
+    elif quota.kind == "guest_token":
+        sentence = (
+            f"One address can start {quota.limit} {what} a day, and yours has reached that "
+            f"limit. {later}, or sign up."
+        )
+    elif quota.scope == "guest":
+        sentence = (
+            f"Guests can make {quota.limit} {what} a day; you have reached the limit. "
+            f"{later}, or sign in for more."
+        )
+    else:
+        sentence = (
+            f"Your plan can make {quota.limit} {what} a day; you have reached the limit. {later}."
+        )
+    return FragmentsError(
+        sentence,
+        code="rate_limited",
+        status_code=429,
+        headers={**decision.headers(), "Retry-After": str(wait)},
+    )
 
 
 async def close_clients(app_state: Any) -> None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
 from fragments.auth.deps import CurrentUser, get_db
 from fragments.chat.budget import billed_to, usage_cache
+from fragments.chat.guest_budget import record_guest_tokens
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
-from fragments.chat.ratelimit import enforce
+from fragments.chat.ratelimit import enforce, guest_ip, limiter_of
 from fragments.chat.request import chat_limits, check_conversation
 from fragments.chat.response_cache import cached
 from fragments.chat.routing import route_model
@@ -27,6 +29,8 @@ from fragments.llm.types import ModelCall, Sampling, StreamResult, Usage
 from fragments.sandbox.templates import resolve_templates
 from fragments.schemas import ChatRequest, Fragment
 from fragments.state import State, get_state
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter()
 # GET /api/usage rides on this router so the app's router list stays as it is.
@@ -150,10 +154,22 @@ async def chat(
     # This instance counts what it records against the team's budget at once (see `budget`).
     spent = usage_cache(request.app.state, settings)
     charged_team = who.team_id if not who.anonymous else None
+    # Guests' platform-paid tokens also count against their IP's monthly guest budget.
+    guest_from = guest_ip(request, settings, who) if settings.rate_limits else None
+
+    async def count_guest(usage: Usage) -> None:
+        if guest_from is None or paid_by != "platform":
+            return
+        tokens = usage.input_tokens + usage.output_tokens
+        try:
+            await record_guest_tokens(limiter_of(request, settings), guest_from, tokens)
+        except Exception:  # accounting must never fail a chat
+            log.warning("guest_tokens_not_recorded", tokens=tokens)
 
     async def save(fragment: Fragment, result: StreamResult) -> tuple[str, bool]:
         usage = result.usage
         spent.add(charged_team, usage.input_tokens + usage.output_tokens, paid_by)
+        await count_guest(usage)
         return await save_chat_turn(
             db,
             who,
@@ -174,6 +190,7 @@ async def chat(
 
     async def charge(usage: Usage, cost: float) -> None:
         spent.add(charged_team, usage.input_tokens + usage.output_tokens, paid_by)
+        await count_guest(usage)
         await record_usage(
             db,
             who,
@@ -192,8 +209,10 @@ async def chat(
         pinned=templates[0] if body.template != "auto" else None,
         conversation_id=turn.conversation_id,
         interval=settings.partial_interval_seconds,
-        save=save if turn.persist else None,
-        charge=charge if turn.persist else None,
+        # An anonymous guest's turn is not stored (save_chat_turn and record_usage do nothing
+        # for it), but its tokens still count against its IP's guest budget.
+        save=save if turn.persist or guest_from is not None else None,
+        charge=charge if turn.persist or guest_from is not None else None,
     )
     return _EventStream(
         events,

@@ -3,7 +3,10 @@ and the current month's total; GET /api/teams/{id}/budget: a team's monthly toke
 and remaining, for its admins. Rows come from `usage_records` (one per answer, and per summary).
 
 Every figure of /api/usage counts all usage (as before); its `own_key` part is what the caller's
-own API key or server paid for, which the budget does not charge.
+own API key or server paid for, which the budget does not charge. Sandbox time (rows of
+`sandbox_usage`, one per run: seconds from asking for the sandbox to its result) is reported
+beside the tokens as `sandbox_seconds` and `sandbox_runs`, in `total` and `month`, and in the
+team's budget for the month.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from fragments.llm.types import Usage
 from fragments.state import get_state
 from fragments.store import repos
 from fragments.store.db import Database, Identity, aware
-from fragments.store.models import BilledTo, Team, UsageRecord
+from fragments.store.models import BilledTo, SandboxUsage, Team, UsageRecord
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +62,23 @@ def _add(into: dict[str, Any], row: UsageRecord) -> None:
     _sum(into, one)
     if row.billed_to == "own_key":
         _sum(into["own_key"], one)
+
+
+async def _sandbox_time(
+    session: AsyncSession, team_id: str | None, user_id: str | None, since: datetime
+) -> tuple[float, int]:
+    """Seconds of sandbox runs and their number since `since`, for a team or a user."""
+    owner = (
+        SandboxUsage.team_id == team_id if team_id is not None else SandboxUsage.user_id == user_id
+    )
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(SandboxUsage.seconds), 0.0), func.count(SandboxUsage.id)
+            ).where(owner, SandboxUsage.created_at >= since)
+        )
+    ).one()
+    return round(float(row[0] or 0.0), 3), int(row[1] or 0)
 
 
 def _rounded(item: dict[str, Any]) -> dict[str, Any]:
@@ -114,12 +134,21 @@ async def usage(
     for item in items:
         _sum(total, item)
         _sum(total["own_key"], item["own_key"])
+    team_id = who.team_id if scope == "team" else None
+    window_start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    seconds, runs = await _sandbox_time(session, team_id, who.user_id, window_start)
+    month_seconds, month_runs = await _sandbox_time(session, team_id, who.user_id, month_start)
     return {
         "scope": scope,
         "days": days,
         "items": items,
-        "total": _rounded(total),
-        "month": {"start": month_start.date().isoformat(), **_rounded(month)},
+        "total": {**_rounded(total), "sandbox_seconds": seconds, "sandbox_runs": runs},
+        "month": {
+            "start": month_start.date().isoformat(),
+            **_rounded(month),
+            "sandbox_seconds": month_seconds,
+            "sandbox_runs": month_runs,
+        },
     }
 
 
@@ -163,6 +192,7 @@ async def team_budget(
             .group_by(UsageRecord.billed_to)
         )
         by_payer = {payer: (int(tokens), float(cost or 0.0)) for payer, tokens, cost in rows.all()}
+        sandbox_seconds, sandbox_runs = await _sandbox_time(as_team, team.id, None, start)
     cost = by_payer.get("platform", (0, 0.0))[1]
     own_tokens, own_cost = by_payer.get("own_key", (0, 0.0))
     return {
@@ -174,6 +204,8 @@ async def team_budget(
         "cost_usd": round(cost, 6),
         "own_key_tokens": own_tokens,
         "own_key_cost_usd": round(own_cost, 6),
+        "sandbox_seconds": sandbox_seconds,
+        "sandbox_runs": sandbox_runs,
         "month": start.date().isoformat(),
         "resets_at": reset.isoformat().replace("+00:00", "Z"),
     }

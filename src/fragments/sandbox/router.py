@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from fragments.errors import BadRequest, FragmentsError
 from fragments.sandbox.credits import SharedPrepareCredits
 from fragments.sandbox.service import Phase, prepare_program
 from fragments.sandbox.templates import get_template
+from fragments.sandbox.usage import record_sandbox_time
 from fragments.schemas import InterpreterResult, SandboxRequest, WebResult
 from fragments.state import StateDep
 
@@ -114,7 +116,9 @@ async def run_sandbox(
     service = state.sandboxes
 
     if not _wants_stream(request):
+        began = time.monotonic()
         result = await service.execute(fragment, owner=owner, restart=body.restart)
+        await record_sandbox_time(db, who, fragment.template, time.monotonic() - began)
         payload = result_body(result)
         await save_run(db, who, access, payload)
         return JSONResponse(payload, headers=limit_headers)
@@ -126,10 +130,12 @@ async def run_sandbox(
             await queue.put(ServerSentEvent(data=json.dumps({"phase": phase}), event="phase"))
 
         async def run() -> None:
+            began = time.monotonic()
             try:
                 result = await service.execute(
                     fragment, owner=owner, restart=body.restart, on_phase=on_phase
                 )
+                await record_sandbox_time(db, who, fragment.template, time.monotonic() - began)
                 payload = result_body(result)
                 await save_run(db, who, access, payload)
                 event = ServerSentEvent(data=json.dumps(payload), event="result")

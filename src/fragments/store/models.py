@@ -227,6 +227,19 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class SandboxUsage(Base):
+    """One sandbox run's time, tagged by team for billing: the seconds from asking for the
+    sandbox to its result (acquiring, installing, starting, running), for signed-in callers."""
+
+    __tablename__ = "sandbox_usage"
+    id: Mapped[str] = _id()
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    template: Mapped[str] = mapped_column(String(100))
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = _created()
+
+
 class ProviderKey(Base):
     """A provider API key a user saved, Fernet-encrypted; never returned in plaintext."""
 
