@@ -12,7 +12,8 @@ from fragments.auth import recovery
 from fragments.auth.deps import unit_of_work
 from fragments.auth.mail import send_after_response
 from fragments.auth.service import TokenPair
-from fragments.state import SettingsDep
+from fragments.http_client_ip import client_ip
+from fragments.state import SettingsDep, get_state
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -41,7 +42,8 @@ class ConfirmBody(BaseModel):
 
 
 def _peer(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The client's address as the per-IP limits see it (behind trusted proxies too)."""
+    return client_ip(request, get_state(request).settings.trusted_proxies)
 
 
 def _pair(pair: TokenPair) -> dict[str, str]:

@@ -18,6 +18,7 @@ from fragments.auth.deps import (
 from fragments.auth.mail import send_after_response
 from fragments.auth.tokens import Forbidden, Unauthorized, decode_access_token
 from fragments.chat.ratelimit import enforce_guest_mint
+from fragments.http_client_ip import client_ip
 from fragments.state import SettingsDep
 from fragments.store.models import ApiToken, Membership, Team, User
 
@@ -119,7 +120,7 @@ async def signup(
                 body.email,
                 body.password,
                 guest_user_id=guest_id,
-                requested_by=request.client.host if request.client else None,
+                requested_by=client_ip(request, settings.trusted_proxies),
             )
         send_after_response(background, settings, mail)
         return {"confirmation_required": True, "email": user.email or ""}
