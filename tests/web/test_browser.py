@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,14 +131,14 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield fake
 
 
-@pytest.fixture(scope="module")
-def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real app in its own process, talking to the fake provider."""
+@contextmanager
+def serve_app(fake_openai: FakeOpenAI, data: Path, **settings: str) -> Iterator[str]:
+    """The real app in its own process, talking to the fake provider; `settings` are more
+    environment variables (FRAGMENTS_ENV=production, ...)."""
     if CHROMIUM is None:
         pytest.skip("Debian's chromium package is not installed; make install installs it")
     if not (STATIC / "vendor" / "preact.js").is_file():
         pytest.fail("the UI's vendor files are missing: run `make assets`")
-    data = tmp_path_factory.mktemp("data")
     port = _free_port()
     env = {
         k: v
@@ -155,6 +156,7 @@ def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -
         FRAGMENTS_GUEST_TOKENS_PER_DAY="100000",
         FRAGMENTS_RATE_LIMIT_GUEST_PER_DAY="100000",
         FRAGMENTS_SANDBOX_LIMIT_GUEST_PER_DAY="100000",
+        **settings,
     )
     log = (data / "server.log").open("wb")
     proc = subprocess.Popen(
@@ -195,6 +197,13 @@ def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real app in its own process (development defaults), talking to the fake provider."""
+    with serve_app(fake_openai, tmp_path_factory.mktemp("data")) as url:
+        yield url
 
 
 def _tail(path: Path, lines: int = 40) -> str:

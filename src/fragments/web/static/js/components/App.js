@@ -221,7 +221,9 @@ export function App() {
           const pair = await startGuest();
           saveTokens({ ...pair, guest: true });
         } catch {
-          return null; // guests disabled or the server is down: stay anonymous
+          // Guests disabled or the server is down: nobody is signed in (after a sign-out too).
+          setMe(null);
+          return null;
         }
       }
       try {
