@@ -8,26 +8,18 @@ process (`python -m fragments.cli serve`), so the page talks to exactly what `ma
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes import ErrorReply, FakeOpenAI, FragmentReply
+from tests.web.app_process import CHROMIUM, serve_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -37,7 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-STATIC = Path(__file__).resolve().parents[2] / "src" / "fragments" / "web" / "static"
 
 CODE = """import matplotlib.pyplot as plt
 import numpy as np
@@ -119,95 +110,32 @@ def send_prompt(page: Any, text: str) -> None:
     prompt.press("Enter")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def fake_openai() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as fake:
         yield fake
 
 
-@contextmanager
-def serve_app(fake_openai: FakeOpenAI, data: Path, **settings: str) -> Iterator[str]:
-    """The real app in its own process, talking to the fake provider; `settings` are more
-    environment variables (FRAGMENTS_ENV=production, ...)."""
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium package is not installed; make install installs it")
-    if not (STATIC / "vendor" / "preact.js").is_file():
-        pytest.fail("the UI's vendor files are missing: run `make assets`")
-    port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        # No platform key or base URL of the developer's may reach a real provider.
-        if not k.endswith(("_API_KEY", "_BASE_URL")) and not k.startswith("FRAGMENTS_")
-    }
-    env.update(
-        OPENAI_BASE_URL=fake_openai.base_url,
-        OPENAI_API_KEY="test-key",
-        FRAGMENTS_DATA_DIR=str(data),
-        JUPYTER_PLATFORM_DIRS="1",
-        PYTHONDONTWRITEBYTECODE="1",
-        # Every page here is a guest from 127.0.0.1, and guests share their IP's limits.
-        FRAGMENTS_GUEST_TOKENS_PER_DAY="100000",
-        FRAGMENTS_RATE_LIMIT_GUEST_PER_DAY="100000",
-        FRAGMENTS_SANDBOX_LIMIT_GUEST_PER_DAY="100000",
-        **settings,
-    )
-    log = (data / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fragments.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the app exited ({proc.returncode}):\n{_tail(data / 'server.log')}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer /healthz:\n{_tail(data / 'server.log')}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real app in its own process (development defaults), talking to the fake provider."""
-    with serve_app(fake_openai, tmp_path_factory.mktemp("data")) as url:
+    with serve_app(
+        tmp_path_factory.mktemp("data"), **provider_env(fake_openai), **GUEST_LIMITS_OFF
+    ) as url:
         yield url
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+def provider_env(fake_openai: FakeOpenAI) -> dict[str, str]:
+    """The app's platform OpenAI key and base URL: the fake provider."""
+    return {"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": "test-key"}
+
+
+# Every page here is a guest from 127.0.0.1, and guests share their IP's limits.
+GUEST_LIMITS_OFF = {
+    "FRAGMENTS_GUEST_TOKENS_PER_DAY": "100000",
+    "FRAGMENTS_RATE_LIMIT_GUEST_PER_DAY": "100000",
+    "FRAGMENTS_SANDBOX_LIMIT_GUEST_PER_DAY": "100000",
+}
 
 
 @pytest.fixture(scope="module")

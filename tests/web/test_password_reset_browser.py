@@ -6,13 +6,9 @@ the test's SMTP server and FRAGMENTS_PUBLIC_URL at itself, so the mailed link op
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,8 @@ import httpx
 import pytest
 
 from tests.mailbox import Mailbox, serving_mailbox
-from tests.web.test_browser import CHROMIUM, STATIC, _free_port, _tail, browser
+from tests.web.app_process import free_port, serve_app
+from tests.web.test_browser import browser
 
 __all__ = ["browser"]  # fixtures
 
@@ -35,56 +32,17 @@ def smtp() -> Iterator[Mailbox]:
         yield box
 
 
-@contextmanager
-def _serving(smtp: Mailbox, data: Path, **settings: str) -> Iterator[str]:
+def _serving(smtp: Mailbox, data: Path, **settings: str) -> AbstractContextManager[str]:
     """The real app in its own process, mailing through the test's SMTP server."""
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium package is not installed; make install installs it")
-    if not (STATIC / "vendor" / "preact.js").is_file():
-        pytest.fail("the UI's vendor files are missing: run `make assets`")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.endswith(("_API_KEY", "_BASE_URL")) and not k.startswith("FRAGMENTS_")
-    }
-    env.update(
-        FRAGMENTS_DATA_DIR=str(data),
+    port = free_port()
+    return serve_app(
+        data,
+        port=port,
         FRAGMENTS_SMTP_URL=smtp.url,
-        FRAGMENTS_PUBLIC_URL=url,
+        FRAGMENTS_PUBLIC_URL=f"http://127.0.0.1:{port}",
         FRAGMENTS_SANDBOX_POOL_SIZES=NO_POOLS,
-        JUPYTER_PLATFORM_DIRS="1",
-        PYTHONDONTWRITEBYTECODE="1",
         **settings,
     )
-    log = (data / "server.log").open("wb")
-    command = [sys.executable, "-m", "fragments.cli", "serve", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the app exited ({proc.returncode}):\n{_tail(data / 'server.log')}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer /healthz:\n{_tail(data / 'server.log')}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.fakes import FakeOpenAI, FragmentReply
-from tests.web.test_browser import browser, fake_openai, serve_app  # noqa: F401 - fixtures
+from tests.web.app_process import serve_app
+from tests.web.test_browser import browser, fake_openai, provider_env  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 
@@ -36,8 +37,8 @@ def production_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     with serve_app(
-        fake_openai,
         tmp_path_factory.mktemp("prod-data"),
+        **provider_env(fake_openai),
         FRAGMENTS_ENV="production",
         FRAGMENTS_SECRET_KEY=secrets.token_urlsafe(32),
     ) as url:

@@ -4,33 +4,22 @@ told in one sentence."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.oidc_provider import OidcProvider, run_provider
-from tests.web.test_browser import (  # noqa: F401 - fixtures
-    CHROMIUM,
-    STATIC,
-    _free_port,
-    _tail,
-    browser,
-)
+from tests.web.app_process import free_port, serve_app
+from tests.web.test_browser import browser  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -44,59 +33,17 @@ def sso_app(
     port: int, provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The real app in its own process, signing in through the provider."""
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium package is not installed; make install installs it")
-    if not (STATIC / "vendor" / "preact.js").is_file():
-        pytest.fail("the UI's vendor files are missing: run `make assets`")
-    data = tmp_path_factory.mktemp("data")
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.endswith(("_API_KEY", "_BASE_URL")) and not k.startswith("FRAGMENTS_")
-    }
-    env.update(
-        FRAGMENTS_DATA_DIR=str(data),
-        FRAGMENTS_PUBLIC_URL=url,
+    with serve_app(
+        tmp_path_factory.mktemp("data"),
+        port=port,
+        FRAGMENTS_PUBLIC_URL=f"http://127.0.0.1:{port}",
         FRAGMENTS_OIDC_ISSUER=provider.issuer,
         FRAGMENTS_OIDC_CLIENT_ID=provider.client_id,
         FRAGMENTS_OIDC_CLIENT_SECRET=provider.client_secret,
         FRAGMENTS_OIDC_NAME="Acme ID",
         FRAGMENTS_SANDBOX_POOL_SIZES="{}",
-        JUPYTER_PLATFORM_DIRS="1",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    log = (data / "server.log").open("wb")
-    command = [sys.executable, "-m", "fragments.cli", "serve", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        _wait_healthy(proc, url, data / "server.log")
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited ({proc.returncode}):\n{_tail(log)}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"the app did not answer /healthz:\n{_tail(log)}")
-        time.sleep(0.1)
 
 
 def test_sign_in_with_the_provider_and_cancel(
