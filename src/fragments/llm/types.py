@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from fragments.config import ProviderId
+from fragments.llm.providers import ProviderId
 
 Role = Literal["user", "assistant"]
 
