@@ -14,7 +14,6 @@ import importlib
 from collections.abc import Callable
 from typing import Any, cast
 
-import httpx2
 from openai import AsyncOpenAI
 from pydantic_ai.profiles import ModelProfile
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -22,15 +21,15 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.faults import stream_error
 from fragments.llm.providers import PROVIDERS, Endpoint, OutputMode, ProviderSpec
-from fragments.llm.sdk_clients import ProviderCache, sdk_request
+from fragments.llm.sdk_clients import SdkWire
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.llm.wire import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
-    WireRequest,
-    fragment_schema,
     json_instructions,
     loads,
+    profiled_schema,
+    put_given,
 )
 
 
@@ -52,18 +51,11 @@ for _spec in PROVIDERS.values():
 
 @functools.lru_cache(maxsize=256)
 def _schema(spec: ProviderSpec, model_id: str) -> dict[str, Any]:
-    profile = _profile_of(spec.profile)(model_id) or {}
-    transformer = profile.get("json_schema_transformer")
-    schema = fragment_schema()
-    if transformer is not None:
-        schema = transformer(schema, strict=None).walk()
-    return schema
+    return profiled_schema(_profile_of(spec.profile)(model_id))
 
 
-class OpenAIWire:
-    def __init__(self, http: httpx2.AsyncClient) -> None:
-        self._http = http
-        self._providers = ProviderCache(self._new_provider)
+class OpenAIWire(SdkWire[OpenAIProvider]):
+    path = "/chat/completions"
 
     def _new_provider(self, endpoint: Endpoint) -> OpenAIProvider:
         client = AsyncOpenAI(
@@ -119,24 +111,17 @@ class OpenAIWire:
         s = call.sampling
         # A caller's URL is some compatible server, whichever provider the request names.
         spec = endpoint.spec
-        max_tokens_field = "max_tokens" if endpoint.user_url else spec.max_tokens_field
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        if s.top_p is not None:
-            body["top_p"] = s.top_p
-        if s.max_tokens is not None:
-            body[max_tokens_field] = s.max_tokens
-        if s.frequency_penalty is not None:
-            body["frequency_penalty"] = s.frequency_penalty
-        if s.presence_penalty is not None:
-            body["presence_penalty"] = s.presence_penalty
-        if s.top_k is not None and (spec.top_k or endpoint.user_url):
-            body["top_k"] = s.top_k
+        classic = endpoint.user_url
+        put_given(
+            body,
+            ("temperature", s.temperature),
+            ("top_p", s.top_p),
+            ("max_tokens" if classic else spec.max_tokens_field, s.max_tokens),
+            ("frequency_penalty", s.frequency_penalty),
+            ("presence_penalty", s.presence_penalty),
+            ("top_k", s.top_k if classic or spec.top_k else None),
+        )
         return body
-
-    def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
-        client = self._providers.get(endpoint).client
-        return sdk_request(client, "/chat/completions", self.body(call, endpoint, mode))
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> OpenAIParser:
         return OpenAIParser(mode, sink, endpoint.provider_name)

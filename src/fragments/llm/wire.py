@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic_core
 
@@ -20,6 +20,9 @@ from fragments.llm.faults import read_fault
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.schemas import Fragment
+
+if TYPE_CHECKING:
+    from pydantic_ai.profiles import ModelProfile
 
 TOOL_NAME = "fragment"
 TOOL_DESCRIPTION = "Write the fragment: the app or notebook cell, with its complete code."
@@ -111,6 +114,24 @@ def _schema_text() -> str:
     schema = _compact(Fragment.model_json_schema())
     defs = schema.pop("$defs", {})
     return json.dumps(_inline(schema, defs))
+
+
+def profiled_schema(profile: ModelProfile | None) -> dict[str, Any]:
+    """The Fragment schema as a model's pydantic-ai profile wants it (its JSON-schema
+    transformer applied, when it has one)."""
+    schema = fragment_schema()
+    transformer = (profile or {}).get("json_schema_transformer")
+    if transformer is not None:
+        schema = transformer(schema, strict=None).walk()
+    return schema
+
+
+def put_given(target: dict[str, Any], *fields: tuple[str, float | int | None]) -> None:
+    """Set each named sampling value the caller gave; a provider's own default stands for the
+    rest."""
+    for name, value in fields:
+        if value is not None:
+            target[name] = value
 
 
 def json_instructions(schema: dict[str, Any]) -> str:
