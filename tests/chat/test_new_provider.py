@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from fragments.llm import catalogue
-from fragments.llm.providers import PROVIDERS, ProviderId, ProviderSpec
+from fragments.llm.providers import PROVIDERS, ProviderSpec
+from fragments.llm.types import ProviderId
 from tests.chat.conftest import chat_body, names, post_chat, received_key
 from tests.fakes import FakeOpenAI, FragmentReply
 from tests.fakes.sample import SAMPLE_FRAGMENT

@@ -25,9 +25,8 @@ import structlog
 from fragments.chat.prompt import system_prompt
 from fragments.chat.stream import chat_events
 from fragments.config import Settings
-from fragments.llm.providers import ProviderId
 from fragments.llm.streamer import DirectStreamer
-from fragments.llm.types import ModelCall, Turn
+from fragments.llm.types import ModelCall, ProviderId, Turn
 from fragments.sandbox.templates import resolve_templates
 
 MODELS: dict[str, tuple[ProviderId, str]] = {

@@ -11,8 +11,8 @@ from fragments.config import Settings
 from fragments.llm.errors import LLMError, status_error
 from fragments.llm.gemini_wire import stream_url
 from fragments.llm.pricing import cost_usd
-from fragments.llm.providers import NO_KEY, PROVIDERS, ProviderId, ProviderSpec, resolve_endpoint
-from fragments.llm.types import Usage
+from fragments.llm.providers import NO_KEY, PROVIDERS, ProviderSpec, resolve_endpoint
+from fragments.llm.types import ProviderId, Usage
 from fragments.llm.wire import upstream_message
 
 

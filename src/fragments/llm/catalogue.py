@@ -9,7 +9,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 from fragments.errors import BadRequest
-from fragments.llm.providers import PROVIDERS, ProviderId, find_provider
+from fragments.llm.providers import PROVIDERS, find_provider
+from fragments.llm.types import ProviderId
 from fragments.schemas import ModelRef
 
 

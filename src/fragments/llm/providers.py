@@ -14,19 +14,8 @@ from pydantic import SecretStr
 
 from fragments.config import Settings
 from fragments.llm.errors import LLMError
+from fragments.llm.types import ProviderId
 
-ProviderId = Literal[
-    "anthropic",
-    "openai",
-    "google",
-    "mistral",
-    "groq",
-    "fireworks",
-    "togetherai",
-    "xai",
-    "deepseek",
-    "ollama",
-]
 WireProtocol = Literal["openai", "anthropic", "google"]
 # How the model is asked for structured output: a forced function/tool call whose arguments
 # are the fragment, or a JSON object as the message content (servers without tool support).
