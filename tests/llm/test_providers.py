@@ -9,11 +9,11 @@ from pydantic import AliasChoices
 
 from fragments.config import Settings
 from fragments.llm.errors import LLMError, status_error
+from fragments.llm.faults import read_fault
 from fragments.llm.gemini_wire import stream_url
 from fragments.llm.pricing import cost_usd
 from fragments.llm.providers import NO_KEY, PROVIDERS, ProviderSpec, resolve_endpoint
 from fragments.llm.types import ProviderId, Usage
-from fragments.llm.wire import upstream_message
 
 
 def make(**values: object) -> Settings:
@@ -137,6 +137,10 @@ def test_status_errors(status: int, message: str | None, code: str, retryable: b
     assert (error.code, error.retryable, error.status) == (code, retryable, status)
     assert error.detail.startswith("OpenAI")
     assert error.detail.endswith(".")
+
+
+def upstream_message(body: bytes) -> str | None:
+    return read_fault(body).message
 
 
 def test_upstream_messages_of_each_protocol() -> None:

@@ -11,7 +11,7 @@ import httpx2
 
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import ModelCall
-from fragments.llm.wire import WireRequest, dumps, sdk_headers
+from fragments.llm.wire import WireRequest, dumps
 
 
 class SdkClient(Protocol):
@@ -46,6 +46,14 @@ class ProviderCache(Generic[P]):
         if provider is None:
             provider = self._cached[key] = self._build(endpoint)
         return provider
+
+
+def sdk_headers(default: Mapping[str, object], auth: Mapping[str, str]) -> dict[str, str]:
+    """An SDK client's own headers (auth, API version, user agent), minus its omitted ones."""
+    headers = {k: v for k, v in default.items() if isinstance(v, str)}
+    headers.update(auth)
+    headers["Accept"] = "text/event-stream"
+    return headers
 
 
 def sdk_request(client: SdkClient, path: str, body: dict[str, Any]) -> WireRequest:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic_core
 
-from fragments.llm.faults import read_fault
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.schemas import Fragment
@@ -155,18 +154,5 @@ def estimate_input_tokens(call: ModelCall, extra_chars: int = 0) -> int:
     return chars // 4 + images * 800
 
 
-def sdk_headers(default: Mapping[str, object], auth: Mapping[str, str]) -> dict[str, str]:
-    """An SDK client's own headers (auth, API version, user agent), minus its omitted ones."""
-    headers = {k: v for k, v in default.items() if isinstance(v, str)}
-    headers.update(auth)
-    headers["Accept"] = "text/event-stream"
-    return headers
-
-
 def dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def upstream_message(body: object) -> str | None:
-    """The provider's own error sentence from an error body of any of the three protocols."""
-    return read_fault(body).message
