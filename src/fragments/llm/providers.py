@@ -1,5 +1,10 @@
 """Where each provider lives, which wire protocol it speaks, and whose key goes where.
 
+One `ProviderSpec` record per provider; everything else (ids, display names, keys and URLs from
+the settings, schema profiles, catalogue checks) is derived from it. Adding an OpenAI-compatible
+provider is one record here plus its models in `models.json` (and, for a platform key read from
+the environment, its two `Settings` fields, which a test checks against the record).
+
 Mistral, Groq, Fireworks, Together, xAI, DeepSeek and Ollama all serve the OpenAI chat-completions
 protocol at the base URLs below (each documents it), so they share the OpenAI wire code; only
 Anthropic and Gemini have protocols of their own.
