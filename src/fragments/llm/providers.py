@@ -2,8 +2,9 @@
 
 One `ProviderSpec` record per provider; everything else (ids, display names, keys and URLs from
 the settings, schema profiles, catalogue checks) is derived from it. Adding an OpenAI-compatible
-provider is one record here plus its models in `models.json` (and, for a platform key read from
-the environment, its two `Settings` fields, which a test checks against the record).
+provider is one record here plus its models in `models.json`; its id also goes into the
+`ProviderId` Literal (types.py, for mypy) and, for a platform key read from the environment, its
+two `Settings` fields are declared in config.py: tests hold both in step with the records.
 
 Mistral, Groq, Fireworks, Together, xAI, DeepSeek and Ollama all serve the OpenAI chat-completions
 protocol at the base URLs below (each documents it), so they share the OpenAI wire code; only
