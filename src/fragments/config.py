@@ -9,32 +9,6 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ProviderId = Literal[
-    "anthropic",
-    "openai",
-    "google",
-    "mistral",
-    "groq",
-    "fireworks",
-    "togetherai",
-    "xai",
-    "deepseek",
-    "ollama",
-]
-PROVIDER_IDS: tuple[ProviderId, ...] = (
-    "anthropic",
-    "openai",
-    "google",
-    "mistral",
-    "groq",
-    "fireworks",
-    "togetherai",
-    "xai",
-    "deepseek",
-    "ollama",
-)
-
-
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me-in-production"
 
 
@@ -248,7 +222,9 @@ class Settings(BaseSettings):
     # How caps are enforced: cgroups (v1 or v2) when writable, else rlimits; or force one.
     sandbox_limits: Literal["auto", "cgroup-v1", "cgroup-v2", "rlimit"] = "auto"
 
-    # Providers: keys and platform base URLs, under their usual names.
+    # Providers: keys and platform base URLs, under their usual names (`<env>_API_KEY`,
+    # `<env>_BASE_URL`, as each ProviderSpec in llm/providers.py names them; a test holds the two
+    # in step). The specs read them; nothing else does.
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
     anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
@@ -355,53 +331,3 @@ class Settings(BaseSettings):
     def resolved_preview_domain(self) -> str:
         """Where preview origins live: `<port>-<sandbox_id>.<this>`."""
         return self.preview_domain or f"localhost:{self.port}"
-
-    def provider_key(self, provider: ProviderId) -> str | None:
-        """The platform's API key for a provider, if configured."""
-        secret: SecretStr | None
-        match provider:
-            case "anthropic":
-                secret = self.anthropic_api_key
-            case "openai":
-                secret = self.openai_api_key
-            case "google":
-                secret = self.google_api_key
-            case "mistral":
-                secret = self.mistral_api_key
-            case "groq":
-                secret = self.groq_api_key
-            case "fireworks":
-                secret = self.fireworks_api_key
-            case "togetherai":
-                secret = self.together_api_key
-            case "xai":
-                secret = self.xai_api_key
-            case "deepseek":
-                secret = self.deepseek_api_key
-            case "ollama":
-                secret = None
-        return secret.get_secret_value() if secret else None
-
-    def provider_base_url(self, provider: ProviderId) -> str | None:
-        """The platform's base URL override for a provider (`<PROVIDER>_BASE_URL`)."""
-        match provider:
-            case "anthropic":
-                return self.anthropic_base_url
-            case "openai":
-                return self.openai_base_url
-            case "google":
-                return self.google_base_url
-            case "mistral":
-                return self.mistral_base_url
-            case "groq":
-                return self.groq_base_url
-            case "fireworks":
-                return self.fireworks_base_url
-            case "togetherai":
-                return self.together_base_url
-            case "xai":
-                return self.xai_base_url
-            case "deepseek":
-                return self.deepseek_base_url
-            case "ollama":
-                return self.ollama_base_url

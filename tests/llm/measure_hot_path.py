@@ -24,9 +24,9 @@ import structlog
 
 from fragments.chat.prompt import system_prompt
 from fragments.chat.stream import chat_events
-from fragments.config import ProviderId, Settings
+from fragments.config import Settings
 from fragments.llm.streamer import DirectStreamer
-from fragments.llm.types import ModelCall, Turn
+from fragments.llm.types import ModelCall, ProviderId, Turn
 from fragments.sandbox.templates import resolve_templates
 
 MODELS: dict[str, tuple[ProviderId, str]] = {

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import get_args
 
-from fragments.config import PROVIDER_IDS, Settings
+import pytest
+from pydantic import AliasChoices
+
+from fragments.config import Settings
 from fragments.llm.errors import LLMError, status_error
+from fragments.llm.faults import read_fault
 from fragments.llm.gemini_wire import stream_url
 from fragments.llm.pricing import cost_usd
-from fragments.llm.providers import NO_KEY, PROVIDERS, resolve_endpoint
-from fragments.llm.types import Usage
-from fragments.llm.wire import upstream_message
+from fragments.llm.providers import NO_KEY, PROVIDERS, ProviderSpec, resolve_endpoint
+from fragments.llm.types import ProviderId, Usage
 
 
 def make(**values: object) -> Settings:
@@ -20,9 +23,53 @@ def make(**values: object) -> Settings:
 
 
 def test_every_provider_has_a_spec() -> None:
-    assert set(PROVIDERS) == set(PROVIDER_IDS)
-    for spec in PROVIDERS.values():
+    # The Literal is for mypy; the specs are the truth, and the two stay the same set.
+    assert set(PROVIDERS) == set(get_args(ProviderId))
+    for provider_id, spec in PROVIDERS.items():
+        assert spec.id == provider_id
         assert spec.base_url.startswith(("https://", "http://127.0.0.1"))
+
+
+def _aliases(field: str) -> set[str]:
+    alias = Settings.model_fields[field].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return {str(choice) for choice in alias.choices}
+
+
+@pytest.mark.parametrize("spec", PROVIDERS.values(), ids=lambda spec: spec.id)
+def test_specs_and_settings_name_the_same_variables(spec: ProviderSpec) -> None:
+    assert spec.env is not None
+    prefix = spec.env.lower()
+    assert _aliases(f"{prefix}_base_url") == {f"{spec.env}_BASE_URL"}
+    if spec.keyless:
+        assert f"{prefix}_api_key" not in Settings.model_fields
+    else:
+        assert spec.key_env in _aliases(f"{prefix}_api_key")
+
+
+@pytest.mark.parametrize("spec", PROVIDERS.values(), ids=lambda spec: spec.id)
+def test_platform_key_and_url_come_from_the_environment(
+    spec: ProviderSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert spec.env is not None
+    monkeypatch.setenv(f"{spec.env}_BASE_URL", "http://proxy.internal/v1")
+    if spec.key_env is not None:
+        monkeypatch.setenv(spec.key_env, f"env-key-{spec.id}")
+    endpoint = resolve_endpoint(Settings(_env_file=None), spec.id, None, None)  # type: ignore[call-arg]
+    assert endpoint.base_url == "http://proxy.internal/v1"
+    assert endpoint.api_key == (NO_KEY if spec.keyless else f"env-key-{spec.id}")
+    assert (endpoint.provider_id, endpoint.provider_name, endpoint.mode) == (
+        spec.id,
+        spec.name,
+        spec.mode,
+    )
+
+
+def test_google_key_under_its_sdk_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("GOOGLE_GENERATIVE_AI_API_KEY", "from-the-ai-sdk-name")
+    endpoint = resolve_endpoint(Settings(_env_file=None), "google", None, None)  # type: ignore[call-arg]
+    assert endpoint.api_key == "from-the-ai-sdk-name"
 
 
 def test_platform_key_and_default_url() -> None:
@@ -90,6 +137,10 @@ def test_status_errors(status: int, message: str | None, code: str, retryable: b
     assert (error.code, error.retryable, error.status) == (code, retryable, status)
     assert error.detail.startswith("OpenAI")
     assert error.detail.endswith(".")
+
+
+def upstream_message(body: bytes) -> str | None:
+    return read_fault(body).message
 
 
 def test_upstream_messages_of_each_protocol() -> None:

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.deps import SessionDep, SignedInUser
 from fragments.auth.secrets import decrypt, encrypt, hint
-from fragments.config import PROVIDER_IDS, Settings
+from fragments.config import Settings
 from fragments.errors import BadRequest, NotFound
+from fragments.llm.providers import find_provider
 from fragments.state import SettingsDep
 from fragments.store.db import aware
 from fragments.store.models import ProviderKey
@@ -26,7 +27,7 @@ class SaveKey(BaseModel):
 
 
 def _check_provider(provider: str) -> None:
-    if provider not in PROVIDER_IDS:
+    if find_provider(provider) is None:
         raise BadRequest(f"Unknown provider '{provider[:40]}'.", code="unknown_provider")
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from fragments.errors import BadRequest
+from fragments.fragment_rules import fragment_files
 from fragments.llm.errors import LLMError
 from fragments.llm.types import StreamResult
-from fragments.sandbox.service import check_path
 from fragments.sandbox.templates import TEMPLATES, Template
 from fragments.schemas import Fragment
 
@@ -56,12 +56,7 @@ def finalize(text: str, result: StreamResult, pinned: Template | None) -> Fragme
     if not fragment.code.strip() and not any(f.file_content.strip() for f in fragment.files):
         raise _invalid("The model's answer has no code.")
     try:
-        if fragment.file_path:
-            check_path(fragment.file_path)
-        for entry in fragment.files:
-            if not entry.file_path.strip():
-                raise _invalid("The model's answer has a file without a path.")
-            check_path(entry.file_path)
+        fragment_files(fragment)
     except BadRequest as exc:
         detail = exc.detail[:1].lower() + exc.detail[1:]
         raise _invalid(f"The model's answer is unsafe to run: {detail}") from None

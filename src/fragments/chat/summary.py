@@ -12,17 +12,11 @@ from __future__ import annotations
 import structlog
 
 from fragments.chat.window import Exchange, extractive_summary, message_text
+from fragments.llm.providers import PROVIDERS
 from fragments.llm.types import ModelCall, ModelStreamer, Sampling, StreamResult, Turn
 from fragments.schemas import Fragment
 
 log = structlog.get_logger(__name__)
-
-# The cheaper model of each family that writes summaries; other providers use the same model.
-SUMMARY_MODELS: dict[str, str] = {
-    "anthropic": "claude-haiku-4-5",
-    "openai": "gpt-4.1-mini",
-    "google": "gemini-2.5-flash",
-}
 
 SUMMARY_SYSTEM = """You keep a running summary of a conversation between a user and an
 assistant that writes programs (fragments). You are given the summary so far and the next
@@ -75,7 +69,8 @@ async def model_summary(
 ) -> tuple[str, StreamResult | None]:
     """The summary with `items` folded in, by the provider's cheap model; the local extractive
     summary (and None) when that call fails."""
-    model_id = SUMMARY_MODELS.get(call.provider_id, call.model_id)
+    # The family's cheaper model where its spec names one, else the chat's own model.
+    model_id = PROVIDERS[call.provider_id].summary_model or call.model_id
     if call.base_url is not None:
         model_id = call.model_id  # a caller's own server may not serve the cheap model
     request = ModelCall(

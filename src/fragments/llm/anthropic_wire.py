@@ -13,22 +13,20 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import httpx2
 from anthropic import AsyncAnthropic
 from pydantic_ai.providers.anthropic import AnthropicProvider
 
 from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.faults import stream_error
 from fragments.llm.providers import Endpoint, OutputMode
-from fragments.llm.sdk_clients import ProviderCache, sdk_request
+from fragments.llm.sdk_clients import SdkWire
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Turn, Usage
 from fragments.llm.wire import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
-    WireRequest,
-    fragment_schema,
     json_instructions,
     loads,
+    profiled_schema,
 )
 
 # Enough for a large multi-file answer; models with a known lower limit get theirs.
@@ -40,10 +38,7 @@ _CACHE = {"type": "ephemeral"}
 @functools.lru_cache(maxsize=256)
 def _model_facts(model_id: str) -> tuple[dict[str, Any], int]:
     profile = AnthropicProvider.model_profile(model_id) or {}
-    schema = fragment_schema()
-    transformer = profile.get("json_schema_transformer")
-    if transformer is not None:
-        schema = transformer(schema, strict=None).walk()
+    schema = profiled_schema(profile)
     limit = profile.get("anthropic_max_output_tokens")
     if isinstance(limit, int) and limit > 0:
         max_tokens = min(limit, DEFAULT_MAX_TOKENS)
@@ -84,10 +79,8 @@ def _messages(turns: tuple[Turn, ...], cache_turns: int = 0) -> list[dict[str, A
     return out
 
 
-class AnthropicWire:
-    def __init__(self, http: httpx2.AsyncClient) -> None:
-        self._http = http
-        self._providers = ProviderCache(self._new_provider)
+class AnthropicWire(SdkWire[AnthropicProvider]):
+    path = "/v1/messages"
 
     def _new_provider(self, endpoint: Endpoint) -> AnthropicProvider:
         client = AsyncAnthropic(
@@ -128,10 +121,6 @@ class AnthropicWire:
         if s.top_k is not None:
             body["top_k"] = s.top_k
         return body
-
-    def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
-        client = self._providers.get(endpoint).client
-        return sdk_request(client, "/v1/messages", self.body(call, endpoint, mode))
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> AnthropicParser:
         return AnthropicParser(mode, sink, endpoint.provider_name)

@@ -6,23 +6,12 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
-from fragments.config import PROVIDER_IDS, ProviderId
 from fragments.errors import BadRequest
+from fragments.llm.providers import PROVIDERS, find_provider
+from fragments.llm.types import ProviderId
 from fragments.schemas import ModelRef
-
-PROVIDER_NAMES: dict[ProviderId, str] = {
-    "anthropic": "Anthropic",
-    "openai": "OpenAI",
-    "google": "Google Generative AI",
-    "mistral": "Mistral",
-    "groq": "Groq",
-    "fireworks": "Fireworks",
-    "togetherai": "Together AI",
-    "xai": "xAI",
-    "deepseek": "DeepSeek",
-    "ollama": "Ollama",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +32,14 @@ class CatalogueModel:
         }
 
 
+# The packaged data file: every model the UI offers, each naming its provider's spec id.
+CATALOGUE_FILE: Traversable = resources.files("fragments.llm").joinpath("models.json")
+
+
 @cache
 def load_catalogue() -> tuple[CatalogueModel, ...]:
-    """Every model the UI offers, read once from the packaged data file."""
-    raw = json.loads(resources.files("fragments.llm").joinpath("models.json").read_text())
+    """Every model the UI offers, read once from `CATALOGUE_FILE`."""
+    raw = json.loads(CATALOGUE_FILE.read_text())
     return tuple(
         CatalogueModel(
             id=m["id"],
@@ -59,26 +52,26 @@ def load_catalogue() -> tuple[CatalogueModel, ...]:
     )
 
 
+def _unknown_provider(given: str) -> BadRequest:
+    return BadRequest(
+        f"Unknown provider '{given[:40]}'; use one of: {', '.join(PROVIDERS)}.",
+        code="unknown_model",
+    )
+
+
 def resolve_provider(ref: ModelRef) -> ProviderId:
     """`providerId` wins; else `provider` matched case-insensitively against ids and names."""
     if ref.provider_id:
-        pid = ref.provider_id.strip().lower()
-        for known in PROVIDER_IDS:
-            if known == pid:
-                return known
-        raise BadRequest(
-            f"Unknown provider '{ref.provider_id[:40]}'; use one of: {', '.join(PROVIDER_IDS)}.",
-            code="unknown_model",
-        )
+        spec = find_provider(ref.provider_id.strip().lower())
+        if spec is None:
+            raise _unknown_provider(ref.provider_id)
+        return spec.id
     if ref.provider:
         wanted = ref.provider.strip().lower()
-        for pid, name in PROVIDER_NAMES.items():
-            if wanted in (pid, name.lower()):
-                return pid
-        raise BadRequest(
-            f"Unknown provider '{ref.provider[:40]}'; use one of: {', '.join(PROVIDER_IDS)}.",
-            code="unknown_model",
-        )
+        for spec in PROVIDERS.values():
+            if wanted in (spec.id, spec.name.lower()):
+                return spec.id
+        raise _unknown_provider(ref.provider)
     for model in load_catalogue():
         if model.id == ref.id:
             return model.provider_id
@@ -91,12 +84,12 @@ def resolve_model(ref: ModelRef, *, has_base_url: bool) -> CatalogueModel:
     for model in load_catalogue():
         if model.id == ref.id and model.provider_id == provider_id:
             return model
-    # Ollama serves whatever the user pulled, so any id is fine there too.
-    if has_base_url or provider_id == "ollama":
+    spec = PROVIDERS[provider_id]
+    if has_base_url or spec.any_model:
         return CatalogueModel(
             id=ref.id,
             name=ref.name or ref.id,
-            provider=PROVIDER_NAMES[provider_id],
+            provider=spec.name,
             provider_id=provider_id,
             multimodal=True,
         )

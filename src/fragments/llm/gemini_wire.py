@@ -21,17 +21,12 @@ from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.faults import stream_error
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
-from fragments.llm.wire import WireRequest, dumps, fragment_schema, loads
+from fragments.llm.wire import WireRequest, dumps, loads, profiled_schema, put_given
 
 
 @functools.lru_cache(maxsize=256)
 def _schema(model_id: str) -> dict[str, Any]:
-    profile = google_model_profile(model_id) or {}
-    transformer = profile.get("json_schema_transformer")
-    schema = fragment_schema()
-    if transformer is not None:
-        schema = transformer(schema, strict=None).walk()
-    return schema
+    return profiled_schema(google_model_profile(model_id))
 
 
 def stream_url(base_url: str, model_id: str) -> str:
@@ -66,16 +61,15 @@ class GeminiWire:
             "responseJsonSchema": _schema(call.model_id),
         }
         s = call.sampling
-        for name, value in (
+        put_given(
+            config,
             ("temperature", s.temperature),
             ("topP", s.top_p),
             ("topK", s.top_k),
             ("maxOutputTokens", s.max_tokens),
             ("frequencyPenalty", s.frequency_penalty),
             ("presencePenalty", s.presence_penalty),
-        ):
-            if value is not None:
-                config[name] = value
+        )
         return {
             "systemInstruction": {"parts": [{"text": call.system}]},
             "contents": contents,

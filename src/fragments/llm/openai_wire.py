@@ -10,63 +10,52 @@ one `json.loads`.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-import httpx2
 from openai import AsyncOpenAI
 from pydantic_ai.profiles import ModelProfile
-from pydantic_ai.profiles.grok import grok_model_profile
-from pydantic_ai.profiles.groq import groq_model_profile
-from pydantic_ai.profiles.mistral import mistral_model_profile
-from pydantic_ai.providers.deepseek import DeepSeekProvider
-from pydantic_ai.providers.fireworks import FireworksProvider
-from pydantic_ai.providers.ollama import OllamaProvider
 from pydantic_ai.providers.openai import OpenAIProvider
-from pydantic_ai.providers.together import TogetherProvider
 
-from fragments.config import ProviderId
 from fragments.llm.answer_parser import AnswerParser
 from fragments.llm.faults import stream_error
-from fragments.llm.providers import Endpoint, OutputMode
-from fragments.llm.sdk_clients import ProviderCache, sdk_request
+from fragments.llm.providers import PROVIDERS, Endpoint, OutputMode, ProviderSpec
+from fragments.llm.sdk_clients import SdkWire
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.llm.wire import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
-    WireRequest,
-    fragment_schema,
     json_instructions,
     loads,
+    profiled_schema,
+    put_given,
 )
 
-_PROFILES: dict[ProviderId, Callable[[str], ModelProfile | None]] = {
-    "openai": OpenAIProvider.model_profile,
-    "mistral": mistral_model_profile,
-    "groq": groq_model_profile,
-    "fireworks": FireworksProvider.model_profile,
-    "togetherai": TogetherProvider.model_profile,
-    "xai": grok_model_profile,
-    "deepseek": DeepSeekProvider.model_profile,
-    "ollama": OllamaProvider.model_profile,
-}
+
+@functools.cache
+def _profile_of(location: str) -> Callable[[str], ModelProfile | None]:
+    """A spec's `module:attribute` profile function (imported with this wire, not before)."""
+    module, _, path = location.partition(":")
+    target: object = importlib.import_module(module)
+    for name in path.split("."):
+        target = getattr(target, name)
+    return cast("Callable[[str], ModelProfile | None]", target)
+
+
+# Loaded with this module (in the start-up warm-up thread), as the SDKs are, not on a request.
+for _spec in PROVIDERS.values():
+    if _spec.protocol == "openai":
+        _profile_of(_spec.profile)
 
 
 @functools.lru_cache(maxsize=256)
-def _schema(provider_id: ProviderId, model_id: str) -> dict[str, Any]:
-    profile_of = _PROFILES.get(provider_id, OpenAIProvider.model_profile)
-    profile = profile_of(model_id) or {}
-    transformer = profile.get("json_schema_transformer")
-    schema = fragment_schema()
-    if transformer is not None:
-        schema = transformer(schema, strict=None).walk()
-    return schema
+def _schema(spec: ProviderSpec, model_id: str) -> dict[str, Any]:
+    return profiled_schema(_profile_of(spec.profile)(model_id))
 
 
-class OpenAIWire:
-    def __init__(self, http: httpx2.AsyncClient) -> None:
-        self._http = http
-        self._providers = ProviderCache(self._new_provider)
+class OpenAIWire(SdkWire[OpenAIProvider]):
+    path = "/chat/completions"
 
     def _new_provider(self, endpoint: Endpoint) -> OpenAIProvider:
         client = AsyncOpenAI(
@@ -79,7 +68,7 @@ class OpenAIWire:
         return OpenAIProvider(openai_client=client)
 
     def body(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> dict[str, Any]:
-        schema = _schema(endpoint.provider_id, call.model_id)
+        schema = _schema(endpoint.spec, call.model_id)
         system = call.system if mode == "tool" else call.system + json_instructions(schema)
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
         for turn in call.turns:
@@ -120,26 +109,19 @@ class OpenAIWire:
                 "json_schema": {"name": TOOL_NAME, "schema": schema},
             }
         s = call.sampling
-        official = endpoint.provider_id == "openai" and not endpoint.user_url
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        if s.top_p is not None:
-            body["top_p"] = s.top_p
-        if s.max_tokens is not None:
-            # OpenAI's own API wants the newer name (reasoning models refuse max_tokens).
-            body["max_completion_tokens" if official else "max_tokens"] = s.max_tokens
-        if s.frequency_penalty is not None:
-            body["frequency_penalty"] = s.frequency_penalty
-        if s.presence_penalty is not None:
-            body["presence_penalty"] = s.presence_penalty
-        if s.top_k is not None and not official:
-            # Not in OpenAI's API; Together, Fireworks and local servers take it.
-            body["top_k"] = s.top_k
+        # A caller's URL is some compatible server, whichever provider the request names.
+        spec = endpoint.spec
+        classic = endpoint.user_url
+        put_given(
+            body,
+            ("temperature", s.temperature),
+            ("top_p", s.top_p),
+            ("max_tokens" if classic else spec.max_tokens_field, s.max_tokens),
+            ("frequency_penalty", s.frequency_penalty),
+            ("presence_penalty", s.presence_penalty),
+            ("top_k", s.top_k if classic or spec.top_k else None),
+        )
         return body
-
-    def request(self, call: ModelCall, endpoint: Endpoint, mode: OutputMode) -> WireRequest:
-        client = self._providers.get(endpoint).client
-        return sdk_request(client, "/chat/completions", self.body(call, endpoint, mode))
 
     def parser(self, endpoint: Endpoint, mode: OutputMode, sink: AnswerSink) -> OpenAIParser:
         return OpenAIParser(mode, sink, endpoint.provider_name)

@@ -1,7 +1,7 @@
 """The direct model streamer: one provider, its wire protocol, timeouts and early retries.
 
-Failover chains, circuit breakers and a response cache arrive later as `ModelStreamer`s that wrap
-this one; the chat endpoint never changes.
+Anything that decides which model answers (a failover chain, a circuit breaker) wraps this one as
+another `ModelStreamer`; the chat endpoint never changes.
 """
 
 from __future__ import annotations

@@ -9,8 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from fragments.config import ProviderId
-
+# Every provider the app knows: the ids of the ProviderSpec records in llm/providers.py (a
+# test keeps the two the same set).
+ProviderId = Literal[
+    "anthropic",
+    "openai",
+    "google",
+    "mistral",
+    "groq",
+    "fireworks",
+    "togetherai",
+    "xai",
+    "deepseek",
+    "ollama",
+]
 Role = Literal["user", "assistant"]
 
 

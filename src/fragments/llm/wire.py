@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic_core
 
-from fragments.llm.faults import read_fault
 from fragments.llm.providers import Endpoint, OutputMode
 from fragments.llm.types import AnswerSink, ImageInput, ModelCall, Usage
 from fragments.schemas import Fragment
+
+if TYPE_CHECKING:
+    from pydantic_ai.profiles import ModelProfile
 
 TOOL_NAME = "fragment"
 TOOL_DESCRIPTION = "Write the fragment: the app or notebook cell, with its complete code."
@@ -113,6 +115,24 @@ def _schema_text() -> str:
     return json.dumps(_inline(schema, defs))
 
 
+def profiled_schema(profile: ModelProfile | None) -> dict[str, Any]:
+    """The Fragment schema as a model's pydantic-ai profile wants it (its JSON-schema
+    transformer applied, when it has one)."""
+    schema = fragment_schema()
+    transformer = (profile or {}).get("json_schema_transformer")
+    if transformer is not None:
+        schema = transformer(schema, strict=None).walk()
+    return schema
+
+
+def put_given(target: dict[str, Any], *fields: tuple[str, float | int | None]) -> None:
+    """Set each named sampling value the caller gave; a provider's own default stands for the
+    rest."""
+    for name, value in fields:
+        if value is not None:
+            target[name] = value
+
+
 def json_instructions(schema: dict[str, Any]) -> str:
     """Appended to the system prompt when the answer comes as message content."""
     return (
@@ -134,18 +154,5 @@ def estimate_input_tokens(call: ModelCall, extra_chars: int = 0) -> int:
     return chars // 4 + images * 800
 
 
-def sdk_headers(default: Mapping[str, object], auth: Mapping[str, str]) -> dict[str, str]:
-    """An SDK client's own headers (auth, API version, user agent), minus its omitted ones."""
-    headers = {k: v for k, v in default.items() if isinstance(v, str)}
-    headers.update(auth)
-    headers["Accept"] = "text/event-stream"
-    return headers
-
-
 def dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def upstream_message(body: object) -> str | None:
-    """The provider's own error sentence from an error body of any of the three protocols."""
-    return read_fault(body).message

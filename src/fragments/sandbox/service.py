@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal, Protocol
 
-from fragments.errors import BadRequest, FragmentsError
+from fragments.errors import FragmentsError
+from fragments.fragment_rules import fragment_files
 from fragments.sandbox.deps import dependency_name, normalize_pip_name, validate_dependencies
 from fragments.sandbox.templates import Template, get_template
 from fragments.schemas import Fragment, InterpreterResult, WebResult
@@ -90,27 +91,6 @@ class Program:
     dependencies: tuple[str, ...] = ()
 
 
-def check_path(path: str) -> str:
-    """A fragment file path, or BadRequest: relative, inside the workspace, no NUL."""
-    if "\x00" in path:
-        raise BadRequest("A file path contains a NUL character.", code="invalid_path")
-    if len(path) > 1024:
-        raise BadRequest("A file path is longer than 1024 characters.", code="invalid_path")
-    shown = path[:80]
-    if path.startswith(("/", "\\", "~")) or PurePosixPath(path).is_absolute():
-        raise BadRequest(
-            f"The file path '{shown}' is absolute; paths must be relative to the app's folder.",
-            code="invalid_path",
-        )
-    parts = PurePosixPath(path.replace("\\", "/")).parts
-    if ".." in parts:
-        raise BadRequest(
-            f"The file path '{shown}' leaves the app's folder ('..' is not allowed).",
-            code="invalid_path",
-        )
-    return path
-
-
 def prepare_program(fragment: Fragment) -> Program:
     """Validate a fragment (template, paths, dependencies) and pick what to run; BadRequest."""
     template = get_template(fragment.template)
@@ -120,13 +100,7 @@ def prepare_program(fragment: Fragment) -> Program:
         for dep in validate_dependencies(fragment.additional_dependencies, template.language)
         if dependency_name(dep, template.language) not in provided
     )
-    if fragment.file_path:
-        check_path(fragment.file_path)
-    files: list[tuple[str, str]] = []
-    for entry in fragment.files:
-        if not entry.file_path.strip() or entry.file_path.endswith("/"):
-            raise BadRequest("Every file in 'files' needs a file_path.", code="invalid_path")
-        files.append((check_path(entry.file_path), entry.file_content))
+    files = fragment_files(fragment)
     if not files:
         main = fragment.file_path or template.file
         return Program(template, (), fragment.code, main, dependencies)

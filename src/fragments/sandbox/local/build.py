@@ -29,7 +29,7 @@ from fragments.sandbox.templates import TEMPLATES, Template
 MARKER = ".fragments-template.json"
 # Bump when the layout of a built environment changes, so old ones are rebuilt.
 FORMAT = 1
-# Templates this backend can build today (the Node templates arrive with their own builder).
+# The Python templates built here; the Node templates have their own builder (node_build.py).
 BUILDABLE = ("code-interpreter-v1", "streamlit-developer", "gradio-developer")
 # Where the pre-built matplotlib font cache lives inside an environment.
 MPL_CACHE = "share/fragments/matplotlib"

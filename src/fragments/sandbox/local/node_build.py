@@ -20,7 +20,7 @@ Contract for the sandbox runtime
   `next-env.d.ts` if it differs); Nuxt `.nuxt/`, `node_modules/.cache/{vite,jiti,nuxt}`. The
   model's file is `pages/index.tsx` (Next.js) or `app/app.vue` (Nuxt). So the whole tree must be
   writable through the overlay by the sandbox user: build with `uid=<sandbox uid>` (files owned by
-  it, as NOTES found Turbopack needs) or with `gid=<a group the sandboxes share>` and
+  it: Turbopack fails with EPERM otherwise) or with `gid=<a group the sandboxes share>` and
   `group_writable=True` (dirs 2775, files 664). With neither, files are root's and world-readable
   (enough for a read-only bind, not for an overlay written to by another uid).
 - Start commands (cwd T, `HOME` writable, `PATH` with Node's bin):
