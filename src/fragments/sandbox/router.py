@@ -12,6 +12,7 @@ from sse_starlette import EventSourceResponse
 
 from fragments.auth.deps import CurrentUser
 from fragments.errors import BadRequest
+from fragments.sandbox.public import PreparedSandboxPublic, SandboxResultPublic
 from fragments.sandbox.runs import prepare, start_run
 from fragments.schemas import SandboxRequest
 from fragments.state import StateDep
@@ -45,7 +46,13 @@ def _wants_stream(request: Request) -> bool:
 @router.post(
     "/api/sandbox",
     response_model=None,
-    responses={200: {"description": "An interpreter result, a web result, or an SSE stream."}},
+    responses={
+        200: {
+            "description": "An interpreter result, a web result, or an SSE stream.",
+            "model": SandboxResultPublic,
+            "content": {"text/event-stream": {}},
+        }
+    },
 )
 async def run_sandbox(
     request: Request,
@@ -65,7 +72,7 @@ async def run_sandbox(
     "/api/sandbox/prepare",
     response_model=None,
     responses={
-        200: {"description": "The conversation's sandbox: {sandbox_id, template, url}."},
+        200: {"description": "The conversation's sandbox.", "model": PreparedSandboxPublic},
         204: {"description": "This backend cannot prepare the template; run as usual."},
     },
 )
@@ -88,7 +95,7 @@ async def prepare_sandbox(
     prepared, headers = await prepare(request, state, who, body.template, body.conversation_id)
     if prepared is None:
         return Response(status_code=204, headers=headers)
-    return JSONResponse(
-        {"sandbox_id": prepared.sandbox_id, "template": prepared.template, "url": prepared.url},
-        headers=headers,
+    public = PreparedSandboxPublic(
+        sandbox_id=prepared.sandbox_id, template=prepared.template, url=prepared.url
     )
+    return JSONResponse(public.model_dump(), headers=headers)
