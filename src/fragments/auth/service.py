@@ -226,7 +226,7 @@ async def me(session: AsyncSession, user_id: str) -> tuple[User, list[tuple[Team
         .where(Membership.user_id == row.id)
         .order_by(Membership.created_at)
     )
-    return row, [(team, m) for team, m in teams.tuples()]
+    return row, [(team, m) for team, m in teams.all()]
 
 
 async def membership(session: AsyncSession, user_id: str, team_id: str) -> Membership | None:
