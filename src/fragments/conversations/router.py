@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
 
 from fragments.auth.deps import SessionDep, SignedInUser
 from fragments.conversations.public import (
@@ -17,6 +16,7 @@ from fragments.conversations.public import (
     SavedTurnPublic,
     conversation_detail,
 )
+from fragments.conversations.resend import save_resent_turn
 from fragments.errors import NotFound
 from fragments.schemas import Fragment, Message
 from fragments.state import SettingsDep
@@ -118,42 +118,15 @@ async def resend_turn(
 ) -> SavedTurnPublic:
     """Save a turn that was not saved (idempotent on `turn_id`). The conversation is created
     with this id when the chat that made it could not save anything at all."""
-    row = await repos.own_conversation(session, user.identity, conversation_id)
-    if row is None:
-        if await repos.visible_conversation(session, user.identity, conversation_id) is not None:
-            raise NotFound(_MISSING)
-        if not _valid_new_id(conversation_id):
-            raise NotFound(_MISSING)
-        try:
-            async with session.begin_nested():
-                row = await repos.create_conversation(
-                    session, user.identity, conversation_id=conversation_id
-                )
-        except IntegrityError as exc:  # the id is taken by another tenant: invisible to us
-            raise NotFound(_MISSING) from exc
-    wanted = body.fragment_id if body.fragment_id and _valid_new_id(body.fragment_id) else None
-    content = body.message.model_dump(mode="json", exclude_none=True)["content"]
-    fragment = body.fragment.model_dump(mode="json")
-    try:
-        async with session.begin_nested():
-            saved = await repos.save_turn(
-                session,
-                row,
-                user_content=content,
-                fragment=fragment,
-                turn_id=body.turn_id,
-                fragment_id=wanted,
-            )
-    except IntegrityError:
-        # The id the client kept is taken (by another tenant's fragment, say): store the turn
-        # under a new one rather than fail or reveal anything.
-        saved = await repos.save_turn(
-            session, row, user_content=content, fragment=fragment, turn_id=body.turn_id
-        )
+    row, saved = await save_resent_turn(
+        session,
+        user.identity,
+        conversation_id,
+        turn_id=body.turn_id,
+        content=body.message.model_dump(mode="json", exclude_none=True)["content"],
+        fragment=body.fragment.model_dump(mode="json"),
+        fragment_id=body.fragment_id,
+    )
     return SavedTurnPublic(
         conversation_id=row.id, fragment_id=saved.fragment_id, version=saved.version, saved=True
     )
-
-
-def _valid_new_id(value: str) -> bool:
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
