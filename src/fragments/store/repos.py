@@ -284,24 +284,17 @@ async def purge_older_than(session: AsyncSession, cutoff: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def chat_history(session: AsyncSession, conversation: Conversation) -> list[dict[str, Any]]:
-    """The conversation's messages in order, as chat request messages (an answer carries its
-    fragment as `object`), for a client that sends only `conversation_id`."""
-    rows = (
-        await session.execute(
-            select(MessageRow, FragmentRow.body)
-            .outerjoin(FragmentRow, FragmentRow.id == MessageRow.fragment_id)
-            .where(MessageRow.conversation_id == conversation.id)
-            .order_by(MessageRow.seq)
-        )
-    ).all()
-    out: list[dict[str, Any]] = []
-    for message, body in rows:
-        item: dict[str, Any] = {"role": message.role, "content": message.content}
-        if body is not None:
-            item["object"] = body
-        out.append(item)
-    return out
+async def chat_history(
+    session: AsyncSession, conversation: Conversation
+) -> list[tuple[MessageRow, dict[str, Any] | None]]:
+    """The conversation's messages in order, each with its fragment's body (None for none)."""
+    rows = await session.execute(
+        select(MessageRow, FragmentRow.body)
+        .outerjoin(FragmentRow, FragmentRow.id == MessageRow.fragment_id)
+        .where(MessageRow.conversation_id == conversation.id)
+        .order_by(MessageRow.seq)
+    )
+    return [(message, body) for message, body in rows.all()]
 
 
 async def save_summary(
