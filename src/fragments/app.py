@@ -21,10 +21,12 @@ from fragments.http_limits import (
     frame_sources,
 )
 from fragments.llm.catalogue import load_catalogue
+from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.observability import configure_logging
 from fragments.sandbox.factory import create_sandbox_service
 from fragments.sandbox.proxy import PreviewProxy, PreviewProxyMiddleware
+from fragments.sandbox.public import TemplatePublic
 from fragments.sandbox.service import SandboxService
 from fragments.sandbox.templates import TEMPLATES
 from fragments.state import State, StateDep
@@ -123,11 +125,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {**body, "checks": checks}, status_code=503, headers={"Retry-After": "5"}
         )
 
-    @app.get("/api/models")
+    @app.get("/api/models", response_model=list[ModelPublic])
     async def models() -> list[dict[str, object]]:
         return [m.to_public() for m in load_catalogue()]
 
-    @app.get("/api/templates")
+    @app.get("/api/templates", response_model=dict[str, TemplatePublic])
     async def templates() -> dict[str, dict[str, object]]:
         return {tid: t.to_public() for tid, t in TEMPLATES.items()}
 

@@ -3,14 +3,13 @@ returned in plaintext."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.deps import SessionDep, SignedInUser
+from fragments.auth.public import SavedKeyPublic
 from fragments.auth.secrets import decrypt, encrypt, hint
 from fragments.config import Settings
 from fragments.errors import BadRequest, NotFound
@@ -31,12 +30,10 @@ def _check_provider(provider: str) -> None:
         raise BadRequest(f"Unknown provider '{provider[:40]}'.", code="unknown_provider")
 
 
-def _public(row: ProviderKey) -> dict[str, Any]:
-    return {
-        "provider": row.provider,
-        "hint": row.hint,
-        "created_at": aware(row.created_at).isoformat(),
-    }
+def _public(row: ProviderKey) -> SavedKeyPublic:
+    return SavedKeyPublic(
+        provider=row.provider, hint=row.hint, created_at=aware(row.created_at).isoformat()
+    )
 
 
 async def _find(session: AsyncSession, user_id: str, provider: str) -> ProviderKey | None:
@@ -55,7 +52,7 @@ async def saved_key(
 
 
 @router.get("")
-async def list_keys(user: SignedInUser, session: SessionDep) -> list[dict[str, Any]]:
+async def list_keys(user: SignedInUser, session: SessionDep) -> list[SavedKeyPublic]:
     rows = await session.execute(
         select(ProviderKey)
         .where(ProviderKey.user_id == user.user_id)
@@ -67,7 +64,7 @@ async def list_keys(user: SignedInUser, session: SessionDep) -> list[dict[str, A
 @router.put("/{provider}")
 async def save_key(
     provider: str, body: SaveKey, user: SignedInUser, session: SessionDep, settings: SettingsDep
-) -> dict[str, Any]:
+) -> SavedKeyPublic:
     _check_provider(provider)
     assert user.user_id is not None
     assert user.team_id is not None

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from fragments.auth import oidc, oidc_accounts
 from fragments.auth.deps import DatabaseUnavailable, unit_of_work
+from fragments.auth.public import TokenPairPublic
 from fragments.state import SettingsDep
 
 router = APIRouter(prefix="/api/auth/oidc", tags=["auth"])
@@ -36,7 +37,7 @@ def _failed(failure: oidc.SsoFailure) -> RedirectResponse:
     return _to_page(f"sso_error={failure.code}")
 
 
-@router.get("/login")
+@router.get("/login", status_code=302, response_class=RedirectResponse)
 async def login(settings: SettingsDep) -> RedirectResponse:
     """Send the browser to the provider's sign-in page."""
     config = oidc.config_from(settings)
@@ -58,7 +59,7 @@ async def login(settings: SettingsDep) -> RedirectResponse:
     return response
 
 
-@router.get("/callback")
+@router.get("/callback", status_code=302, response_class=RedirectResponse)
 async def callback(
     request: Request,
     settings: SettingsDep,
@@ -94,13 +95,9 @@ async def callback(
 
 
 @router.post("/exchange")
-async def exchange(request: Request, body: ExchangeBody, settings: SettingsDep) -> dict[str, str]:
+async def exchange(request: Request, body: ExchangeBody, settings: SettingsDep) -> TokenPairPublic:
     """The token pair for the page's one-time code (single use, valid for a minute)."""
     oidc.config_from(settings)
     async with unit_of_work(request) as session:
         pair = await oidc_accounts.exchange(session, settings, body.code)
-    return {
-        "access_token": pair.access_token,
-        "refresh_token": pair.refresh_token,
-        "token_type": pair.token_type,
-    }
+    return TokenPairPublic.of(pair)

@@ -11,21 +11,21 @@ from pydantic import BaseModel, Field
 from fragments.auth import recovery
 from fragments.auth.deps import unit_of_work
 from fragments.auth.mail import send_after_response
-from fragments.auth.service import TokenPair
+from fragments.auth.public import AcceptedPublic, TokenPairPublic
 from fragments.http_client_ip import client_ip
 from fragments.state import SettingsDep, get_state
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 # One answer whether or not the address has an account (no account enumeration).
-RESET_ACCEPTED = {
-    "status": "accepted",
-    "detail": "If an account uses this address, we sent it a link to choose a new password.",
-}
-RESEND_ACCEPTED = {
-    "status": "accepted",
-    "detail": "If this address awaits confirmation, we sent it a new link.",
-}
+RESET_ACCEPTED = AcceptedPublic(
+    status="accepted",
+    detail="If an account uses this address, we sent it a link to choose a new password.",
+)
+RESEND_ACCEPTED = AcceptedPublic(
+    status="accepted",
+    detail="If this address awaits confirmation, we sent it a new link.",
+)
 
 
 class EmailBody(BaseModel):
@@ -46,18 +46,10 @@ def _peer(request: Request) -> str | None:
     return client_ip(request, get_state(request).settings.trusted_proxies)
 
 
-def _pair(pair: TokenPair) -> dict[str, str]:
-    return {
-        "access_token": pair.access_token,
-        "refresh_token": pair.refresh_token,
-        "token_type": pair.token_type,
-    }
-
-
 @router.post("/password-reset", status_code=202)
 async def password_reset(
     request: Request, body: EmailBody, settings: SettingsDep, background: BackgroundTasks
-) -> dict[str, str]:
+) -> AcceptedPublic:
     """Mail a reset link to the address if it has an account; the answer is the same anyway."""
     if settings.smtp_url is None:
         raise recovery.ResetDisabled()
@@ -70,27 +62,29 @@ async def password_reset(
 @router.post("/password-reset/confirm")
 async def password_reset_confirm(
     request: Request, body: ResetBody, settings: SettingsDep
-) -> dict[str, str]:
+) -> TokenPairPublic:
     """Set a new password from a reset link: every other session ends; the caller is signed in."""
     if settings.smtp_url is None:
         raise recovery.ResetDisabled()
     async with unit_of_work(request) as session:
-        return _pair(await recovery.reset_password(session, settings, body.token, body.password))
+        return TokenPairPublic.of(
+            await recovery.reset_password(session, settings, body.token, body.password)
+        )
 
 
 @router.post("/confirm-email")
 async def confirm_email(
     request: Request, body: ConfirmBody, settings: SettingsDep
-) -> dict[str, str]:
+) -> TokenPairPublic:
     """Confirm the address a link was sent to and sign its account in."""
     async with unit_of_work(request) as session:
-        return _pair(await recovery.confirm_email(session, settings, body.token))
+        return TokenPairPublic.of(await recovery.confirm_email(session, settings, body.token))
 
 
 @router.post("/confirm-email/resend", status_code=202)
 async def confirm_email_resend(
     request: Request, body: EmailBody, settings: SettingsDep, background: BackgroundTasks
-) -> dict[str, str]:
+) -> AcceptedPublic:
     """Mail a new confirmation link if the address awaits one; the answer is the same anyway."""
     if not settings.require_email_confirmation:
         raise recovery.ConfirmationDisabled()

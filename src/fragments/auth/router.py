@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from fragments.auth import recovery, service
 from fragments.auth.deps import (
@@ -16,11 +13,18 @@ from fragments.auth.deps import (
     unit_of_work,
 )
 from fragments.auth.mail import send_after_response
+from fragments.auth.public import (
+    ApiTokenPublic,
+    ConfirmationPublic,
+    MePublic,
+    MyTeamPublic,
+    TokenPairPublic,
+)
 from fragments.auth.tokens import Forbidden, Unauthorized, decode_access_token
 from fragments.chat.ratelimit import enforce_guest_mint
 from fragments.http_client_ip import client_ip
 from fragments.state import SettingsDep
-from fragments.store.models import ApiToken, Membership, Team, User
+from fragments.store.models import ApiToken
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -62,14 +66,6 @@ class NewApiToken(BaseModel):
     name: str = Field("script", max_length=200)
 
 
-def _pair(pair: service.TokenPair) -> dict[str, str]:
-    return {
-        "access_token": pair.access_token,
-        "refresh_token": pair.refresh_token,
-        "token_type": pair.token_type,
-    }
-
-
 def _guest_id(request: Request, body: Credentials, secret: str) -> str | None:
     """The guest to claim: a valid guest access token in the body or the header."""
     header = request.headers.get("authorization", "")
@@ -108,7 +104,7 @@ async def options(settings: SettingsDep) -> AuthOptions:
 @router.post("/signup", status_code=201)
 async def signup(
     request: Request, body: Credentials, settings: SettingsDep, background: BackgroundTasks
-) -> dict[str, str | bool]:
+) -> TokenPairPublic | ConfirmationPublic:
     """Create an account (claiming the guest's work when a guest token comes along). While
     addresses must be confirmed, no tokens: `{confirmation_required: true, email}` and a mail."""
     guest_id = _guest_id(request, body, settings.secret_key.get_secret_value())
@@ -123,22 +119,22 @@ async def signup(
                 requested_by=client_ip(request, settings.trusted_proxies),
             )
         send_after_response(background, settings, mail)
-        return {"confirmation_required": True, "email": user.email or ""}
+        return ConfirmationPublic(confirmation_required=True, email=user.email or "")
     async with unit_of_work(request) as session:
         pair = await service.signup(
             session, settings, body.email, body.password, guest_user_id=guest_id
         )
-    return {**_pair(pair)}
+    return TokenPairPublic.of(pair)
 
 
 @router.post("/login")
-async def login(request: Request, body: Credentials, settings: SettingsDep) -> dict[str, str]:
+async def login(request: Request, body: Credentials, settings: SettingsDep) -> TokenPairPublic:
     async with unit_of_work(request) as session:
-        return _pair(await service.login(session, settings, body.email, body.password))
+        return TokenPairPublic.of(await service.login(session, settings, body.email, body.password))
 
 
 @router.post("/guest", status_code=201)
-async def guest(request: Request, response: Response, settings: SettingsDep) -> dict[str, str]:
+async def guest(request: Request, response: Response, settings: SettingsDep) -> TokenPairPublic:
     """A guest account the browser keeps; its work is claimed when it signs up. Limited per
     client IP: guests are counted by IP, so a new token must not come for free."""
     if not settings.guests_allowed:
@@ -146,13 +142,13 @@ async def guest(request: Request, response: Response, settings: SettingsDep) -> 
     if settings.rate_limits:
         response.headers.update(await enforce_guest_mint(request, settings))
     async with unit_of_work(request) as session:
-        return _pair(await service.guest(session, settings))
+        return TokenPairPublic.of(await service.guest(session, settings))
 
 
 @router.post("/refresh")
-async def refresh(request: Request, body: RefreshBody, settings: SettingsDep) -> dict[str, str]:
+async def refresh(request: Request, body: RefreshBody, settings: SettingsDep) -> TokenPairPublic:
     async with unit_of_work(request) as session:
-        return _pair(await service.refresh(session, settings, body.refresh_token))
+        return TokenPairPublic.of(await service.refresh(session, settings, body.refresh_token))
 
 
 @router.post("/logout", status_code=204)
@@ -166,55 +162,42 @@ async def logout(request: Request, user: CurrentUser, body: RefreshBody | None =
 
 
 @router.get("/me")
-async def me(user: SignedInUser, session: SessionDep) -> dict[str, Any]:
+async def me(user: SignedInUser, session: SessionDep) -> MePublic:
     """The caller, the team the token acts for, and every team they belong to."""
-    row = await session.get(User, user.user_id)
-    if row is None:
-        raise Unauthorized()
-    teams = await session.execute(
-        select(Team, Membership)
-        .join(Membership, Membership.team_id == Team.id)
-        .where(Membership.user_id == row.id)
-        .order_by(Membership.created_at)
-    )
-    return {
-        "id": row.id,
-        "email": row.email,
-        "guest": row.is_guest,
-        "team_id": user.team_id,
-        "teams": [
-            {
-                "id": team.id,
-                "name": team.name,
-                "tier": team.tier,
-                "role": m.role,
-                "default": m.is_default,
-            }
-            for team, m in teams.all()
+    assert user.user_id is not None
+    row, teams = await service.me(session, user.user_id)
+    return MePublic(
+        id=row.id,
+        email=row.email,
+        guest=row.is_guest,
+        team_id=user.team_id,
+        teams=[
+            MyTeamPublic(id=t.id, name=t.name, tier=t.tier, role=m.role, default=m.is_default)
+            for t, m in teams
         ],
-    }
+    )
 
 
 @router.post("/switch-team")
 async def switch_team(
     body: SwitchTeam, user: SignedInUser, session: SessionDep, settings: SettingsDep
-) -> dict[str, str]:
+) -> TokenPairPublic:
     assert user.user_id is not None
     pair = await service.switch_team(session, settings, user.user_id, user.session_id, body.team_id)
-    return _pair(pair)
+    return TokenPairPublic.of(pair)
 
 
 @router.post("/tokens", status_code=201)
 async def create_token(
     body: NewApiToken, user: SignedInUser, session: SessionDep
-) -> dict[str, str]:
+) -> ApiTokenPublic:
     """A personal API token for scripts; shown once."""
     if user.is_guest:
         raise Forbidden("Guests cannot create API tokens; sign up first.", code="guest")
     assert user.user_id is not None
     assert user.team_id is not None
     row, token = await service.create_api_token(session, user.user_id, user.team_id, body.name)
-    return {"id": row.id, "name": row.name, "token": token}
+    return ApiTokenPublic(id=row.id, name=row.name, token=token)
 
 
 @router.delete("/tokens/{token_id}", status_code=204)

@@ -215,6 +215,20 @@ async def logout_refresh(session: AsyncSession, refresh_token: str) -> None:
     )
 
 
+async def me(session: AsyncSession, user_id: str) -> tuple[User, list[tuple[Team, Membership]]]:
+    """The caller's account and their teams with their memberships, oldest membership first."""
+    row = await session.get(User, user_id)
+    if row is None:
+        raise Unauthorized()
+    teams = await session.execute(
+        select(Team, Membership)
+        .join(Membership, Membership.team_id == Team.id)
+        .where(Membership.user_id == row.id)
+        .order_by(Membership.created_at)
+    )
+    return row, [(team, m) for team, m in teams.all()]
+
+
 async def membership(session: AsyncSession, user_id: str, team_id: str) -> Membership | None:
     rows = await session.execute(
         select(Membership).where(Membership.user_id == user_id, Membership.team_id == team_id)

@@ -7,7 +7,7 @@ PATCH refuses to change them, for every role."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.deps import SessionDep, SignedInUser
+from fragments.auth.public import MemberPublic, RolePublic, TeamPublic
 from fragments.auth.service import membership
 from fragments.auth.tokens import Forbidden
 from fragments.errors import BadRequest, NotFound
@@ -53,14 +54,8 @@ class RolePatch(BaseModel):
     role: RoleName
 
 
-def _team(team: Team, role: str) -> dict[str, Any]:
-    return {
-        "id": team.id,
-        "name": team.name,
-        "tier": team.tier,
-        "limits": team.limits,
-        "role": role,
-    }
+def _team(team: Team, role: str) -> TeamPublic:
+    return TeamPublic(id=team.id, name=team.name, tier=team.tier, limits=team.limits, role=role)
 
 
 async def _my_role(session: AsyncSession, user: SignedInUser, team_id: str) -> tuple[Team, str]:
@@ -78,7 +73,7 @@ def _require(role: str, at_least: RoleName, action: str) -> None:
 
 
 @router.get("")
-async def list_teams(user: SignedInUser, session: SessionDep) -> list[dict[str, Any]]:
+async def list_teams(user: SignedInUser, session: SessionDep) -> list[TeamPublic]:
     rows = await session.execute(
         select(Team, Membership.role)
         .join(Membership, Membership.team_id == Team.id)
@@ -89,7 +84,7 @@ async def list_teams(user: SignedInUser, session: SessionDep) -> list[dict[str, 
 
 
 @router.post("", status_code=201)
-async def create_team(body: NewTeam, user: SignedInUser, session: SessionDep) -> dict[str, Any]:
+async def create_team(body: NewTeam, user: SignedInUser, session: SessionDep) -> TeamPublic:
     if user.is_guest:
         raise Forbidden("Sign up to create teams.", code="guest")
     team = Team(name=body.name.strip(), tier="free", limits={}, personal=False)
@@ -103,7 +98,7 @@ async def create_team(body: NewTeam, user: SignedInUser, session: SessionDep) ->
 @router.patch("/{team_id}")
 async def patch_team(
     team_id: str, body: TeamPatch, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> TeamPublic:
     team, role = await _my_role(session, user, team_id)
     changes_tier = body.tier is not None and body.tier != team.tier
     changes_limits = body.limits is not None and body.limits != (team.limits or {})
@@ -117,9 +112,7 @@ async def patch_team(
 
 
 @router.get("/{team_id}/members")
-async def list_members(
-    team_id: str, user: SignedInUser, session: SessionDep
-) -> list[dict[str, Any]]:
+async def list_members(team_id: str, user: SignedInUser, session: SessionDep) -> list[MemberPublic]:
     await _my_role(session, user, team_id)
     rows = await session.execute(
         select(User.id, User.email, Membership.role)
@@ -127,13 +120,13 @@ async def list_members(
         .where(Membership.team_id == team_id)
         .order_by(Membership.created_at)
     )
-    return [{"user_id": uid, "email": email, "role": role} for uid, email, role in rows.all()]
+    return [MemberPublic(user_id=uid, email=email, role=role) for uid, email, role in rows.all()]
 
 
 @router.post("/{team_id}/members", status_code=201)
 async def add_member(
     team_id: str, body: NewMember, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> MemberPublic:
     _, role = await _my_role(session, user, team_id)
     _require(role, "admin", "add members")
     if body.role == "owner":
@@ -146,7 +139,7 @@ async def add_member(
         raise BadRequest("This account is already a member.", code="already_member")
     session.add(Membership(user_id=member.id, team_id=team_id, role=body.role))
     await session.flush()
-    return {"user_id": member.id, "email": member.email, "role": body.role}
+    return MemberPublic(user_id=member.id, email=member.email, role=body.role)
 
 
 async def _owners(session: AsyncSession, team_id: str) -> int:
@@ -161,7 +154,7 @@ async def _owners(session: AsyncSession, team_id: str) -> int:
 @router.patch("/{team_id}/members/{user_id}")
 async def change_role(
     team_id: str, user_id: str, body: RolePatch, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> RolePublic:
     _, role = await _my_role(session, user, team_id)
     _require(role, "admin", "change roles")
     target = await membership(session, user_id, team_id)
@@ -173,7 +166,7 @@ async def change_role(
         raise BadRequest("A team keeps at least one owner.", code="last_owner")
     target.role = body.role
     await session.flush()
-    return {"user_id": user_id, "role": target.role}
+    return RolePublic(user_id=user_id, role=target.role)
 
 
 @router.delete("/{team_id}/members/{user_id}", status_code=204)

@@ -4,6 +4,7 @@ when the client sends only the new message with `conversation_id`; windowed (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -43,9 +44,13 @@ async def load_history(db: Database, who: Principal, conversation_id: str) -> St
         log.warning("chat_history_unavailable", conversation_id=conversation_id)
         return None
     messages: list[Message] = []
-    for row in rows:
+    for message, body in rows:
+        # As a chat request sends it: an answer carries its fragment as `object`.
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if body is not None:
+            item["object"] = body
         try:
-            messages.append(Message.model_validate(row))
+            messages.append(Message.model_validate(item))
         except ValidationError:
             continue  # a row the current schema cannot read is left out, not fatal
     return StoredHistory(messages, summary, turns or 0)

@@ -9,7 +9,6 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
@@ -18,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.deps import SessionDep, SignedInUser, get_db
 from fragments.config import Settings
@@ -72,18 +72,40 @@ class PublishRequest(BaseModel):
         return value
 
 
+class PublishPublic(BaseModel):
+    """A short link to a running preview, valid until `expires_at`."""
+
+    id: str
+    url: str
+    expires_at: str
+
+
 @router.post("/api/publish", status_code=201)
 async def publish(
     request: Request, body: PublishRequest, user: SignedInUser, session: SessionDep, state: StateDep
-) -> dict[str, Any]:
+) -> PublishPublic:
     """Only the owner of the conversation that ran the sandbox publishes it."""
+    assert user.user_id is not None
+    url = await _preview_url(session, user.user_id, body.sandbox_id)
+    granted = await state.sandboxes.extend(body.sandbox_id, int(body.duration))
+    if granted is None:
+        raise NotFound("The sandbox is no longer running; run the fragment again to publish it.")
+    link_id, expires = await _store_link(
+        session, state.settings, url, user.user_id, body.sandbox_id, granted
+    )
+    short = str(request.base_url).rstrip("/") + f"/s/{link_id}"
+    return PublishPublic(id=link_id, url=short, expires_at=expires.isoformat())
+
+
+async def _preview_url(session: AsyncSession, user_id: str, sandbox_id: str) -> str:
+    """The preview URL of a web app the caller's conversation ran in this sandbox."""
     rows = await session.execute(
         select(ExecutionResultRow.result)
         .join(FragmentRow, FragmentRow.id == ExecutionResultRow.fragment_id)
         .join(Conversation, Conversation.id == FragmentRow.conversation_id)
         .where(
-            ExecutionResultRow.sandbox_id == body.sandbox_id,
-            Conversation.user_id == user.user_id,
+            ExecutionResultRow.sandbox_id == sandbox_id,
+            Conversation.user_id == user_id,
         )
         .order_by(ExecutionResultRow.created_at.desc())
         .limit(1)
@@ -94,14 +116,23 @@ async def publish(
     url = result.get("url")
     if not isinstance(url, str) or not url:
         raise BadRequest("Only a web app's preview can be published.", code="not_a_web_app")
-    seconds = int(body.duration)
-    granted = await state.sandboxes.extend(body.sandbox_id, seconds)
-    if granted is None:
-        raise NotFound("The sandbox is no longer running; run the fragment again to publish it.")
+    return url
+
+
+async def _store_link(
+    session: AsyncSession,
+    settings: Settings,
+    url: str,
+    user_id: str,
+    sandbox_id: str,
+    granted: float,
+) -> tuple[str, datetime]:
+    """A new short link to `url` for `granted` seconds (Redis, else the database): its id
+    and expiry."""
     expires = datetime.now(UTC) + timedelta(seconds=granted)
     link_id = secrets.token_urlsafe(6)
     stored = False
-    async with _redis(state.settings) as redis:
+    async with _redis(settings) as redis:
         if redis is not None:
             try:
                 await redis.set(_LINK + link_id, url, ex=max(1, int(granted)))
@@ -112,16 +143,11 @@ async def publish(
     if not stored:
         session.add(
             ShortLink(
-                id=link_id,
-                url=url,
-                user_id=user.user_id,
-                sandbox_id=body.sandbox_id,
-                expires_at=expires,
+                id=link_id, url=url, user_id=user_id, sandbox_id=sandbox_id, expires_at=expires
             )
         )
         await session.flush()
-    short = str(request.base_url).rstrip("/") + f"/s/{link_id}"
-    return {"id": link_id, "url": short, "expires_at": expires.isoformat()}
+    return link_id, expires
 
 
 def _page(title: str, text: str, status: int) -> HTMLResponse:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
 
 from fragments.auth.deps import SessionDep, SignedInUser
+from fragments.conversations.public import (
+    ConversationDetailPublic,
+    ConversationItemPublic,
+    ConversationPagePublic,
+    ConversationPublic,
+    SavedTurnPublic,
+    conversation_detail,
+)
+from fragments.conversations.resend import save_resent_turn
 from fragments.errors import NotFound
 from fragments.schemas import Fragment, Message
 from fragments.state import SettingsDep
@@ -44,43 +52,45 @@ async def list_conversations(
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, le=200)] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> ConversationPagePublic:
     """The caller's conversations and their team's shared ones, newest first."""
     size = limit or settings.conversations_page_size
     rows = await repos.list_conversations(session, user.identity, limit=size + 1, offset=offset)
-    return {
-        "items": [
-            {**repos.conversation_summary(c), "owned": c.user_id == user.user_id}
+    return ConversationPagePublic(
+        items=[
+            ConversationItemPublic(
+                **ConversationPublic.of(c).model_dump(), owned=c.user_id == user.user_id
+            )
             for c in rows[:size]
         ],
-        "next_offset": offset + size if len(rows) > size else None,
-    }
+        next_offset=offset + size if len(rows) > size else None,
+    )
 
 
 @router.post("", status_code=201)
 async def create_conversation(
     body: NewConversation, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> ConversationPublic:
     row = await repos.create_conversation(session, user.identity, title=body.title)
-    return repos.conversation_summary(row)
+    return ConversationPublic.of(row)
 
 
-@router.get("/{conversation_id}")
+# Unset fields are left out: a message without a fragment has no `object` or `fragment_id`.
+@router.get("/{conversation_id}", response_model_exclude_unset=True)
 async def get_conversation(
     conversation_id: str, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> ConversationDetailPublic:
     row = await repos.visible_conversation(session, user.identity, conversation_id)
     if row is None:
         raise NotFound(_MISSING)
-    detail = await repos.conversation_detail(session, row)
-    detail["owned"] = row.user_id == user.user_id
-    return detail
+    contents = await repos.conversation_contents(session, row)
+    return conversation_detail(row, contents, owned=row.user_id == user.user_id)
 
 
 @router.patch("/{conversation_id}")
 async def patch_conversation(
     conversation_id: str, body: ConversationPatch, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> ConversationPublic:
     row = await repos.own_conversation(session, user.identity, conversation_id)
     if row is None:
         raise NotFound(_MISSING)
@@ -89,7 +99,7 @@ async def patch_conversation(
     if body.shared is not None:
         row.shared = body.shared
     await session.flush()
-    return repos.conversation_summary(row)
+    return ConversationPublic.of(row)
 
 
 @router.delete("/{conversation_id}", status_code=204)
@@ -105,48 +115,18 @@ async def delete_conversation(
 @router.post("/{conversation_id}/turns")
 async def resend_turn(
     conversation_id: str, body: Turn, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> SavedTurnPublic:
     """Save a turn that was not saved (idempotent on `turn_id`). The conversation is created
     with this id when the chat that made it could not save anything at all."""
-    row = await repos.own_conversation(session, user.identity, conversation_id)
-    if row is None:
-        if await repos.visible_conversation(session, user.identity, conversation_id) is not None:
-            raise NotFound(_MISSING)
-        if not _valid_new_id(conversation_id):
-            raise NotFound(_MISSING)
-        try:
-            async with session.begin_nested():
-                row = await repos.create_conversation(
-                    session, user.identity, conversation_id=conversation_id
-                )
-        except IntegrityError as exc:  # the id is taken by another tenant: invisible to us
-            raise NotFound(_MISSING) from exc
-    wanted = body.fragment_id if body.fragment_id and _valid_new_id(body.fragment_id) else None
-    content = body.message.model_dump(mode="json", exclude_none=True)["content"]
-    fragment = body.fragment.model_dump(mode="json")
-    try:
-        async with session.begin_nested():
-            saved = await repos.save_turn(
-                session,
-                row,
-                user_content=content,
-                fragment=fragment,
-                turn_id=body.turn_id,
-                fragment_id=wanted,
-            )
-    except IntegrityError:
-        # The id the client kept is taken (by another tenant's fragment, say): store the turn
-        # under a new one rather than fail or reveal anything.
-        saved = await repos.save_turn(
-            session, row, user_content=content, fragment=fragment, turn_id=body.turn_id
-        )
-    return {
-        "conversation_id": row.id,
-        "fragment_id": saved.fragment_id,
-        "version": saved.version,
-        "saved": True,
-    }
-
-
-def _valid_new_id(value: str) -> bool:
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+    row, saved = await save_resent_turn(
+        session,
+        user.identity,
+        conversation_id,
+        turn_id=body.turn_id,
+        content=body.message.model_dump(mode="json", exclude_none=True)["content"],
+        fragment=body.fragment.model_dump(mode="json"),
+        fragment_id=body.fragment_id,
+    )
+    return SavedTurnPublic(
+        conversation_id=row.id, fragment_id=saved.fragment_id, version=saved.version, saved=True
+    )

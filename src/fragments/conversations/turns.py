@@ -1,5 +1,5 @@
-"""Saving chat turns and sandbox runs, kept off the streaming path: one short transaction
-before the stream (ownership, or a new conversation) and one after it (the turn)."""
+"""Saving chat turns, kept off the streaming path: one short transaction before the stream
+(ownership, or a new conversation) and one after it (the turn)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from fragments.auth.deps import DB_DOWN, DatabaseUnavailable, Principal
+from fragments.auth.deps import DB_DOWN, Principal
 from fragments.auth.keys import saved_key
 from fragments.config import Settings
 from fragments.errors import NotFound
@@ -124,66 +124,3 @@ async def save_chat_turn(
     except (*DB_DOWN, SQLAlchemyError):
         log.warning("chat_turn_not_saved", conversation_id=turn.conversation_id, exc_info=True)
         return fragment_id, False
-
-
-@dataclass(frozen=True)
-class RunAccess:
-    """What a sandbox run may use: its sandbox's owner key and the stored fragment, if any."""
-
-    owner: str | None
-    fragment: Fragment | None
-    fragment_id: str | None
-
-
-async def authorize_run(
-    db: Database,
-    who: Principal,
-    *,
-    conversation_id: str | None,
-    fragment_id: str | None,
-    need_fragment: bool,
-) -> RunAccess:
-    """Only the owner runs a conversation or a stored fragment; anything else is 404."""
-    # Sandboxes are keyed by caller too, so even an unverified id never reaches another's.
-    prefix = who.user_id or "anonymous"
-    if who.anonymous or (not conversation_id and not fragment_id):
-        if fragment_id:
-            # Stored fragments belong to accounts (or guest tokens); anonymous callers have none.
-            raise NotFound("There is no such fragment.")
-        owner = f"{prefix}:{conversation_id}" if conversation_id else None
-        return RunAccess(owner, None, None)
-    try:
-        async with db.transaction(who.identity) as session:
-            stored: Fragment | None = None
-            if fragment_id:
-                found = await repos.own_fragment(session, who.identity, fragment_id)
-                if found is None or (conversation_id and found[1].id != conversation_id):
-                    raise NotFound("There is no such fragment.")
-                conversation_id = found[1].id
-                stored = Fragment.model_validate(found[0].body)
-            elif conversation_id and (
-                await repos.own_conversation(session, who.identity, conversation_id) is None
-            ):
-                raise NotFound(_MISSING)
-    except DB_DOWN as exc:
-        if fragment_id and need_fragment:
-            raise DatabaseUnavailable() from exc
-        owner = f"{prefix}:{conversation_id}" if conversation_id else None
-        return RunAccess(owner, None, None)
-    return RunAccess(f"{prefix}:{conversation_id}", stored, fragment_id)
-
-
-async def save_run(db: Database, who: Principal, access: RunAccess, result: dict[str, Any]) -> bool:
-    """Store a run's result with its fragment; False when it could not be stored."""
-    if access.fragment_id is None:
-        return False
-    try:
-        async with db.transaction(who.identity) as session:
-            sandbox_id = result.get("sandbox_id")
-            await repos.save_execution(
-                session, access.fragment_id, result, sandbox_id if sandbox_id else None
-            )
-        return True
-    except (*DB_DOWN, SQLAlchemyError):
-        log.warning("sandbox_result_not_saved", fragment_id=access.fragment_id, exc_info=True)
-        return False

@@ -212,7 +212,18 @@ async def save_execution(
     return row
 
 
-async def conversation_detail(session: AsyncSession, conversation: Conversation) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConversationContents:
+    """A conversation's rows: messages in order, fragment versions in order, latest result."""
+
+    messages: list[MessageRow]
+    fragments: list[FragmentRow]
+    latest_result: ExecutionResultRow | None
+
+
+async def conversation_contents(
+    session: AsyncSession, conversation: Conversation
+) -> ConversationContents:
     """Messages in order, every fragment version, and the latest execution result."""
     messages = (
         await session.execute(
@@ -221,16 +232,13 @@ async def conversation_detail(session: AsyncSession, conversation: Conversation)
             .order_by(MessageRow.seq)
         )
     ).scalars()
-    fragments = list(
-        (
-            await session.execute(
-                select(FragmentRow)
-                .where(FragmentRow.conversation_id == conversation.id)
-                .order_by(FragmentRow.version)
-            )
-        ).scalars()
-    )
-    by_id = {f.id: f for f in fragments}
+    fragments = (
+        await session.execute(
+            select(FragmentRow)
+            .where(FragmentRow.conversation_id == conversation.id)
+            .order_by(FragmentRow.version)
+        )
+    ).scalars()
     latest = (
         await session.execute(
             select(ExecutionResultRow)
@@ -240,57 +248,7 @@ async def conversation_detail(session: AsyncSession, conversation: Conversation)
             .limit(1)
         )
     ).scalar_one_or_none()
-    out_messages = []
-    for m in messages:
-        item: dict[str, Any] = {"id": m.id, "role": m.role, "content": m.content}
-        if m.fragment_id and m.fragment_id in by_id:
-            item["object"] = by_id[m.fragment_id].body
-            item["fragment_id"] = m.fragment_id
-        out_messages.append(item)
-    return {
-        **conversation_summary(conversation),
-        "messages": out_messages,
-        "fragments": [
-            {
-                "id": f.id,
-                "version": f.version,
-                "template": f.template,
-                "title": f.title,
-                "files": f.files,
-                "fragment": f.body,
-                "created_at": _iso(f.created_at),
-            }
-            for f in fragments
-        ],
-        "latest_result": (
-            {
-                "fragment_id": latest.fragment_id,
-                "sandbox_id": latest.sandbox_id,
-                "result": latest.result,
-                "created_at": _iso(latest.created_at),
-            }
-            if latest
-            else None
-        ),
-    }
-
-
-def _iso(value: datetime) -> str:
-    from fragments.store.db import aware
-
-    return aware(value).isoformat()
-
-
-def conversation_summary(c: Conversation) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "title": c.title,
-        "shared": c.shared,
-        "user_id": c.user_id,
-        "team_id": c.team_id,
-        "created_at": _iso(c.created_at),
-        "updated_at": _iso(c.updated_at),
-    }
+    return ConversationContents(list(messages), list(fragments), latest)
 
 
 async def record_usage(
@@ -326,24 +284,17 @@ async def purge_older_than(session: AsyncSession, cutoff: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def chat_history(session: AsyncSession, conversation: Conversation) -> list[dict[str, Any]]:
-    """The conversation's messages in order, as chat request messages (an answer carries its
-    fragment as `object`), for a client that sends only `conversation_id`."""
-    rows = (
-        await session.execute(
-            select(MessageRow, FragmentRow.body)
-            .outerjoin(FragmentRow, FragmentRow.id == MessageRow.fragment_id)
-            .where(MessageRow.conversation_id == conversation.id)
-            .order_by(MessageRow.seq)
-        )
-    ).all()
-    out: list[dict[str, Any]] = []
-    for message, body in rows:
-        item: dict[str, Any] = {"role": message.role, "content": message.content}
-        if body is not None:
-            item["object"] = body
-        out.append(item)
-    return out
+async def chat_history(
+    session: AsyncSession, conversation: Conversation
+) -> list[tuple[MessageRow, dict[str, Any] | None]]:
+    """The conversation's messages in order, each with its fragment's body (None for none)."""
+    rows = await session.execute(
+        select(MessageRow, FragmentRow.body)
+        .outerjoin(FragmentRow, FragmentRow.id == MessageRow.fragment_id)
+        .where(MessageRow.conversation_id == conversation.id)
+        .order_by(MessageRow.seq)
+    )
+    return [(message, body) for message, body in rows.all()]
 
 
 async def save_summary(
