@@ -16,19 +16,17 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Query, Request
+from fragments.chat.budget import month_bounds, month_usage, monthly_budget
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.deps import Principal, SessionDep, SignedInUser, get_db
 from fragments.auth.service import membership
 from fragments.auth.tokens import Forbidden
-from fragments.chat.budget import month_bounds, month_usage, monthly_budget
 from fragments.errors import NotFound
-from fragments.llm.types import Usage
 from fragments.state import get_state
-from fragments.store import repos
-from fragments.store.db import Database, Identity, aware
-from fragments.store.models import BilledTo, SandboxUsage, Team, UsageRecord
+from fragments.store.db import Identity, aware
+from fragments.store.models import SandboxUsage, Team, UsageRecord
 
 log = structlog.get_logger(__name__)
 
@@ -209,36 +207,3 @@ async def team_budget(
         "month": start.date().isoformat(),
         "resets_at": reset.isoformat().replace("+00:00", "Z"),
     }
-
-
-async def record_usage(
-    db: Database,
-    who: Principal,
-    *,
-    conversation_id: str | None,
-    model: str,
-    usage: Usage,
-    cost: float,
-    billed_to: BilledTo = "platform",
-) -> None:
-    """Store one usage record outside a turn (a cut-off answer, a summary); never raises."""
-    if who.anonymous:
-        return
-    try:
-        async with db.transaction(who.identity) as session:
-            await repos.record_usage(
-                session,
-                who.identity,
-                conversation_id=conversation_id,
-                model=model,
-                tokens={
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "cache_read_tokens": usage.cache_read_tokens,
-                    "cache_write_tokens": usage.cache_write_tokens,
-                },
-                cost_usd=cost,
-                billed_to=billed_to,
-            )
-    except Exception:  # accounting must never fail a chat
-        log.warning("usage_not_recorded", conversation_id=conversation_id, model=model)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from fragments.chat.budget import month_bounds
+
 from fragments.config import Settings
 from fragments.errors import FragmentsError
 
