@@ -68,3 +68,11 @@ class SandboxService(Protocol):
     async def aclose(self) -> None:
         """Kill every sandbox and release resources."""
         ...
+
+
+class ResponseStore(Protocol):
+    """Where the response cache keeps answers: strings by key, each with a time to live."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, ttl: float) -> None: ...

@@ -10,31 +10,28 @@ from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
-from fragments.auth.deps import CurrentUser, get_db
-from fragments.chat.budget import billed_to, usage_cache
-from fragments.chat.guest_budget import record_guest_tokens
+from fragments.auth.deps import CurrentUser
+from fragments.chat.accounting import billed_to, record_usage
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
-from fragments.chat.ratelimit import enforce, guest_ip, limiter_of
 from fragments.chat.request import chat_limits, check_conversation
 from fragments.chat.response_cache import cached
 from fragments.chat.routing import route_model
 from fragments.chat.stream import chat_events
-from fragments.chat.usage import record_usage
-from fragments.chat.usage import router as usage_router
 from fragments.chat.window import message_text
 from fragments.conversations.turns import open_chat_turn, save_chat_turn
 from fragments.llm.catalogue import resolve_model
 from fragments.llm.types import ModelCall, Sampling, StreamResult, Usage
+from fragments.quota.guest_budget import record_guest_tokens
+from fragments.quota.limits import enforce, guest_ip
 from fragments.sandbox.templates import resolve_templates
 from fragments.schemas import ChatRequest, Fragment
-from fragments.state import State, get_state
+from fragments.state import State, get_db, get_state
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter()
 # GET /api/usage rides on this router so the app's router list stays as it is.
-router.include_router(usage_router)
 
 
 # Async on purpose: FastAPI runs plain `def` dependencies in a worker thread, which costs more
@@ -105,6 +102,8 @@ async def chat(
             settings,
             db,
             who,
+            state.limiter,
+            state.usage_cache,
             own_key=own_key,
             # A saved key serves a request that brings none (below): an own-key request too.
             saved_key_for=model.provider_id if config.api_key is None else None,
@@ -152,7 +151,7 @@ async def chat(
     )
 
     # This instance counts what it records against the team's budget at once (see `budget`).
-    spent = usage_cache(request.app.state, settings)
+    spent = state.usage_cache
     charged_team = who.team_id if not who.anonymous else None
     # Guests' platform-paid tokens also count against their IP's monthly guest budget.
     guest_from = guest_ip(request, settings, who) if settings.rate_limits else None
@@ -162,7 +161,7 @@ async def chat(
             return
         tokens = usage.input_tokens + usage.output_tokens
         try:
-            await record_guest_tokens(limiter_of(request, settings), guest_from, tokens)
+            await record_guest_tokens(state.limiter, guest_from, tokens)
         except Exception:  # accounting must never fail a chat
             log.warning("guest_tokens_not_recorded", tokens=tokens)
 
@@ -202,7 +201,9 @@ async def chat(
         )
 
     if settings.response_cache:
-        streamer = cached(request.app.state, settings, streamer, regenerate=body.config.regenerate)
+        streamer = cached(
+            state.response_store, settings, streamer, regenerate=body.config.regenerate
+        )
     events = chat_events(
         streamer,
         call,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from fastapi import Request
@@ -90,9 +91,11 @@ class ChatLimiter:
         self.outage = redis.outage if redis is not None else RedisOutage()
         if redis is not None and settings.redis_url:
             url = settings.redis_url.replace("redis://", "async+redis://", 1)
-            # On the app's one connection pool (closed with it), not a client of its own.
+            # On the app's one connection pool (closed with it), not a client of its own. The
+            # storage types its options as scalars, though redis-py takes a pool among them.
+            pool: dict[str, Any] = {"connection_pool": redis.pool}
             self._redis_storage = RedisStorage(
-                url, implementation="redispy", wrap_exceptions=True, connection_pool=redis.pool
+                url, implementation="redispy", wrap_exceptions=True, **pool
             )
             self._redis = MovingWindowRateLimiter(self._redis_storage)
 

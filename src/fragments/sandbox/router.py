@@ -16,17 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from fragments.auth.deps import CurrentUser, get_db
-from fragments.chat.ratelimit import enforce_sandbox
-from fragments.config import Settings
+from fragments.auth.deps import CurrentUser
 from fragments.conversations.turns import authorize_run, save_run
 from fragments.errors import BadRequest, FragmentsError
-from fragments.sandbox.credits import SharedPrepareCredits
+from fragments.quota.limits import enforce_sandbox
 from fragments.sandbox.service import Phase, prepare_program
 from fragments.sandbox.templates import get_template
 from fragments.sandbox.usage import record_sandbox_time
 from fragments.schemas import InterpreterResult, SandboxRequest, WebResult
-from fragments.state import StateDep
+from fragments.state import StateDep, get_db
 
 log = structlog.get_logger(__name__)
 
@@ -53,18 +51,6 @@ def _check_body(body: SandboxRequest | None) -> SandboxRequest:
             "Send the 'fragment' to run (or a 'fragment_id').", code="missing_fragment"
         )
     return body
-
-
-def _credits(request: Request, settings: Settings) -> SharedPrepareCredits:
-    """The app's prepare credits (Redis when configured), made on first use; closed at
-    shutdown with the chat layer's Redis clients. Their own `RedisOutage`, not the limiter's:
-    a client that did not see Redis fail keeps a dead pooled connection, and its first call
-    after Redis is back would fail and keep both on memory for another retry period."""
-    credits: SharedPrepareCredits | None = getattr(request.app.state, "prepare_credits", None)
-    if credits is None:
-        credits = SharedPrepareCredits.from_settings(settings)
-        request.app.state.prepare_credits = credits
-    return credits
 
 
 class PrepareRequest(BaseModel):
@@ -109,10 +95,10 @@ async def run_sandbox(
     owner = access.owner
     # A run right after its conversation's prepare was counted by that prepare.
     if state.settings.rate_limits:
-        credits = _credits(request, state.settings)
+        credits = state.prepare_credits
         prepaid = owner is not None and await credits.use(owner, fragment.template)
         if not prepaid:
-            limit_headers = await enforce_sandbox(request, state.settings, db, who)
+            limit_headers = await enforce_sandbox(request, state.settings, db, who, state.limiter)
     service = state.sandboxes
 
     if not _wants_stream(request):
@@ -203,12 +189,12 @@ async def prepare_sandbox(
     )
     assert access.owner is not None
     limit_headers: dict[str, str] = {}
-    credits = _credits(request, state.settings) if state.settings.rate_limits else None
+    credits = state.prepare_credits if state.settings.rate_limits else None
     # A repeated prepare is free: it answers the sandbox the first one paid for, and grants
     # nothing (the run may spend that credit meanwhile: a second grant would be a free run).
     paying = credits is not None and not await credits.holds(access.owner, template.id)
     if paying:
-        limit_headers = await enforce_sandbox(request, state.settings, db, who)
+        limit_headers = await enforce_sandbox(request, state.settings, db, who, state.limiter)
     prepared = await state.sandboxes.prepare(template, access.owner)
     if paying and credits is not None:
         await credits.grant(access.owner, template.id)
