@@ -76,6 +76,10 @@ class UsageCache:
         self._entries[team_id] = _Entry(start, used, now + self.ttl)
         return used
 
+    def forget(self) -> None:
+        """Drop every kept sum: the next check of each team reads the database."""
+        self._entries.clear()
+
     def add(self, team_id: str | None, tokens: int, paid_by: BilledTo = "platform") -> None:
         """Usage this instance just recorded for the team: counted at once (own-key usage is
         never charged, so it is not added)."""
