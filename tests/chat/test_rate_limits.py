@@ -239,7 +239,7 @@ async def test_the_monthly_sum_is_kept_briefly_and_own_usage_counts_at_once(
 
 
 @pytest.mark.auth_modes("guests")  # counts anonymous requests by IP
-async def test_redis_clients_are_closed_at_shutdown(
+async def test_the_redis_client_is_closed_at_shutdown(
     chat_settings: Settings, fake_openai: FakeOpenAI
 ) -> None:
     import redis.asyncio as aioredis
@@ -257,7 +257,8 @@ async def test_redis_clients_are_closed_at_shutdown(
             async with app_client(settings) as client:
                 assert (await send(client)).status_code == 200  # the limiter and the cache
                 during = await watcher.client_list()
-                assert len(during) >= 3  # the watcher, the limiter, the response cache
+                # The watcher and the app's one client (the limiter and the cache share its pool).
+                assert len(during) >= 2
             after = await watcher.client_list()
             await watcher.aclose()
             assert len(after) == 1  # only the watcher is left
