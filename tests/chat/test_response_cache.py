@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from fragments.chat.response_cache import MemoryStore, RedisStore
-from fragments.redis_client import SharedRedis
 from fragments.config import Settings
+from fragments.redis_client import SharedRedis
 from tests.chat.conftest import app_client, chat_body, names, post_chat
 from tests.fakes import SAMPLE_FRAGMENT, FakeAnthropic, FakeOpenAI, FragmentReply
 
