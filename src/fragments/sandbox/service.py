@@ -1,5 +1,7 @@
-"""The seam between the HTTP layer and whatever runs fragments: local confined processes
-(`sandbox/local`, the default) or E2B's cloud (`sandbox/e2b`), behind one protocol."""
+"""What every sandbox backend shares: turning a fragment into the program a sandbox runs, and the
+error a backend raises when it cannot run one. The protocol the backends implement
+(`SandboxService`) is in `fragments.ports`, below the State that holds it; its names are
+re-exported here for the backends."""
 
 from __future__ import annotations
 
