@@ -75,6 +75,7 @@ lint: $(STAMP)
 	.venv/bin/ruff check src tests bench
 	.venv/bin/ruff format --check src tests bench
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: install
 	.venv/bin/python -m bench

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 # jupyter_core warns at import without this, and filterwarnings=error would make that fatal.
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
@@ -130,14 +131,20 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def api(db_settings: Settings, auth_mode: AuthMode) -> AsyncIterator[httpx.AsyncClient]:
-    """The app (lifespan running) on the parametrised database, behind an in-process client
-    (signed in by default in production mode)."""
+async def api_app(db_settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan running on the parametrised database (its State:
+    `fragments.app.state_of(api_app)`)."""
     from fragments.app import create_app
 
     app = create_app(db_settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await sign_in_for_mode(client, auth_mode)
-            yield client
+        yield app
+
+
+@pytest.fixture
+async def api(api_app: FastAPI, auth_mode: AuthMode) -> AsyncIterator[httpx.AsyncClient]:
+    """`api_app` behind an in-process client (signed in by default in production mode)."""
+    transport = httpx.ASGITransport(app=api_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        await sign_in_for_mode(client, auth_mode)
+        yield client

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fragments.auth.mail import SmtpSecurity
+from fragments.mail_url import SmtpSecurity
 
 _LINK = re.compile(r"https?://\S+#(reset|confirm)=([A-Za-z0-9_\-]+)")
 

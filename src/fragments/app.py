@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
-import httpx
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from fragments import __version__
-from fragments.chat.ratelimit import close_clients
+from fragments.chat.response_cache import make_store
 from fragments.config import Settings
 from fragments.errors import error_body, install_error_handlers
 from fragments.http_limits import (
@@ -23,11 +22,16 @@ from fragments.http_limits import (
 from fragments.llm.catalogue import load_catalogue
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
+from fragments.llm.types import ModelStreamer
 from fragments.observability import configure_logging
+from fragments.ports import SandboxService
+from fragments.quota.budget import UsageCache
+from fragments.quota.credits import SharedPrepareCredits
+from fragments.quota.limits import ChatLimiter
+from fragments.redis_client import SharedRedis
 from fragments.sandbox.factory import create_sandbox_service
 from fragments.sandbox.proxy import PreviewProxy, PreviewProxyMiddleware
 from fragments.sandbox.public import TemplatePublic
-from fragments.sandbox.service import SandboxService
 from fragments.sandbox.templates import TEMPLATES
 from fragments.state import State, StateDep
 from fragments.store.db import Database
@@ -39,13 +43,29 @@ def _static_dir() -> str:
     return str(resources.files("fragments.web").joinpath("static"))
 
 
+def state_of(app: FastAPI) -> State:
+    """The State the app's lifespan built (tests that need the app's own objects use this)."""
+    state: State | None = getattr(app.state, "fragments", None)
+    if state is None:
+        raise RuntimeError("the app's lifespan has not run")
+    return state
+
+
 def _sandboxes(app: FastAPI) -> SandboxService | None:
     state: State | None = getattr(app.state, "fragments", None)
     return state.sandboxes if state is not None else None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; nothing connects until the lifespan runs."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sandboxes: SandboxService | None = None,
+    llm: ModelStreamer | None = None,
+    redis: SharedRedis | None = None,
+) -> FastAPI:
+    """Build the app; nothing connects until the lifespan runs. Services passed in (a sandbox
+    backend, a model streamer, a Redis client) are used instead of the ones built from the
+    settings; the app closes them at shutdown all the same."""
     settings = settings or Settings()
     settings.check_production()
     configure_logging()
@@ -60,23 +80,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             await upgrade(settings.resolved_migration_url, app_role=settings.database_app_role)
         db = Database(settings.resolved_database_url)
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=10)) as http:
-            sandboxes = await create_sandbox_service(settings)
-            llm = DirectStreamer(settings)
-            llm.start_warm_up()
-            app.state.fragments = State(
-                settings=settings, http=http, sandboxes=sandboxes, llm=llm, db=db
-            )
-            try:
-                async with retention_job(db, settings.retention_days):
-                    yield
-            finally:
-                await llm.aclose()
-                await close_clients(app.state)
-                await preview.aclose()
-                await sandboxes.aclose()
-                await db.aclose()
+        shared = redis
+        if shared is None and settings.redis_url:
+            shared = SharedRedis.connect(settings.redis_url)
+        service = sandboxes if sandboxes is not None else await create_sandbox_service(settings)
+        if llm is None:
+            streamer = DirectStreamer(settings)
+            streamer.start_warm_up()
+            model: ModelStreamer = streamer
+        else:
+            model = llm
+        app.state.fragments = State(
+            settings=settings,
+            db=db,
+            sandboxes=service,
+            llm=model,
+            redis=shared,
+            limiter=ChatLimiter(settings, shared),
+            usage_cache=UsageCache(settings.token_budget_cache_seconds),
+            prepare_credits=SharedPrepareCredits(shared, settings.sandbox_lifetime_seconds),
+            response_store=make_store(settings, shared),
+        )
+        try:
+            async with retention_job(db, settings.retention_days):
+                yield
+        finally:
+            # Everything the State holds is closed here, and only here.
+            await model.aclose()
+            if shared is not None:
+                await shared.aclose()
+            await preview.aclose()
+            await service.aclose()
+            await db.aclose()
 
     app = FastAPI(
         title="Fragments",
@@ -141,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from fragments.chat.router import router as chat_router
     from fragments.conversations.publish import router as publish_router
     from fragments.conversations.router import router as conversations_router
+    from fragments.quota.router import router as quota_router
     from fragments.sandbox.router import router as sandbox_router
 
     app.include_router(auth_router)
@@ -151,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations_router)
     app.include_router(publish_router)
     app.include_router(chat_router)
+    app.include_router(quota_router)
     app.include_router(sandbox_router)
 
     static_dir = _static_dir()

@@ -9,6 +9,9 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fragments.hostport import parse_registry_hosts
+from fragments.mail_url import parse_smtp_url
+
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me-in-production"
 
 
@@ -252,8 +255,6 @@ class Settings(BaseSettings):
     @field_validator("sandbox_registry_hosts")
     @classmethod
     def _registry_hosts(cls, value: str) -> str:
-        from fragments.sandbox.local.egress import parse_registry_hosts
-
         return ",".join(parse_registry_hosts(value))
 
     @field_validator("oidc_team_domains", mode="before")
@@ -264,8 +265,6 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
-        from fragments.auth.mail import parse_smtp_url
-
         if value is not None and not value.get_secret_value().strip():
             return None  # an empty variable means "no mail", as when it is unset
         if value is not None:

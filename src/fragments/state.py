@@ -1,39 +1,58 @@
-"""The typed application state the lifespan builds and handlers reach through dependencies."""
+"""The typed application state the lifespan builds and handlers reach through dependencies.
+
+Every shared object lives here, built once in the lifespan and closed there: nothing is made
+lazily on first use. The services are typed by the seams they implement (`fragments.ports`,
+`llm.types`), so this module imports no service package."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
 from fastapi import Depends, Request
 
 from fragments.config import Settings
 from fragments.llm.types import ModelStreamer
-from fragments.sandbox.service import SandboxService
+from fragments.ports import ResponseStore, SandboxService
+from fragments.quota.budget import UsageCache
+from fragments.quota.credits import SharedPrepareCredits
+from fragments.quota.limits import ChatLimiter
+from fragments.redis_client import SharedRedis
 from fragments.store.db import Database
 
 
 @dataclass
 class State:
     settings: Settings
-    # One pooled client for every provider call: connection reuse matters on the hot path.
-    http: httpx.AsyncClient
+    db: Database
     sandboxes: SandboxService
-    # The model layer (fragments.llm); None only in states built without the app's lifespan.
-    llm: ModelStreamer | None = None
-    # Storage (fragments.store); None only in states built without the app's lifespan.
-    db: Database | None = None
+    llm: ModelStreamer
+    # The one Redis client; None when FRAGMENTS_REDIS_URL is unset (memory serves instead).
+    redis: SharedRedis | None
+    limiter: ChatLimiter
+    usage_cache: UsageCache
+    prepare_credits: SharedPrepareCredits
+    response_store: ResponseStore
 
 
 def get_state(request: Request) -> State:
+    """The app's State (the lifespan has run: handlers only serve after it)."""
     state: State = request.app.state.fragments
     return state
 
 
-def get_settings(request: Request) -> Settings:
+def get_db(request: Request) -> Database:
+    return get_state(request).db
+
+
+async def _state(request: Request) -> State:
+    # Async so FastAPI resolves it on the event loop, not in its thread pool.
+    return get_state(request)
+
+
+async def _settings(request: Request) -> Settings:
     return get_state(request).settings
 
 
-StateDep = Annotated[State, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+StateDep = Annotated[State, Depends(_state)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

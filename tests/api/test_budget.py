@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from fragments.app import state_of
 from fragments.auth.plans import set_tier
-from fragments.store.db import Identity
+from fragments.store.db import Database, Identity
 from fragments.store.models import Team, UsageRecord
 from tests.accounts import Account, sign_up
 
@@ -23,8 +25,7 @@ async def me(api: httpx.AsyncClient, who: Account) -> dict[str, str]:
     return body
 
 
-async def spend(api: httpx.AsyncClient, user_id: str, team_id: str, tokens: int) -> None:
-    db = api._transport.app.state.fragments.db  # type: ignore[attr-defined]
+async def spend(db: Database, user_id: str, team_id: str, tokens: int) -> None:
     async with db.transaction(Identity(user_id, team_id)) as session:
         session.add(
             UsageRecord(
@@ -39,7 +40,7 @@ async def spend(api: httpx.AsyncClient, user_id: str, team_id: str, tokens: int)
 
 
 async def test_admins_see_usage_against_budget_members_and_outsiders_do_not(
-    api: httpx.AsyncClient,
+    api: httpx.AsyncClient, api_app: FastAPI
 ) -> None:
     owner = await sign_up(api, "owner")
     admin = await sign_up(api, "admin")
@@ -55,12 +56,12 @@ async def test_admins_see_usage_against_budget_members_and_outsiders_do_not(
         )
         assert added.status_code == 201, added.text
     # The operator makes it an enterprise team with its own budget.
-    db = api._transport.app.state.fragments.db  # type: ignore[attr-defined]
+    db = state_of(api_app).db
     await set_tier(db, tid, "enterprise", {"monthly_tokens": 5000})
 
     member_me, outsider_me = await me(api, member), await me(api, outsider)
-    await spend(api, member_me["id"], tid, 1200)
-    await spend(api, outsider_me["id"], outsider_me["team_id"], 999)  # another team's
+    await spend(db, member_me["id"], tid, 1200)
+    await spend(db, outsider_me["id"], outsider_me["team_id"], 999)  # another team's
 
     seen = await api.get(f"/api/teams/{tid}/budget", headers=admin.headers)
     assert seen.status_code == 200, seen.text
@@ -98,10 +99,12 @@ async def test_admins_see_usage_against_budget_members_and_outsiders_do_not(
     assert team_view.json()["month"]["input_tokens"] == 1100
 
 
-async def test_a_free_team_cannot_raise_its_own_budget(api: httpx.AsyncClient) -> None:
+async def test_a_free_team_cannot_raise_its_own_budget(
+    api: httpx.AsyncClient, api_app: FastAPI
+) -> None:
     alice = await sign_up(api, "alice")
     personal = (await me(api, alice))["team_id"]
-    db = api._transport.app.state.fragments.db  # type: ignore[attr-defined]
+    db = state_of(api_app).db
     async with db.transaction() as session:
         # Own figures stored on a free team (as an older version let its admins do) are ignored.
         team = await session.get(Team, personal)

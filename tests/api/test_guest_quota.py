@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import pytest
 
-from fragments.app import create_app
 from fragments.config import Settings
-from fragments.schemas import Fragment, InterpreterResult
 from tests.accounts import bearer
+from tests.apps import app_client, client_state
 from tests.chat.test_rate_limits import private_redis
+from tests.fakes.sandboxes import FakeSandboxes
 
 pytestmark = pytest.mark.anyio
 
@@ -34,18 +33,13 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-
-        async def execute(fragment: Fragment, **_: Any) -> InterpreterResult:
-            return InterpreterResult(sandbox_id="sbx", template=fragment.template, stdout=["1\n"])
-
-        app.state.fragments.sandboxes.execute = execute
-        transport = httpx.ASGITransport(app=app, client=("198.51.100.20", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await _redis_ready(client, settings)
-            yield client
+async def guest_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a stand-in sandbox, its requests coming from one guest address."""
+    async with app_client(
+        settings, sandboxes=FakeSandboxes(), client=("198.51.100.20", 50000)
+    ) as client:
+        await _redis_ready(client, settings)
+        yield client
 
 
 async def _redis_ready(client: httpx.AsyncClient, settings: Settings) -> None:
@@ -76,7 +70,7 @@ async def test_minting_guest_tokens_is_limited_per_ip(
     db_settings: Settings, redis_url: str | None
 ) -> None:
     settings = _settings(db_settings, redis_url, allow_guests=True, guest_tokens_per_day=2)
-    async with app_client(settings) as client:
+    async with guest_client(settings) as client:
         first = await client.post("/api/auth/guest")
         assert first.status_code == 201, first.text
         assert first.headers["x-ratelimit-limit"] == "2"
@@ -98,7 +92,7 @@ async def test_minting_guest_tokens_is_limited_per_ip(
         assert again.status_code == 429
     if redis_url is not None:
         # A restarted app (or another instance) sharing Redis remembers the count.
-        async with app_client(settings) as client:
+        async with guest_client(settings) as client:
             assert (await client.post("/api/auth/guest")).status_code == 429
 
 
@@ -106,7 +100,7 @@ async def test_with_guests_off_minting_is_refused_and_never_counted(
     db_settings: Settings, redis_url: str | None
 ) -> None:
     settings = _settings(db_settings, redis_url, allow_guests=False, guest_tokens_per_day=1)
-    async with app_client(settings) as client:
+    async with guest_client(settings) as client:
         for _ in range(3):
             refused = await client.post("/api/auth/guest")
             assert refused.status_code == 403
@@ -124,7 +118,7 @@ async def test_guest_tokens_share_their_ips_sandbox_runs(
         sandbox_limit_guest_per_day=3,
         sandbox_limit_free_per_day=50,
     )
-    async with app_client(settings) as client:
+    async with guest_client(settings) as client:
         anonymous = await client.post("/api/sandbox", json=RUN)
         assert anonymous.status_code == 200, anonymous.text
         assert anonymous.headers["x-ratelimit-remaining"] == "2"
@@ -148,16 +142,15 @@ async def test_guest_counters_fall_back_to_memory_while_redis_is_down(
 ) -> None:
     import redis.asyncio as aioredis
 
-    from fragments.chat.guest_budget import guest_tokens_used, record_guest_tokens
-    from fragments.chat.ratelimit import ChatLimiter
+    from fragments.quota.guest_budget import guest_tokens_used, record_guest_tokens
 
     with private_redis() as (port, _proc):
         url = f"redis://127.0.0.1:{port}/0"
         settings = _settings(db_settings, url, allow_guests=True, guest_tokens_per_day=1)
-        async with app_client(settings) as client:
+        async with guest_client(settings) as client:
             assert (await client.post("/api/auth/guest")).status_code == 201
             assert (await client.post("/api/auth/guest")).status_code == 429
-            limiter: ChatLimiter = client._transport.app.state.chat_limiter  # type: ignore[attr-defined]
+            limiter = client_state(client).limiter
             await record_guest_tokens(limiter, "198.51.100.20", 700)
             assert await guest_tokens_used(limiter, "198.51.100.20") == 700
             watcher = aioredis.Redis(port=port)

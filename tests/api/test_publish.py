@@ -13,10 +13,10 @@ from sqlalchemy import update
 
 from fragments.app import create_app
 from fragments.config import Settings
-from fragments.state import State
 from fragments.store.db import Database, Identity
 from fragments.store.models import ExecutionResultRow, FragmentRow, ShortLink
 from tests.accounts import sign_up
+from tests.fakes.sandboxes import FakeSandboxes
 
 pytestmark = pytest.mark.anyio
 
@@ -45,16 +45,10 @@ async def test_publish_and_follow(db_settings: Settings, links: str) -> None:
                 "Redis at 127.0.0.1:6379 is unreachable (it runs on the dev and CI machines)"
             )
     db_settings = db_settings.model_copy(update={"redis_url": redis_url})
-    app = create_app(db_settings)
+    sandboxes = FakeSandboxes(gone={"sbxgone"})
+    extended = sandboxes.extended
+    app = create_app(db_settings, sandboxes=sandboxes)
     async with app.router.lifespan_context(app):
-        state: State = app.state.fragments
-        extended: list[tuple[str, float]] = []
-
-        async def extend(sandbox_id: str, seconds: float) -> float | None:
-            extended.append((sandbox_id, seconds))
-            return seconds if sandbox_id != "sbxgone" else None
-
-        state.sandboxes.extend = extend  # type: ignore[method-assign]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
             alice = await sign_up(api, "alice")

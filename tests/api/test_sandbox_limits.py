@@ -5,20 +5,18 @@ once it is back. The sandbox itself is stubbed: these tests are about the limit.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import pytest
 from sqlalchemy import update
 
-from fragments.app import create_app
 from fragments.config import Settings
-from fragments.schemas import Fragment, InterpreterResult
 from fragments.store.models import Team
 from tests.accounts import sign_up
+from tests.apps import app_client, client_state
 from tests.chat.test_rate_limits import _spawn_redis, _wait_redis, private_redis
+from tests.fakes.sandboxes import FakeSandboxes
 
 pytestmark = pytest.mark.anyio
 
@@ -38,18 +36,8 @@ def limited(settings: Settings, **extra: object) -> Settings:
     return settings.model_copy(update=update_)
 
 
-@asynccontextmanager
-async def sandbox_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-
-        async def execute(fragment: Fragment, **_: Any) -> InterpreterResult:
-            return InterpreterResult(sandbox_id="sbx", template=fragment.template, stdout=["1\n"])
-
-        app.state.fragments.sandboxes.execute = execute
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+def sandbox_client(settings: Settings) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return app_client(settings, sandboxes=FakeSandboxes())
 
 
 @pytest.mark.auth_modes("guests")  # about guests, who do not exist with guests off
@@ -93,7 +81,7 @@ async def test_users_are_limited_by_tier_apart_from_chat(db_settings: Settings) 
         )
         assert chat.headers.get("x-ratelimit-limit") == "1"
         assert chat.headers.get("x-ratelimit-remaining") == "0"
-        db = client._transport.app.state.fragments.db  # type: ignore[attr-defined]
+        db = client_state(client).db
         async with db.transaction() as session:
             await session.execute(update(Team).values(tier="pro"))
         assert (await client.post("/api/sandbox", json=RUN, headers=alice.headers)).headers[
@@ -139,8 +127,9 @@ async def test_sandbox_limits_with_redis_down_and_back(db_settings: Settings) ->
             with _spawn_redis(port) as again:
                 try:
                     await _wait_redis(port)
-                    limiter = client._transport.app.state.chat_limiter  # type: ignore[attr-defined]
-                    limiter.outage.down_until = 0.0  # skip the 5 s retry delay
+                    redis = client_state(client).redis
+                    assert redis is not None
+                    redis.outage.down_until = 0.0  # skip the 5 s retry delay
                     response = await client.post("/api/sandbox", json=RUN)
                     assert response.status_code == 200
                     assert response.headers["x-ratelimit-remaining"] == "1"

@@ -3,33 +3,23 @@ which GET /api/conversations/{id} returns as the latest (the sandbox itself is s
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 
 from fragments.app import create_app
 from fragments.config import Settings
-from fragments.schemas import Fragment, InterpreterResult
-from fragments.state import State
 from fragments.store.db import Database, Identity
 from fragments.store.models import FragmentRow
 from tests.accounts import sign_up
+from tests.fakes.sandboxes import FakeSandboxes
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_results_are_stored_with_the_fragment(db_settings: Settings) -> None:
-    app = create_app(db_settings)
+    sandboxes = FakeSandboxes(sandbox_id="sbx1", stdout=["hi\n"])
+    app = create_app(db_settings, sandboxes=sandboxes)
     async with app.router.lifespan_context(app):
-        state: State = app.state.fragments
-        runs: list[tuple[str, str | None]] = []
-
-        async def execute(fragment: Fragment, *, owner: str | None, **_: Any) -> InterpreterResult:
-            runs.append((fragment.code, owner))
-            return InterpreterResult(sandbox_id="sbx1", template=fragment.template, stdout=["hi\n"])
-
-        state.sandboxes.execute = execute  # type: ignore[method-assign]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
             alice = await sign_up(api, "alice")
@@ -58,14 +48,16 @@ async def test_results_are_stored_with_the_fragment(db_settings: Settings) -> No
                 "/api/sandbox", json={"fragment_id": fragment_id}, headers=mallory.headers
             )
             assert refused.status_code == 404
-            assert runs == []
+            assert sandboxes.runs == []
             ran = await api.post(
                 "/api/sandbox", json={"fragment_id": fragment_id}, headers=alice.headers
             )
             assert ran.status_code == 200, ran.text
             assert ran.json()["stdout"] == ["hi\n"]
             # The stored fragment ran, in a sandbox keyed by its owner and conversation.
-            assert runs == [("print('hi')", f"{me['id']}:{conversation['id']}")]
+            assert [(f.code, owner) for f, owner in sandboxes.runs] == [
+                ("print('hi')", f"{me['id']}:{conversation['id']}")
+            ]
             detail = (
                 await api.get(f"/api/conversations/{conversation['id']}", headers=alice.headers)
             ).json()

@@ -8,22 +8,20 @@ accounting."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from fragments.app import create_app
 from fragments.auth import service
 from fragments.config import Settings
-from fragments.schemas import Fragment, InterpreterResult
 from fragments.store.db import Database, Identity
 from fragments.store.models import SandboxUsage
 from tests.accounts import bearer
+from tests.apps import app_client, client_state
+from tests.fakes.sandboxes import FakeSandboxes
 
 pytestmark = pytest.mark.anyio
 
@@ -36,24 +34,13 @@ def allow_guests(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
 
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-
-        async def execute(fragment: Fragment, **_: Any) -> InterpreterResult:
-            await anyio.sleep(0.01)  # a run takes some time
-            return InterpreterResult(sandbox_id="sbx", template=fragment.template, stdout=["1\n"])
-
-        app.state.fragments.sandboxes.execute = execute
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+def timed_client(settings: Settings) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    # A run takes some time.
+    return app_client(settings, sandboxes=FakeSandboxes(delay=0.01))
 
 
 def _db(client: httpx.AsyncClient) -> Database:
-    db: Database = client._transport.app.state.fragments.db  # type: ignore[attr-defined]
-    return db
+    return client_state(client).db
 
 
 async def _account(client: httpx.AsyncClient, settings: Settings, name: str) -> str:
@@ -84,7 +71,7 @@ async def test_runs_are_timed_per_team_and_shown_in_usage(
     db_settings: Settings, allow_guests: bool
 ) -> None:
     settings = db_settings.model_copy(update={"allow_guests": allow_guests})
-    async with app_client(settings) as client:
+    async with timed_client(settings) as client:
         alice = await _account(client, settings, "alice")
         bob = await _account(client, settings, "bob")
         # Alice runs twice, as JSON and as a stream; bob once.
@@ -132,7 +119,7 @@ async def test_a_shared_teams_runs_add_up_for_its_admins(
     db_settings: Settings, allow_guests: bool
 ) -> None:
     settings = db_settings.model_copy(update={"allow_guests": allow_guests})
-    async with app_client(settings) as client:
+    async with timed_client(settings) as client:
         owner = await _account(client, settings, "owner")
         member = await _account(client, settings, "member")
         made = await client.post("/api/teams", json={"name": "Shop"}, headers=bearer(owner))
@@ -161,7 +148,7 @@ async def test_an_anonymous_guests_run_stores_nothing_and_a_guest_tokens_run_is_
     db_settings: Settings,
 ) -> None:
     settings = db_settings.model_copy(update={"allow_guests": True})
-    async with app_client(settings) as client:
+    async with timed_client(settings) as client:
         assert (await client.post("/api/sandbox", json=RUN)).is_success
         guest = (await client.post("/api/auth/guest")).json()["access_token"]
         assert (await _usage(client, guest))["month"]["sandbox_runs"] == 0

@@ -19,10 +19,9 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import OctKey, RSAKey
 from pydantic import SecretStr
 
-from fragments.app import create_app
+from fragments.app import create_app, state_of
 from fragments.auth.oidc import Flow, Metadata, OidcConfig, SsoFailure, _validate_id_token
 from fragments.config import Settings
-from fragments.state import State
 from fragments.store.models import Team
 from tests.accounts import bearer, sign_up
 from tests.databases import APP_ROLE, PG_HOST, PG_PORT, PgDatabase
@@ -154,9 +153,7 @@ async def browser(
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        state: State = app.state.fragments
-        assert state.db is not None
-        async with state.db.transaction() as session:
+        async with state_of(app).db.transaction() as session:
             session.add(Team(id=team_id, name="Acme", tier="pro", limits={}, personal=False))
         async with _client(app, app_url) as client:
             yield Browser(client, app_url, app)

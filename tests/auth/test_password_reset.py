@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from fragments.auth.mail import SmtpSecurity
 from fragments.config import Settings
+from fragments.mail_url import SmtpSecurity
 from tests.accounts import Account, bearer, sign_up
 from tests.auth.recovery_app import PUBLIC_URL, age_links, guests, mail_settings, running
 from tests.mailbox import Login, Mailbox, mailbox, serving_mailbox
@@ -222,7 +222,7 @@ def test_smtp_url_schemes_are_checked(settings: Settings) -> None:
 
 
 def test_mail_url_parts() -> None:
-    from fragments.auth.mail import parse_smtp_url
+    from fragments.mail_url import parse_smtp_url
 
     target = parse_smtp_url("smtp+starttls://user%40corp:p%40ss@mail.example.com")
     assert (target.host, target.port, target.security) == ("mail.example.com", 587, "starttls")

@@ -16,6 +16,8 @@ import pytest
 
 from fragments.app import create_app
 from fragments.config import Settings
+from fragments.llm.types import ModelStreamer
+from tests.apps import app_client as running_app
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, ServerThread
 from tests.modes import AuthMode, mode_settings, sign_in_for_mode
 
@@ -102,15 +104,15 @@ def chat_settings(
 
 
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(
+    settings: Settings, *, llm: ModelStreamer | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, behind an in-process client: anonymous while guests
-    are allowed, signed in (a new account) when they are not."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            await sign_in_for_mode(c, "guests" if settings.guests_allowed else "production")
-            yield c
+    are allowed, signed in (a new account) when they are not. `llm`: a model streamer to use
+    instead of the app's own (tests.fakes.streamer)."""
+    async with running_app(settings, llm=llm) as c:
+        await sign_in_for_mode(c, "guests" if settings.guests_allowed else "production")
+        yield c
 
 
 @pytest.fixture

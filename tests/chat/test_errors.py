@@ -11,7 +11,7 @@ from fragments.config import Settings
 from tests.chat.conftest import Event, app_client, chat_body, names, post_chat
 from tests.fakes import SAMPLE_FRAGMENT, ErrorReply, FakeAnthropic, FakeGemini, FakeOpenAI
 from tests.fakes import FragmentReply as Reply
-from tests.modes import AuthMode, sign_in_for_mode
+from tests.fakes.streamer import FakeStreamer
 
 pytestmark = pytest.mark.anyio
 
@@ -195,26 +195,9 @@ async def test_stream_this_app_cannot_read(
 
 async def test_a_bug_behind_the_seam_is_internal(chat_settings: Settings) -> None:
     """Whatever escapes the model layer becomes `internal`, with no trace in the stream."""
-    from fragments.app import create_app
-    from fragments.llm.types import AnswerSink, ModelCall, StreamResult
-
-    class Broken:
-        async def stream(self, call: ModelCall, sink: AnswerSink) -> StreamResult:
-            sink.started("openai", call.model_id, False)
-            sink.delta('{"commentary": "hal')
-            raise RuntimeError("secret internals")
-
-        async def aclose(self) -> None:
-            pass
-
-    app = create_app(chat_settings)
-    async with app.router.lifespan_context(app):
-        app.state.fragments.llm = Broken()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            mode: AuthMode = "guests" if chat_settings.guests_allowed else "production"
-            await sign_in_for_mode(client, mode)
-            _, events = await post_chat(client, chat_body())
+    broken = FakeStreamer(['{"commentary": "hal'], error=RuntimeError("secret internals"))
+    async with app_client(chat_settings, llm=broken) as client:
+        _, events = await post_chat(client, chat_body())
     error = the_error(events)
     assert error == {
         "error": "internal",

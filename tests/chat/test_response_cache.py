@@ -12,6 +12,7 @@ import pytest
 
 from fragments.chat.response_cache import MemoryStore, RedisStore
 from fragments.config import Settings
+from fragments.redis_client import SharedRedis
 from tests.chat.conftest import app_client, chat_body, names, post_chat
 from tests.fakes import SAMPLE_FRAGMENT, FakeAnthropic, FakeOpenAI, FragmentReply
 
@@ -85,29 +86,32 @@ async def test_cache_off(chat_settings: Settings, fake_openai: FakeOpenAI) -> No
 
 async def test_redis_store_with_ttl_and_memory_fallback() -> None:
     memory = MemoryStore()
-    store = RedisStore(REDIS_URL, memory)
+    redis = SharedRedis.connect(REDIS_URL)
+    store = RedisStore(redis, memory)
     key = f"fragments:test:{uuid.uuid4().hex}"
     try:
         try:
-            await store._redis.ping()
+            await redis.client.ping()
         except Exception:
             pytest.skip("Redis is not running on 127.0.0.1:6379")
         await store.set(key, "value", 30)
         assert await store.get(key) == "value"
-        ttl = await store._redis.pttl(key)
+        ttl = await redis.client.pttl(key)
         assert 0 < ttl <= 30_000
         assert await memory.get(key) is None  # Redis held it, not memory
-        await store._redis.delete(key)
+        await redis.client.delete(key)
     finally:
-        await store.aclose()
-    # Unreachable Redis: memory takes over, quickly.
-    down = RedisStore("redis://127.0.0.1:1/0", memory)
+        await redis.aclose()
+    # Unreachable Redis: memory takes over, quickly, and Redis is left alone for a while.
+    unreachable = SharedRedis.connect("redis://127.0.0.1:1/0")
+    down = RedisStore(unreachable, memory)
     try:
         await down.set(key, "kept", 30)
+        assert not unreachable.outage.up()
         assert await down.get(key) == "kept"
         assert await memory.get(key) == "kept"
     finally:
-        await down.aclose()
+        await unreachable.aclose()
 
 
 async def test_memory_store_expires_and_is_bounded() -> None:

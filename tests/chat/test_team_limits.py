@@ -13,11 +13,12 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import update
 
-from fragments.app import create_app
 from fragments.auth import service
 from fragments.config import Settings
 from fragments.store.models import Team
 from tests.accounts import bearer
+from tests.apps import app_client as running_app
+from tests.apps import client_state
 from tests.chat.conftest import PLATFORM_KEYS, app_client, chat_body
 from tests.chat.test_rate_limits import _wait_redis, private_redis
 from tests.fakes import FakeOpenAI, FragmentReply
@@ -59,10 +60,6 @@ async def _settings(
     )
 
 
-def _app(client: httpx.AsyncClient) -> object:
-    return client._transport.app  # type: ignore[attr-defined]
-
-
 def _email(name: str) -> str:
     # Unique: the PostgreSQL database is shared by the session's tests.
     return f"{name}-{secrets.token_hex(4)}@example.com"
@@ -71,7 +68,7 @@ def _email(name: str) -> str:
 async def _account(client: httpx.AsyncClient, settings: Settings, email: str) -> str:
     """A new account's access token, made through the sign-up service (the HTTP route's own
     behaviour with guests off is tested elsewhere)."""
-    db = _app(client).state.fragments.db  # type: ignore[attr-defined]
+    db = client_state(client).db
     async with db.transaction() as session:
         pair = await service.signup(session, settings, email, "correct horse battery")
     return pair.access_token
@@ -135,7 +132,7 @@ async def test_members_share_their_teams_daily_chats(
         assert (await send(client, carol, config={"apiKey": "user-key"})).status_code == 200
         # A larger plan (the tier's team figure) lets carol in; her refused request did not
         # use up her own limit.
-        db = _app(client).state.fragments.db  # type: ignore[attr-defined]
+        db = client_state(client).db
         async with db.transaction() as session:
             await session.execute(update(Team).where(Team.id == team_id).values(tier="pro"))
         assert (await send(client, carol)).headers["x-ratelimit-limit"] == "5"
@@ -161,15 +158,12 @@ async def test_a_personal_team_is_limited_by_its_tier(
     fake_openai.default = FragmentReply()
     settings = await _settings(db_settings, fake_openai, allow_guests, None)
     settings = settings.model_copy(update={"rate_limit_team_free_per_day": 2})
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            dora = await _account(client, settings, _email("dora"))
-            first = await send(client, dora)
-            assert first.headers["x-ratelimit-limit"] == "2"
-            assert (await send(client, dora)).status_code == 200
-            over = await send(client, dora)
-            assert over.status_code == 429
-            assert "Your team can make 2" in over.json()["detail"]
+    async with running_app(settings) as client:
+        dora = await _account(client, settings, _email("dora"))
+        first = await send(client, dora)
+        assert first.headers["x-ratelimit-limit"] == "2"
+        assert (await send(client, dora)).status_code == 200
+        over = await send(client, dora)
+        assert over.status_code == 429
+        assert "Your team can make 2" in over.json()["detail"]
     fake_openai.default = None

@@ -16,7 +16,7 @@ from e2b_code_interpreter import Execution, Logs, Result
 from e2b_code_interpreter import ExecutionError as SdkExecutionError
 from pydantic import SecretStr
 
-from fragments.app import create_app
+from fragments.app import create_app, state_of
 from fragments.config import Settings
 from fragments.errors import BadRequest
 from fragments.sandbox.e2b import E2BSandboxService
@@ -542,7 +542,7 @@ async def client(
     monkeypatch.setattr(e2b_service, "real_sdk", lambda: cloud.sdk)
     app = create_app(e2b_settings)
     async with app.router.lifespan_context(app):
-        assert isinstance(app.state.fragments.sandboxes, E2BSandboxService)
+        assert isinstance(state_of(app).sandboxes, E2BSandboxService)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http

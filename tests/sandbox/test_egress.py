@@ -25,6 +25,7 @@ import pytest
 from pydantic import ValidationError
 
 from fragments.config import Settings
+from fragments.hostport import parse_registry_hosts, split_host_port
 from fragments.sandbox.local.build import build_template
 from fragments.sandbox.local.confine import bwrap_command
 from fragments.sandbox.local.egress import (
@@ -36,9 +37,7 @@ from fragments.sandbox.local.egress import (
     Upstreams,
     blocked_reason,
     is_this_host,
-    parse_registry_hosts,
     registries_policy,
-    split_host_port,
 )
 from fragments.sandbox.local.install import install_npm_packages, pip_confinement
 from fragments.sandbox.local.node_build import node_template_dir

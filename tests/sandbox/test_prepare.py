@@ -19,18 +19,18 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.typing import Subprotocol
 
-from fragments.app import create_app
+from fragments.app import create_app, state_of
 from fragments.config import Settings
-from fragments.sandbox.credits import PrepareCredits
+from fragments.quota.credits import PrepareCredits
 from fragments.sandbox.e2b import E2BSandboxService
 from fragments.sandbox.local.build import TemplateEnv, build_template
 from fragments.sandbox.local.service import LocalSandboxService
 from fragments.sandbox.local.web import WebSandbox
-from fragments.sandbox.service import PreparedSandbox
-from fragments.sandbox.templates import Template, get_template
+from fragments.sandbox.templates import get_template
 from fragments.schemas import Fragment, WebResult
 from tests.accounts import bearer, sign_up
 from tests.fakes.e2b_sdk import FakeCloud
+from tests.fakes.sandboxes import FakeSandboxes
 from tests.modes import mode_of, sign_in_for_mode
 
 pytestmark = pytest.mark.anyio
@@ -68,7 +68,7 @@ async def api(app: FastAPI, db_settings: Settings) -> AsyncIterator[httpx.AsyncC
 
 
 def _service(app: FastAPI) -> LocalSandboxService:
-    service = app.state.fragments.sandboxes
+    service = state_of(app).sandboxes
     assert isinstance(service, LocalSandboxService)
     return service
 
@@ -99,7 +99,7 @@ async def test_a_prepared_streamlit_sandbox_is_edited_in_place_by_the_run(
     assert set(body) == {"sandbox_id", "template", "url"}
     assert body["template"] == STREAMLIT
     assert body["url"].endswith(
-        f"-{body['sandbox_id']}.{app.state.fragments.settings.resolved_preview_domain}/"
+        f"-{body['sandbox_id']}.{state_of(app).settings.resolved_preview_domain}/"
     )
     # Idempotent: the same sandbox, not started again.
     again = await api.post("/api/sandbox/prepare", json=ask, headers=headers)
@@ -189,17 +189,8 @@ def test_a_credit_pays_for_one_run_of_its_template() -> None:
 async def test_a_prepare_counts_as_the_run_that_follows_it(db_settings: Settings) -> None:
     """The limit is about sandboxes, not this test's Streamlit: the service is a stand-in."""
     limited = db_settings.model_copy(update={"sandbox_limit_guest_per_day": 3})
-    app = create_app(limited)
+    app = create_app(limited, sandboxes=FakeSandboxes())
     async with app.router.lifespan_context(app):
-
-        async def prepare(template: Template, owner: str) -> PreparedSandbox:
-            return PreparedSandbox("sbx", template.id, "http://preview/")
-
-        async def execute(fragment: Fragment, **_: Any) -> WebResult:
-            return WebResult(sandbox_id="sbx", template=fragment.template, url="http://preview/")
-
-        app.state.fragments.sandboxes.prepare = prepare
-        app.state.fragments.sandboxes.execute = execute
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
             ask = {"template": STREAMLIT, "conversation_id": "c1"}

@@ -2,8 +2,9 @@
 process sees it, it expires with the sandbox, and two concurrent runs cannot both spend it;
 while Redis is down the credit lives in the process's memory and still pays for its run.
 
-Against the shared Redis on 127.0.0.1:6379 under a key prefix of this run's own (so runs never
-see each other's credits), and a private redis-server for the outage (the shared one is never
+Against the shared Redis on 127.0.0.1:6379, under a key prefix of this run's own for the
+credits made here and with owners (accounts) new to this run for the apps', so runs never see each
+other's credits; and a private redis-server for the outage (the shared one is never
 stopped). The sandbox service is a stand-in: these tests are about counting runs."""
 
 from __future__ import annotations
@@ -11,22 +12,21 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from fragments.app import create_app
 from fragments.config import Settings
-from fragments.sandbox.credits import SharedPrepareCredits
-from fragments.sandbox.service import PreparedSandbox
-from fragments.sandbox.templates import Template
-from fragments.schemas import Fragment, WebResult
+from fragments.quota.credits import KEY_PREFIX, SharedPrepareCredits
+from fragments.redis_client import SharedRedis
 from tests.accounts import sign_up
+from tests.apps import app_client as running_app
+from tests.apps import client_state
 from tests.chat.test_rate_limits import _spawn_redis, _wait_redis, private_redis
+from tests.fakes.sandboxes import FakeSandboxes
 
 pytestmark = pytest.mark.anyio
 
@@ -62,31 +62,11 @@ def _prepare(conversation: str, template: str = STREAMLIT) -> dict[str, str]:
     return {"template": template, "conversation_id": conversation}
 
 
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An app process (lifespan running) whose sandboxes are stand-ins and whose credits use
-    this run's key prefix."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-
-        async def prepare(template: Template, owner: str) -> PreparedSandbox:
-            return PreparedSandbox("sbx", template.id, "http://preview/")
-
-        async def execute(fragment: Fragment, **_: Any) -> WebResult:
-            return WebResult(sandbox_id="sbx", template=fragment.template, url="http://preview/")
-
-        app.state.fragments.sandboxes.prepare = prepare
-        app.state.fragments.sandboxes.execute = execute
-        app.state.prepare_credits = SharedPrepareCredits.from_settings(settings, prefix=PREFIX)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-
-
-def _app(client: httpx.AsyncClient) -> FastAPI:
-    app = client._transport.app  # type: ignore[attr-defined]
-    assert isinstance(app, FastAPI)
-    return app
+def app_client(
+    settings: Settings, sandboxes: FakeSandboxes | None = None
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """An app process (lifespan running) whose sandboxes are stand-ins."""
+    return running_app(settings, sandboxes=sandboxes or FakeSandboxes())
 
 
 def _remaining(response: httpx.Response) -> str | None:
@@ -101,8 +81,11 @@ async def test_a_credit_in_redis_expires_with_the_sandbox_and_is_spent_once(
     redis_settings = settings.model_copy(
         update={"redis_url": SHARED_REDIS, "sandbox_lifetime_seconds": 120.0}
     )
-    first = SharedPrepareCredits.from_settings(redis_settings, prefix=PREFIX)
-    second = SharedPrepareCredits.from_settings(redis_settings, prefix=PREFIX)
+    # Two processes: each its own client, as each app builds its own.
+    one, two = SharedRedis.connect(SHARED_REDIS), SharedRedis.connect(SHARED_REDIS)
+    lifetime = redis_settings.sandbox_lifetime_seconds
+    first = SharedPrepareCredits(one, lifetime, prefix=PREFIX)
+    second = SharedPrepareCredits(two, lifetime, prefix=PREFIX)
     try:
         owner = f"u{secrets.token_hex(3)}:c1"
         await first.grant(owner, STREAMLIT)
@@ -124,8 +107,8 @@ async def test_a_credit_in_redis_expires_with_the_sandbox_and_is_spent_once(
         # Nothing was kept in memory while Redis was up.
         assert not first.memory.holds(owner, STREAMLIT)
     finally:
-        await first.aclose()
-        await second.aclose()
+        await one.aclose()
+        await two.aclose()
 
 
 async def test_two_app_processes_sharing_redis_count_a_prepared_run_once(
@@ -179,18 +162,18 @@ async def test_the_credit_pays_from_memory_while_redis_is_down_and_from_redis_on
         url = f"redis://127.0.0.1:{port}/0"
         limited = settings.model_copy(update={"redis_url": url, "sandbox_limit_guest_per_day": 10})
         async with app_client(limited) as client:
-            app = _app(client)
+            state = client_state(client)
             watcher = Redis.from_url(url, decode_responses=True)
             up = f"c-{secrets.token_hex(3)}"
             assert _remaining(await client.post("/api/sandbox/prepare", json=_prepare(up))) == "9"
-            assert await watcher.keys(PREFIX + "*") == [f"{PREFIX}anonymous:{up}"]
+            assert await watcher.keys(KEY_PREFIX + "*") == [f"{KEY_PREFIX}anonymous:{up}"]
 
             # Redis goes away: the limiter counts in memory (afresh), and so does the credit.
             await watcher.shutdown(nosave=True)
             await watcher.aclose()
             down = f"c-{secrets.token_hex(3)}"
             assert _remaining(await client.post("/api/sandbox/prepare", json=_prepare(down))) == "9"
-            assert app.state.prepare_credits.memory.holds(f"anonymous:{down}", STREAMLIT)
+            assert state.prepare_credits.memory.holds(f"anonymous:{down}", STREAMLIT)
             assert _remaining(await client.post("/api/sandbox", json=_run(down))) is None
             assert _remaining(await client.post("/api/sandbox", json=_run(down))) == "8"
 
@@ -198,19 +181,17 @@ async def test_the_credit_pays_from_memory_while_redis_is_down_and_from_redis_on
             with _spawn_redis(port) as again:
                 try:
                     await _wait_redis(port)
-                    # Skip the 5 s retry delay of both.
-                    app.state.chat_limiter.outage.down_until = 0.0
-                    app.state.prepare_credits.outage.down_until = 0.0
+                    # Skip the 5 s retry delay (one verdict for the one client).
+                    assert state.redis is not None
+                    state.redis.outage.down_until = 0.0
                     back = f"c-{secrets.token_hex(3)}"
                     prepared = await client.post("/api/sandbox/prepare", json=_prepare(back))
                     assert _remaining(prepared) == "9"
                     watcher = Redis.from_url(url, decode_responses=True)
-                    assert await watcher.keys(PREFIX + "*") == [f"{PREFIX}anonymous:{back}"]
-                    assert not app.state.prepare_credits.memory.holds(
-                        f"anonymous:{back}", STREAMLIT
-                    )
+                    assert await watcher.keys(KEY_PREFIX + "*") == [f"{KEY_PREFIX}anonymous:{back}"]
+                    assert not state.prepare_credits.memory.holds(f"anonymous:{back}", STREAMLIT)
                     assert _remaining(await client.post("/api/sandbox", json=_run(back))) is None
-                    assert await watcher.keys(PREFIX + "*") == []
+                    assert await watcher.keys(KEY_PREFIX + "*") == []
                     assert _remaining(await client.post("/api/sandbox", json=_run(back))) == "8"
                     await watcher.aclose()
                 finally:
@@ -221,28 +202,22 @@ async def test_the_credit_pays_from_memory_while_redis_is_down_and_from_redis_on
 async def test_a_repeated_prepare_grants_no_second_credit(settings: Settings) -> None:
     """A repeat answers the sandbox the first prepare paid for; if the run spends that credit
     while the repeat is still preparing, the repeat must not grant another (a free run)."""
+    sandboxes = FakeSandboxes()
     async with app_client(
-        settings.model_copy(update={"sandbox_limit_guest_per_day": 10})
+        settings.model_copy(update={"sandbox_limit_guest_per_day": 10}), sandboxes
     ) as client:
-        service = _app(client).state.fragments.sandboxes
         conversation = f"c-{secrets.token_hex(3)}"
         assert (
             _remaining(await client.post("/api/sandbox/prepare", json=_prepare(conversation)))
             == "9"
         )
 
-        entered, release = asyncio.Event(), asyncio.Event()
-
-        async def slow_prepare(template: Template, owner: str) -> PreparedSandbox:
-            entered.set()
-            await release.wait()
-            return PreparedSandbox("sbx", template.id, "http://preview/")
-
-        service.prepare = slow_prepare
+        # Prepares are slow from here on: each waits for `release`.
+        sandboxes.release_prepare = release = asyncio.Event()
         repeat = asyncio.create_task(
             client.post("/api/sandbox/prepare", json=_prepare(conversation))
         )
-        await asyncio.wait_for(entered.wait(), 10)
+        await asyncio.wait_for(sandboxes.preparing.wait(), 10)
         # The run spends the credit while the repeat is still preparing ...
         assert _remaining(await client.post("/api/sandbox", json=_run(conversation))) is None
         release.set()

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
-from fragments.app import create_app
+from fragments.app import create_app, state_of
 from fragments.config import Settings
 from fragments.sandbox.local.build import TemplateEnv, build_template
 from fragments.sandbox.local.service import LocalSandboxService
@@ -65,7 +65,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def service_of(app: FastAPI) -> LocalSandboxService:
-    service = app.state.fragments.sandboxes
+    service = state_of(app).sandboxes
     assert isinstance(service, LocalSandboxService)
     return service
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fragments.auth.tokens import (
@@ -21,56 +19,13 @@ from fragments.auth.tokens import (
     decode_supabase_token,
     digest,
 )
-from fragments.errors import FragmentsError
-from fragments.state import get_state
-from fragments.store.db import Database, Identity
+from fragments.principal import ANONYMOUS, Principal
+from fragments.state import get_db, get_state
+from fragments.store.db import Database
+from fragments.store.errors import DB_DOWN, DatabaseUnavailable
 from fragments.store.models import ApiToken, AuthSession, Membership, Team, User
 
 log = structlog.get_logger(__name__)
-
-# What a database outage looks like from SQLAlchemy and the drivers underneath.
-DB_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
-
-
-class DatabaseUnavailable(FragmentsError):
-    status_code = 503
-    code = "database_unavailable"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "The database is unreachable; please try again shortly.",
-            headers={"Retry-After": "5"},
-        )
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller. `user_id` is None for an anonymous guest (no token, guests allowed)."""
-
-    user_id: str | None
-    team_id: str | None
-    session_id: str | None = None
-    is_guest: bool = True
-    # True when the token was checked by signature alone because the database was down.
-    offline: bool = False
-
-    @property
-    def identity(self) -> Identity:
-        return Identity(self.user_id or "", self.team_id or "")
-
-    @property
-    def anonymous(self) -> bool:
-        return self.user_id is None
-
-
-ANONYMOUS = Principal(user_id=None, team_id=None)
-
-
-def get_db(request: Request) -> Database:
-    db = get_state(request).db
-    if db is None:
-        raise RuntimeError("the database was not opened (the app's lifespan did not run)")
-    return db
 
 
 def _bearer(request: Request) -> str | None:

@@ -13,9 +13,10 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from fragments.auth import oidc, oidc_accounts
-from fragments.auth.deps import DatabaseUnavailable, unit_of_work
+from fragments.auth.deps import unit_of_work
 from fragments.auth.public import TokenPairPublic
 from fragments.state import SettingsDep
+from fragments.store.errors import DatabaseUnavailable
 
 router = APIRouter(prefix="/api/auth/oidc", tags=["auth"])
 log = structlog.get_logger(__name__)

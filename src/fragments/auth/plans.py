@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fragments.chat.budget import month_bounds, month_usage, monthly_budget
-from fragments.chat.ratelimit import daily_limit, team_daily_limit
 from fragments.config import Settings
+from fragments.quota.budget import month_bounds, month_usage
+from fragments.quota.tiers import daily_limit, monthly_budget, team_daily_limit
 from fragments.store.db import Database, Identity
 from fragments.store.models import Membership, SandboxUsage, Team, UsageRecord, User
 

@@ -21,9 +21,9 @@ from fragments.auth.public import (
     TokenPairPublic,
 )
 from fragments.auth.tokens import Forbidden, Unauthorized, decode_access_token
-from fragments.chat.ratelimit import enforce_guest_mint
 from fragments.http_client_ip import client_ip
-from fragments.state import SettingsDep
+from fragments.quota.limits import enforce_guest_mint
+from fragments.state import SettingsDep, get_state
 from fragments.store.models import ApiToken
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -140,7 +140,9 @@ async def guest(request: Request, response: Response, settings: SettingsDep) -> 
     if not settings.guests_allowed:
         raise Forbidden("Guest sessions are disabled here; sign up instead.", code="no_guests")
     if settings.rate_limits:
-        response.headers.update(await enforce_guest_mint(request, settings))
+        response.headers.update(
+            await enforce_guest_mint(request, settings, get_state(request).limiter)
+        )
     async with unit_of_work(request) as session:
         return TokenPairPublic.of(await service.guest(session, settings))
 

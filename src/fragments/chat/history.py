@@ -9,17 +9,17 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from fragments.auth.deps import DB_DOWN, Principal
-from fragments.chat.budget import billed_to
+from fragments.chat.accounting import billed_to, record_usage
 from fragments.chat.prompt import to_turns
 from fragments.chat.summary import model_summary
-from fragments.chat.usage import record_usage
 from fragments.chat.window import Window, build_window, exchanges, extractive_summary
 from fragments.config import Settings
 from fragments.llm.types import ModelCall, ModelStreamer
+from fragments.principal import Principal
 from fragments.schemas import Fragment, Message
 from fragments.store import repos
 from fragments.store.db import Database
+from fragments.store.errors import DB_DOWN
 
 log = structlog.get_logger(__name__)
 

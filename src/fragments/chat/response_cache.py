@@ -31,6 +31,8 @@ from fragments.llm.types import (
     StreamResult,
     Usage,
 )
+from fragments.ports import ResponseStore
+from fragments.redis_client import SharedRedis
 from fragments.schemas import Fragment
 
 log = structlog.get_logger(__name__)
@@ -85,33 +87,33 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Redis with a TTL; any Redis error falls back to the memory store for that call."""
+    """Redis with a TTL; while Redis is down (the one client's outage verdict) the memory store
+    answers."""
 
-    def __init__(self, url: str, fallback: MemoryStore) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=0.5, socket_timeout=0.5, decode_responses=True
-        )
+    def __init__(self, redis: SharedRedis, fallback: MemoryStore) -> None:
+        self._redis = redis
         self._fallback = fallback
 
     async def get(self, key: str) -> str | None:
+        client = self._redis.available()
+        if client is None:
+            return await self._fallback.get(key)
         try:
-            value = await self._redis.get(key)
-        except Exception as exc:
-            log.warning("response_cache_redis_down", error=repr(exc))
+            value = await client.get(key)
+        except Exception as exc:  # any Redis failure: memory answers
+            self._redis.outage.failed("response_cache_redis_down", exc)
             return await self._fallback.get(key)
         return value if isinstance(value, str) else None
 
     async def set(self, key: str, value: str, ttl: float) -> None:
-        try:
-            await self._redis.set(key, value, px=max(1, int(ttl * 1000)))
-        except Exception as exc:
-            log.warning("response_cache_redis_down", error=repr(exc))
-            await self._fallback.set(key, value, ttl)
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()
+        client = self._redis.available()
+        if client is not None:
+            try:
+                await client.set(key, value, px=max(1, int(ttl * 1000)))
+                return
+            except Exception as exc:  # any Redis failure: memory keeps it
+                self._redis.outage.failed("response_cache_redis_down", exc)
+        await self._fallback.set(key, value, ttl)
 
 
 class _Tee:
@@ -141,7 +143,7 @@ class CachedStreamer:
     def __init__(
         self,
         inner: ModelStreamer,
-        store: MemoryStore | RedisStore,
+        store: ResponseStore,
         ttl: float,
         *,
         regenerate: bool = False,
@@ -197,19 +199,16 @@ def _cacheable(text: str) -> bool:
     return bool(fragment.code.strip() or fragment.files)
 
 
-def make_store(settings: Settings) -> MemoryStore | RedisStore:
+def make_store(settings: Settings, redis: SharedRedis | None) -> ResponseStore:
+    """The response cache's store: Redis when the app has a client, this process's memory else."""
     memory = MemoryStore(settings.response_cache_max_entries)
-    if settings.redis_url:
-        return RedisStore(settings.redis_url, memory)
+    if redis is not None:
+        return RedisStore(redis, memory)
     return memory
 
 
 def cached(
-    app_state: Any, settings: Settings, inner: ModelStreamer, *, regenerate: bool
+    store: ResponseStore, settings: Settings, inner: ModelStreamer, *, regenerate: bool
 ) -> CachedStreamer:
-    """The app's response cache (made on first use) in front of `inner`, for one request."""
-    store = getattr(app_state, "response_cache_store", None)
-    if store is None:
-        store = make_store(settings)
-        app_state.response_cache_store = store
+    """The app's response cache in front of `inner`, for one request."""
     return CachedStreamer(inner, store, settings.response_cache_ttl_seconds, regenerate=regenerate)

@@ -11,13 +11,11 @@ from starlette.types import Message, Send
 from fragments.auth.deps import CurrentUser
 from fragments.chat.request import chat_limits
 from fragments.chat.service import answer
-from fragments.chat.usage import router as usage_router
 from fragments.schemas import ChatRequest
 from fragments.state import State, get_state
 
 router = APIRouter()
 # GET /api/usage rides on this router so the app's router list stays as it is.
-router.include_router(usage_router)
 
 
 # Async on purpose: FastAPI runs plain `def` dependencies in a worker thread, which costs more

@@ -15,25 +15,25 @@ from typing import Any
 import structlog
 from fastapi import Request
 
-from fragments.auth.deps import Principal, get_db
-from fragments.chat.budget import UsageCache, billed_to, usage_cache
-from fragments.chat.guest_budget import record_guest_tokens
+from fragments.chat.accounting import billed_to, record_usage
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
-from fragments.chat.ratelimit import enforce, guest_ip, limiter_of
 from fragments.chat.request import check_conversation
 from fragments.chat.response_cache import cached
 from fragments.chat.routing import route_model
 from fragments.chat.stream import chat_events
-from fragments.chat.usage import record_usage
 from fragments.chat.window import Window, message_text
 from fragments.config import Settings
 from fragments.conversations.turns import ChatTurn, open_chat_turn, save_chat_turn
 from fragments.llm.catalogue import CatalogueModel, resolve_model
 from fragments.llm.types import ModelCall, ModelStreamer, Sampling, StreamResult, Usage
+from fragments.principal import Principal
+from fragments.quota.budget import UsageCache
+from fragments.quota.guest_budget import record_guest_tokens
+from fragments.quota.limits import enforce, guest_ip
 from fragments.sandbox.templates import Template, resolve_templates
 from fragments.schemas import ChatRequest, Fragment
-from fragments.state import State
+from fragments.state import State, get_db
 from fragments.store.db import Database
 from fragments.store.models import BilledTo
 
@@ -66,7 +66,7 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
     checked = check(body, settings)
     # One short transaction before the stream (ownership, or a new conversation), one after it.
     db = get_db(request)
-    headers = await limit(request, settings, db, who, body, checked.model)
+    headers = await limit(request, state, db, who, body, checked.model)
     user_content = body.messages[-1].model_dump(mode="json", exclude_none=True)["content"]
     turn = await authorise(db, who, body, checked.model, user_content, settings)
     call = checked.call
@@ -77,7 +77,7 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
     model, call = route(settings, body, checked, window, call)
     ledger = Ledger(
         request,
-        settings,
+        state,
         db,
         who,
         turn,
@@ -86,7 +86,7 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
         model=f"{model.provider_id}/{model.id}",
         paid_by=billed_to(call),
     )
-    events = stream(request, settings, streamer, body, checked, call, turn, ledger)
+    events = stream(state, streamer, body, checked, call, turn, ledger)
     return ChatReply(events, headers)
 
 
@@ -121,13 +121,14 @@ def check(body: ChatRequest, settings: Settings) -> _Checked:
 
 async def limit(
     request: Request,
-    settings: Settings,
+    state: State,
     db: Database,
     who: Principal,
     body: ChatRequest,
     model: CatalogueModel,
 ) -> dict[str, str]:
     """The caller's rate limits and budgets: their headers; 429 past them."""
+    settings = state.settings
     if not settings.rate_limits:
         return {}
     config = body.config
@@ -136,6 +137,8 @@ async def limit(
         settings,
         db,
         who,
+        state.limiter,
+        state.usage_cache,
         own_key=config.api_key is not None or config.base_url is not None,
         # A saved key serves a request that brings none (below): an own-key request too.
         saved_key_for=model.provider_id if config.api_key is None else None,
@@ -208,8 +211,7 @@ def route(
 
 
 def stream(
-    request: Request,
-    settings: Settings,
+    state: State,
     streamer: ModelStreamer,
     body: ChatRequest,
     checked: _Checked,
@@ -218,8 +220,11 @@ def stream(
     ledger: Ledger,
 ) -> AsyncIterator[bytes]:
     """The answer's SSE events; the ledger persists it (or charges a cut) at the end."""
+    settings = state.settings
     if settings.response_cache:
-        streamer = cached(request.app.state, settings, streamer, regenerate=body.config.regenerate)
+        streamer = cached(
+            state.response_store, settings, streamer, regenerate=body.config.regenerate
+        )
     # An anonymous guest's turn is not stored (save_chat_turn and record_usage do nothing for
     # it), but its tokens still count against its IP's guest budget.
     accounted = turn.persist or ledger.guest_from is not None
@@ -242,7 +247,7 @@ class Ledger:
     def __init__(
         self,
         request: Request,
-        settings: Settings,
+        state: State,
         db: Database,
         who: Principal,
         turn: ChatTurn,
@@ -252,8 +257,8 @@ class Ledger:
         model: str,
         paid_by: BilledTo,
     ) -> None:
-        self._request = request
-        self._settings = settings
+        settings = state.settings
+        self._limiter = state.limiter
         self._db = db
         self._who = who
         self._turn = turn
@@ -263,7 +268,7 @@ class Ledger:
         # Whose key pays: the caller's own (brought or saved) is shown in usage, never charged.
         self._paid_by = paid_by
         # This instance counts what it records against the team's budget at once (see `budget`).
-        self._spent: UsageCache = usage_cache(request.app.state, settings)
+        self._spent: UsageCache = state.usage_cache
         self._team = who.team_id if not who.anonymous else None
         # Guests' platform-paid tokens also count against their IP's monthly guest budget.
         self.guest_from = guest_ip(request, settings, who) if settings.rate_limits else None
@@ -309,7 +314,6 @@ class Ledger:
         if self.guest_from is None or self._paid_by != "platform":
             return
         try:
-            limiter = limiter_of(self._request, self._settings)
-            await record_guest_tokens(limiter, self.guest_from, tokens)
+            await record_guest_tokens(self._limiter, self.guest_from, tokens)
         except Exception:  # accounting must never fail a chat
             log.warning("guest_tokens_not_recorded", tokens=tokens)

@@ -3,11 +3,9 @@ GET /s/<id> redirects to the preview, or says clearly that the link has expired.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -19,10 +17,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fragments.auth.deps import SessionDep, SignedInUser, get_db
-from fragments.config import Settings
+from fragments.auth.deps import SessionDep, SignedInUser
 from fragments.errors import BadRequest, NotFound
-from fragments.state import StateDep
+from fragments.redis_client import SharedRedis
+from fragments.state import StateDep, get_db
 from fragments.store.db import aware
 from fragments.store.models import Conversation, ExecutionResultRow, FragmentRow, ShortLink
 
@@ -36,16 +34,10 @@ _SEEN = "fragments:link-seen:"
 _SEEN_SECONDS = 30 * 86400
 
 
-@contextlib.asynccontextmanager
-async def _redis(settings: Settings) -> AsyncIterator[Redis | None]:
-    if not settings.redis_url:
-        yield None
-        return
-    client = Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def _redis(shared: SharedRedis | None) -> Redis | None:
+    """The app's Redis client, or None without Redis or while it is down (links go to the
+    database then)."""
+    return shared.available() if shared is not None else None
 
 
 MAX_SECONDS = 24 * 3600
@@ -91,7 +83,7 @@ async def publish(
     if granted is None:
         raise NotFound("The sandbox is no longer running; run the fragment again to publish it.")
     link_id, expires = await _store_link(
-        session, state.settings, url, user.user_id, body.sandbox_id, granted
+        session, state.redis, url, user.user_id, body.sandbox_id, granted
     )
     short = str(request.base_url).rstrip("/") + f"/s/{link_id}"
     return PublishPublic(id=link_id, url=short, expires_at=expires.isoformat())
@@ -121,7 +113,7 @@ async def _preview_url(session: AsyncSession, user_id: str, sandbox_id: str) -> 
 
 async def _store_link(
     session: AsyncSession,
-    settings: Settings,
+    shared: SharedRedis | None,
     url: str,
     user_id: str,
     sandbox_id: str,
@@ -132,14 +124,14 @@ async def _store_link(
     expires = datetime.now(UTC) + timedelta(seconds=granted)
     link_id = secrets.token_urlsafe(6)
     stored = False
-    async with _redis(settings) as redis:
-        if redis is not None:
-            try:
-                await redis.set(_LINK + link_id, url, ex=max(1, int(granted)))
-                await redis.set(_SEEN + link_id, "1", ex=_SEEN_SECONDS)
-                stored = True
-            except RedisError as exc:
-                log.warning("publish_redis_down", error=repr(exc))
+    redis = _redis(shared)
+    if redis is not None and shared is not None:
+        try:
+            await redis.set(_LINK + link_id, url, ex=max(1, int(granted)))
+            await redis.set(_SEEN + link_id, "1", ex=_SEEN_SECONDS)
+            stored = True
+        except RedisError as exc:
+            shared.outage.failed("publish_redis_down", exc)
     if not stored:
         session.add(
             ShortLink(
@@ -169,17 +161,16 @@ _EXPIRED = (
 @router.get("/s/{link_id}", include_in_schema=False)
 async def follow(link_id: str, request: Request, state: StateDep) -> Response:
     link_id = link_id[:32]
-    async with _redis(state.settings) as redis:
-        if redis is not None:
-            try:
-                url, seen = await redis.mget(_LINK + link_id, _SEEN + link_id)
-                if url is not None:
-                    target = url.decode() if isinstance(url, bytes) else str(url)
-                    return RedirectResponse(target, status_code=307)
-                if seen is not None:
-                    return _page(*_EXPIRED)
-            except RedisError as exc:
-                log.warning("short_link_redis_down", error=repr(exc))
+    redis = _redis(state.redis)
+    if redis is not None and state.redis is not None:
+        try:
+            url, seen = await redis.mget(_LINK + link_id, _SEEN + link_id)
+            if url is not None:
+                return RedirectResponse(str(url), status_code=307)
+            if seen is not None:
+                return _page(*_EXPIRED)
+        except RedisError as exc:
+            state.redis.outage.failed("short_link_redis_down", exc)
     async with get_db(request).transaction() as session:
         link = await session.get(ShortLink, link_id)
     if link is None:

@@ -11,13 +11,14 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from fragments.auth.deps import DB_DOWN, Principal
 from fragments.auth.keys import saved_key
 from fragments.config import Settings
 from fragments.errors import NotFound
+from fragments.principal import Principal
 from fragments.schemas import Fragment
 from fragments.store import repos
 from fragments.store.db import Database
+from fragments.store.errors import DB_DOWN
 from fragments.store.models import BilledTo
 
 log = structlog.get_logger(__name__)

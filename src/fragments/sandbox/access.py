@@ -9,11 +9,12 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from fragments.auth.deps import DB_DOWN, DatabaseUnavailable, Principal
 from fragments.errors import NotFound
+from fragments.principal import Principal
 from fragments.schemas import Fragment
 from fragments.store import repos
 from fragments.store.db import Database
+from fragments.store.errors import DB_DOWN, DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
 

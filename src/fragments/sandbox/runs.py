@@ -15,17 +15,15 @@ import structlog
 from fastapi import Request
 from sse_starlette import ServerSentEvent
 
-from fragments.auth.deps import Principal, get_db
-from fragments.chat.ratelimit import enforce_sandbox
-from fragments.config import Settings
 from fragments.errors import FragmentsError
+from fragments.principal import Principal
+from fragments.quota.limits import enforce_sandbox
 from fragments.sandbox.access import RunAccess, authorize_run, save_run
-from fragments.sandbox.credits import SharedPrepareCredits
 from fragments.sandbox.service import Phase, PhaseCallback, PreparedSandbox, prepare_program
 from fragments.sandbox.templates import get_template
 from fragments.sandbox.usage import record_sandbox_time
 from fragments.schemas import Fragment, InterpreterResult, SandboxRequest, WebResult
-from fragments.state import State
+from fragments.state import State, get_db
 from fragments.store.db import Database
 
 log = structlog.get_logger(__name__)
@@ -41,18 +39,6 @@ def result_body(result: InterpreterResult | WebResult) -> dict[str, Any]:
             {k: v for k, v in item.items() if v is not None} for item in body["results"]
         ]
     return body
-
-
-def _credits(request: Request, settings: Settings) -> SharedPrepareCredits:
-    """The app's prepare credits (Redis when configured), made on first use; closed at
-    shutdown with the chat layer's Redis clients. Their own `RedisOutage`, not the limiter's:
-    a client that did not see Redis fail keeps a dead pooled connection, and its first call
-    after Redis is back would fail and keep both on memory for another retry period."""
-    credits: SharedPrepareCredits | None = getattr(request.app.state, "prepare_credits", None)
-    if credits is None:
-        credits = SharedPrepareCredits.from_settings(settings)
-        request.app.state.prepare_credits = credits
-    return credits
 
 
 @dataclass(frozen=True)
@@ -143,10 +129,10 @@ async def start_run(request: Request, state: State, who: Principal, body: Sandbo
     owner = access.owner
     # A run right after its conversation's prepare was counted by that prepare.
     if state.settings.rate_limits:
-        credits = _credits(request, state.settings)
+        credits = state.prepare_credits
         prepaid = owner is not None and await credits.use(owner, fragment.template)
         if not prepaid:
-            headers = await enforce_sandbox(request, state.settings, db, who)
+            headers = await enforce_sandbox(request, state.settings, db, who, state.limiter)
     return Run(state, db, who, access, fragment, body.restart, headers)
 
 
@@ -163,12 +149,12 @@ async def prepare(
     )
     assert access.owner is not None
     headers: dict[str, str] = {}
-    credits = _credits(request, state.settings) if state.settings.rate_limits else None
+    credits = state.prepare_credits if state.settings.rate_limits else None
     # A repeated prepare is free: it answers the sandbox the first one paid for, and grants
     # nothing (the run may spend that credit meanwhile: a second grant would be a free run).
     paying = credits is not None and not await credits.holds(access.owner, template.id)
     if paying:
-        headers = await enforce_sandbox(request, state.settings, db, who)
+        headers = await enforce_sandbox(request, state.settings, db, who, state.limiter)
     prepared = await state.sandboxes.prepare(template, access.owner)
     if paying and credits is not None:
         await credits.grant(access.owner, template.id)

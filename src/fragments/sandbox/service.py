@@ -1,21 +1,21 @@
-"""The seam between the HTTP layer and whatever runs fragments: local confined processes
-(`sandbox/local`, the default) or E2B's cloud (`sandbox/e2b`), behind one protocol."""
+"""What every sandbox backend shares: turning a fragment into the program a sandbox runs, and the
+error a backend raises when it cannot run one. The protocol the backends implement
+(`SandboxService`) is in `fragments.ports`, below the State that holds it; its names are
+re-exported here for the backends."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Protocol
 
 from fragments.errors import FragmentsError
 from fragments.fragment_rules import fragment_files
+from fragments.ports import Phase as Phase
+from fragments.ports import PhaseCallback as PhaseCallback
+from fragments.ports import PreparedSandbox as PreparedSandbox
+from fragments.ports import SandboxService as SandboxService
 from fragments.sandbox.deps import dependency_name, normalize_pip_name, validate_dependencies
-from fragments.sandbox.templates import Template, get_template
-from fragments.schemas import Fragment, InterpreterResult, WebResult
-
-Phase = Literal["acquiring", "installing", "starting", "running"]
-PhaseCallback = Callable[[Phase], Awaitable[None]]
+from fragments.schemas import Fragment
+from fragments.templates import Template, get_template
 
 
 class SandboxUnavailable(FragmentsError):
@@ -23,60 +23,6 @@ class SandboxUnavailable(FragmentsError):
 
     status_code = 503
     code = "sandbox_unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedSandbox:
-    """A conversation's sandbox made ready before its fragment is known (`prepare`)."""
-
-    sandbox_id: str
-    template: str
-    # The preview (the template's placeholder page until the fragment runs); None for the
-    # interpreter.
-    url: str | None
-
-
-class SandboxService(Protocol):
-    async def execute(
-        self,
-        fragment: Fragment,
-        *,
-        owner: str | None,
-        restart: bool = False,
-        on_phase: PhaseCallback | None = None,
-    ) -> InterpreterResult | WebResult:
-        """Run a fragment in the owner's sandbox (a conversation keeps its sandbox)."""
-        ...
-
-    async def prepare(self, template: Template, owner: str) -> PreparedSandbox | None:
-        """Take or start the owner's sandbox for `template` without running any code, so the
-        fragment's run that follows is an in-place edit; idempotent per owner. None when this
-        backend cannot prepare that template."""
-        ...
-
-    async def check(self) -> None:
-        """Raise if the backend cannot run sandboxes now (used by /readyz)."""
-        ...
-
-    async def kill(self, sandbox_id: str) -> bool:
-        """Kill a sandbox now; False when no live sandbox has this id."""
-        ...
-
-    async def extend(self, sandbox_id: str, seconds: float) -> float | None:
-        """Keep a sandbox alive for `seconds` of idleness (capped); None if it is not live."""
-        ...
-
-    def preview_socket(self, sandbox_id: str, port: int) -> Path | None:
-        """The unix socket serving a live sandbox's port (for the preview proxy), or None."""
-        ...
-
-    def preview_expired(self, sandbox_id: str) -> bool:
-        """True when the id belonged to a sandbox that has since been closed."""
-        ...
-
-    async def aclose(self) -> None:
-        """Kill every sandbox and release resources."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import structlog
 
-from fragments.auth.deps import Principal
+from fragments.principal import Principal
 from fragments.store.db import Database
 from fragments.store.models import SandboxUsage
 

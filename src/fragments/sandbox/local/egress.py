@@ -40,6 +40,8 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from fragments.hostport import normalize_host, split_host_port
+
 log = structlog.get_logger(__name__)
 
 Mode = Literal["registries", "internet"]
@@ -53,7 +55,7 @@ DEFAULT_REGISTRIES = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org"
 # Open relays for mail are the classic abuse of an egress proxy.
 MAIL_PORTS = frozenset({25, 465, 587})
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_HOST = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?$")
+
 
 _V4_BLOCKED: tuple[tuple[str, str], ...] = (
     ("0.0.0.0/8", "unspecified"),
@@ -129,46 +131,6 @@ class Refused(Exception):
     """The policy refuses a target; the message is the one-line reason sent back."""
 
 
-def normalize_host(host: str) -> str:
-    """Lower-case, no trailing dot, no IPv6 brackets; ValueError when it is no host name."""
-    host = host.strip().lower().rstrip(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_address(host))
-    if not _HOST.match(host) or ".." in host:
-        raise ValueError(f"not a host name: {host[:80]!r}")
-    return host
-
-
-def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` -> (host, port); ValueError when malformed."""
-    text = text.strip()
-    host, port_text = text, ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"not host[:port]: {text[:80]!r}")
-        host, rest = text[: end + 1], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"not host[:port]: {text[:80]!r}")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if port_text:
-        if not port_text.isdigit():
-            raise ValueError(f"not a port: {port_text[:10]!r}")
-        port = int(port_text)
-    elif default_port is None:
-        raise ValueError(f"a port is needed: {text[:80]!r}")
-    else:
-        port = default_port
-    if not 0 < port < 65536:
-        raise ValueError(f"not a port: {port}")
-    return normalize_host(host), port
-
-
 def url_host_port(url: str) -> tuple[str, int] | None:
     """The (host, port) an http(s) index URL is fetched from; None for anything else."""
     parts = urlsplit(url.strip())
@@ -222,14 +184,6 @@ def registries_policy(
     for entry in extra_hosts:
         allowed.add(split_host_port(entry, 443))
     return EgressPolicy("registries", frozenset(allowed))
-
-
-def parse_registry_hosts(value: str) -> list[str]:
-    """FRAGMENTS_SANDBOX_REGISTRY_HOSTS: comma- or space-separated `host` / `host:port`."""
-    entries = [e for e in re.split(r"[,\s]+", value) if e]
-    for entry in entries:
-        split_host_port(entry, 443)  # raises ValueError on a malformed entry
-    return entries
 
 
 def _show(host: str, port: int) -> str:

@@ -14,7 +14,8 @@ so a guest's chats, sandbox runs and tokens are counted by client IP (`http_clie
 by token, and minting tokens is itself limited by IP (`guest_tokens_per_day`).
 
 Counters live in Redis when `FRAGMENTS_REDIS_URL` is set; while Redis is unreachable an
-in-memory limiter per instance takes over, and Redis is tried again every `_RETRY_SECONDS`.
+in-memory limiter per instance takes over, and Redis is tried again a few seconds later (the
+one client's outage policy, `fragments.redis_client`).
 
 Token budgets: a team's tokens (input + output) this calendar month against its tier's budget
 (or an enterprise team's `limits.monthly_tokens`); over it, 429 `quota_exceeded`. Own-key
@@ -27,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from fastapi import Request
@@ -37,39 +38,19 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from sqlalchemy import select
 
-from fragments.auth.deps import DB_DOWN, Principal
-from fragments.chat.budget import monthly_budget, override, usage_cache
-from fragments.chat.guest_budget import guest_budget_refusal
 from fragments.config import Settings
 from fragments.errors import FragmentsError
 from fragments.http_client_ip import client_ip
+from fragments.principal import Principal
+from fragments.quota.budget import UsageCache
+from fragments.quota.guest_budget import guest_budget_refusal
+from fragments.quota.tiers import Kind, daily_limit, monthly_budget, team_daily_limit
+from fragments.redis_client import RedisOutage, SharedRedis
 from fragments.store.db import Database
+from fragments.store.errors import DB_DOWN
 from fragments.store.models import ProviderKey, Team
 
 log = structlog.get_logger(__name__)
-
-_RETRY_SECONDS = 5.0
-
-
-# What is counted: chat requests, sandbox runs, guest tokens minted.
-Kind = Literal["chat", "sandbox", "guest_token"]
-
-
-class RedisOutage:
-    """Whether Redis is worth trying: after a failure, callers use their in-memory fallback
-    for `retry_seconds`, then try Redis again (one failed call costs a connect timeout, so the
-    fallback must not pay it on every request). Shared by the limiter and the prepare credits."""
-
-    def __init__(self, retry_seconds: float = _RETRY_SECONDS) -> None:
-        self.retry_seconds = retry_seconds
-        self.down_until = 0.0
-
-    def up(self) -> bool:
-        return time.monotonic() >= self.down_until
-
-    def failed(self, event: str, exc: BaseException) -> None:
-        self.down_until = time.monotonic() + self.retry_seconds
-        log.warning(event, error=repr(exc))
 
 
 @dataclass(frozen=True)
@@ -101,16 +82,21 @@ class Decision:
 class ChatLimiter:
     """Rolling-day counters for chat requests and sandbox runs (kept apart by `Quota.kind`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: SharedRedis | None = None) -> None:
         self.settings = settings
         self._memory_storage = MemoryStorage()
         self._memory = MovingWindowRateLimiter(self._memory_storage)
         self._redis: MovingWindowRateLimiter | None = None
         self._redis_storage: Storage | None = None
-        self.outage = RedisOutage()
-        if settings.redis_url:
+        self.outage = redis.outage if redis is not None else RedisOutage()
+        if redis is not None and settings.redis_url:
             url = settings.redis_url.replace("redis://", "async+redis://", 1)
-            self._redis_storage = RedisStorage(url, implementation="redispy", wrap_exceptions=True)
+            # On the app's one connection pool (closed with it), not a client of its own. The
+            # storage types its options as scalars, though redis-py takes a pool among them.
+            pool: dict[str, Any] = {"connection_pool": redis.pool}
+            self._redis_storage = RedisStorage(
+                url, implementation="redispy", wrap_exceptions=True, **pool
+            )
             self._redis = MovingWindowRateLimiter(self._redis_storage)
 
     async def check_all(self, quotas: Sequence[Quota]) -> list[Decision]:
@@ -164,19 +150,6 @@ class ChatLimiter:
                 self.outage.failed("rate_limit_redis_down", exc)
         return int(await self._memory_storage.incr(key, expiry, amount))
 
-    async def aclose(self) -> None:
-        """Close the Redis connection pool (at shutdown)."""
-        storage = self._redis_storage
-        if storage is None:
-            return
-        client = getattr(getattr(storage, "bridge", None), "storage", None)
-        close = getattr(client, "aclose", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception as exc:  # closing at shutdown must not fail it
-                log.warning("rate_limit_redis_close_failed", error=repr(exc))
-
 
 def _host(request: Request, settings: Settings) -> str:
     return client_ip(request, settings.trusted_proxies)
@@ -195,14 +168,13 @@ async def _team(db: Database, who: Principal) -> Team | None:
 
 
 async def _team_and_usage(
-    request: Request, settings: Settings, db: Database, who: Principal, saved_key_for: str | None
+    usage: UsageCache, db: Database, who: Principal, saved_key_for: str | None
 ) -> tuple[Team | None, int, bool]:
     """The caller's team, its tokens this month, and whether the caller saved a key for
     provider `saved_key_for` (the chat then uses it: an own-key request), in one short
     transaction."""
     if not who.team_id:
         return None, 0, False
-    cache = usage_cache(request.app.state, settings)
     try:
         async with db.transaction(who.identity) as session:
             if saved_key_for is not None:
@@ -214,46 +186,11 @@ async def _team_and_usage(
                 if saved.first() is not None:
                     return None, 0, True
             team = await session.get(Team, who.team_id)
-            used = await cache.used(session, team.id) if team is not None else 0
+            used = await usage.used(session, team.id) if team is not None else 0
             return team, used, False
     except DB_DOWN:
         log.warning("rate_limit_tier_unknown", user_id=who.user_id)
         return None, 0, False
-
-
-def daily_limit(settings: Settings, team: Team | None, kind: Kind) -> int:
-    """A signed-in user's requests (`chat`) or sandbox runs a day: the team's tier's figure, or
-    an enterprise team's own `limits.chat_per_day` / `limits.sandbox_per_day`."""
-    if kind == "chat":
-        limits = {
-            "free": settings.rate_limit_free_per_day,
-            "pro": settings.rate_limit_pro_per_day,
-            "enterprise": settings.rate_limit_enterprise_per_day,
-        }
-    else:
-        limits = {
-            "free": settings.sandbox_limit_free_per_day,
-            "pro": settings.sandbox_limit_pro_per_day,
-            "enterprise": settings.sandbox_limit_enterprise_per_day,
-        }
-    custom = override(team, f"{kind}_per_day")
-    if custom is not None:
-        return custom
-    return limits.get(team.tier if team is not None else "free", limits["free"])
-
-
-def team_daily_limit(settings: Settings, team: Team | None) -> int:
-    """A whole team's chat requests a day (all its members together): the tier's figure, or an
-    enterprise team's own `limits.team_chat_per_day`."""
-    custom = override(team, "team_chat_per_day")
-    if custom is not None:
-        return custom
-    limits = {
-        "free": settings.rate_limit_team_free_per_day,
-        "pro": settings.rate_limit_team_pro_per_day,
-        "enterprise": settings.rate_limit_team_enterprise_per_day,
-    }
-    return limits.get(team.tier if team is not None else "free", limits["free"])
 
 
 def _guest(who: Principal) -> bool:
@@ -267,6 +204,7 @@ async def quota_for(
     who: Principal,
     request: Request,
     own_key: bool,
+    usage: UsageCache,
     saved_key_for: str | None = None,
 ) -> list[Quota]:
     """The quotas one chat request counts against: the caller's first (with the team's monthly
@@ -279,7 +217,7 @@ async def quota_for(
     if who.anonymous:
         return [Quota("guest", _host(request, settings), settings.rate_limit_guest_per_day)]
     assert who.user_id is not None
-    team, used, saved = await _team_and_usage(request, settings, db, who, saved_key_for)
+    team, used, saved = await _team_and_usage(usage, db, who, saved_key_for)
     if saved:
         return own
     if guest:
@@ -306,27 +244,20 @@ async def sandbox_quota(
     return Quota(tier, who.user_id, daily_limit(settings, team, "sandbox"), "sandbox")
 
 
-def limiter_of(request: Request, settings: Settings) -> ChatLimiter:
-    state = request.app.state
-    limiter: ChatLimiter | None = getattr(state, "chat_limiter", None)
-    if limiter is None:
-        limiter = ChatLimiter(settings)
-        state.chat_limiter = limiter
-    return limiter
-
-
 async def enforce(
     request: Request,
     settings: Settings,
     db: Database,
     who: Principal,
+    limiter: ChatLimiter,
+    usage: UsageCache,
     *,
     own_key: bool,
     saved_key_for: str | None = None,
 ) -> dict[str, str]:
     """The rate-limit headers for this request; 429 with `Retry-After` when over the limit.
     `saved_key_for`: the provider whose saved key the chat will use, if the caller saved one."""
-    quotas = await quota_for(settings, db, who, request, own_key, saved_key_for)
+    quotas = await quota_for(settings, db, who, request, own_key, usage, saved_key_for)
     quota = quotas[0]
     if quota.budget is not None and quota.used >= quota.budget:
         raise FragmentsError(
@@ -335,12 +266,11 @@ async def enforce(
             code="quota_exceeded",
             status_code=429,
         )
-    limiter = limiter_of(request, settings)
     if quota.scope == "guest":
         refusal = await guest_budget_refusal(limiter, settings, quota.key)
         if refusal is not None:
             raise refusal
-    return await _hit_all(request, settings, quotas, "chat requests")
+    return await _hit_all(limiter, quotas, "chat requests")
 
 
 def guest_ip(request: Request, settings: Settings, who: Principal) -> str | None:
@@ -348,30 +278,26 @@ def guest_ip(request: Request, settings: Settings, who: Principal) -> str | None
     return _host(request, settings) if _guest(who) else None
 
 
-async def enforce_guest_mint(request: Request, settings: Settings) -> dict[str, str]:
+async def enforce_guest_mint(
+    request: Request, settings: Settings, limiter: ChatLimiter
+) -> dict[str, str]:
     """The limit on guest tokens minted per client IP: its headers; 429 past it."""
     quota = Quota("guest", _host(request, settings), settings.guest_tokens_per_day, "guest_token")
-    return await _hit_all(request, settings, [quota], "guest sessions")
+    return await _hit_all(limiter, [quota], "guest sessions")
 
 
 async def enforce_sandbox(
-    request: Request, settings: Settings, db: Database, who: Principal
+    request: Request, settings: Settings, db: Database, who: Principal, limiter: ChatLimiter
 ) -> dict[str, str]:
     """The sandbox-run limit: its headers; 429 with `Retry-After` when over it."""
     quota = await sandbox_quota(settings, db, who, request)
-    return await _hit(request, settings, quota, "sandbox runs")
+    return await _hit_all(limiter, [quota], "sandbox runs")
 
 
-async def _hit(request: Request, settings: Settings, quota: Quota, what: str) -> dict[str, str]:
-    return await _hit_all(request, settings, [quota], what)
-
-
-async def _hit_all(
-    request: Request, settings: Settings, quotas: Sequence[Quota], what: str
-) -> dict[str, str]:
+async def _hit_all(limiter: ChatLimiter, quotas: Sequence[Quota], what: str) -> dict[str, str]:
     """Count the request against every quota; the headers are the tightest quota's, and a 429
     names the one that is full."""
-    decisions = await limiter_of(request, settings).check_all(quotas)
+    decisions = await limiter.check_all(quotas)
     for quota, decision in zip(quotas, decisions, strict=True):
         if not decision.allowed:
             raise _refusal(quota, decision, what)
@@ -408,22 +334,3 @@ def _refusal(quota: Quota, decision: Decision, what: str) -> FragmentsError:
         status_code=429,
         headers={**decision.headers(), "Retry-After": str(wait)},
     )
-
-
-async def close_clients(app_state: Any) -> None:
-    """Close the Redis clients the chat layer opened (limiter, response cache) and the sandbox
-    router's prepare credits, at shutdown."""
-    limiter: ChatLimiter | None = getattr(app_state, "chat_limiter", None)
-    if limiter is not None:
-        await limiter.aclose()
-    credits = getattr(app_state, "prepare_credits", None)
-    close_credits = getattr(credits, "aclose", None)
-    if close_credits is not None:
-        await close_credits()
-    store = getattr(app_state, "response_cache_store", None)
-    close = getattr(store, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception as exc:  # closing at shutdown must not fail it
-            log.warning("response_cache_close_failed", error=repr(exc))

@@ -13,9 +13,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from fragments.chat.budget import month_bounds
 from fragments.config import Settings
 from fragments.errors import FragmentsError
+from fragments.quota.budget import month_bounds
 
 # Kept a day past the month's end so a clock a little behind never reads a reset counter early.
 _GRACE_SECONDS = 86_400

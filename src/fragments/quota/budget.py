@@ -20,21 +20,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fragments.config import Settings
-from fragments.llm.types import ModelCall
-from fragments.store.models import BilledTo, Team, UsageRecord
-
-
-def billed_to(call: ModelCall) -> BilledTo:
-    """Who pays for `call`: a key or server the caller brought (in the request or saved with
-    PUT /api/keys) is theirs; otherwise the platform's key is used and the team is charged."""
-    own = call.api_key is not None or call.base_url is not None
-    return "own_key" if own else "platform"
+from fragments.store.models import BilledTo, UsageRecord
 
 
 def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -44,28 +34,6 @@ def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
     if start.month == 12:
         return start, start.replace(year=start.year + 1, month=1)
     return start, start.replace(month=start.month + 1)
-
-
-def override(team: Team | None, name: str) -> int | None:
-    """An enterprise team's own figure for `name`, if it set one."""
-    if team is None or team.tier != "enterprise":
-        return None
-    value: Any = (team.limits or {}).get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def monthly_budget(settings: Settings, team: Team | None) -> int | None:
-    """The team's monthly token budget (input + output); None for an unknown tier."""
-    own = override(team, "monthly_tokens")
-    if own is not None:
-        return own
-    tier = team.tier if team is not None else "free"
-    budgets = {
-        "free": settings.token_budget_free,
-        "pro": settings.token_budget_pro,
-        "enterprise": settings.token_budget_enterprise,
-    }
-    return budgets.get(tier)
 
 
 async def month_usage(session: AsyncSession, team_id: str, since: datetime) -> int:
@@ -108,6 +76,10 @@ class UsageCache:
         self._entries[team_id] = _Entry(start, used, now + self.ttl)
         return used
 
+    def forget(self) -> None:
+        """Drop every kept sum: the next check of each team reads the database."""
+        self._entries.clear()
+
     def add(self, team_id: str | None, tokens: int, paid_by: BilledTo = "platform") -> None:
         """Usage this instance just recorded for the team: counted at once (own-key usage is
         never charged, so it is not added)."""
@@ -116,11 +88,3 @@ class UsageCache:
         entry = self._entries.get(team_id or "")
         if entry is not None and entry.month == month_bounds()[0]:
             entry.used += max(0, tokens)
-
-
-def usage_cache(app_state: Any, settings: Settings) -> UsageCache:
-    cache: UsageCache | None = getattr(app_state, "usage_cache", None)
-    if cache is None:
-        cache = UsageCache(settings.token_budget_cache_seconds)
-        app_state.usage_cache = cache
-    return cache

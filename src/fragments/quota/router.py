@@ -14,23 +14,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import structlog
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fragments.auth.deps import Principal, SessionDep, SignedInUser, get_db
+from fragments.auth.deps import SessionDep, SignedInUser
 from fragments.auth.service import membership
 from fragments.auth.tokens import Forbidden
-from fragments.chat.budget import month_bounds, month_usage, monthly_budget
 from fragments.errors import NotFound
-from fragments.llm.types import Usage
-from fragments.state import get_state
-from fragments.store import repos
-from fragments.store.db import Database, Identity, aware
-from fragments.store.models import BilledTo, SandboxUsage, Team, UsageRecord
-
-log = structlog.get_logger(__name__)
+from fragments.principal import Principal
+from fragments.quota.budget import month_bounds, month_usage
+from fragments.quota.schemas import TeamBudgetPublic, UsagePublic
+from fragments.quota.tiers import monthly_budget
+from fragments.state import get_db, get_state
+from fragments.store.db import Identity, aware
+from fragments.store.models import SandboxUsage, Team, UsageRecord
 
 router = APIRouter(tags=["usage"])
 
@@ -96,7 +94,7 @@ async def usage(
     session: SessionDep,
     days: Annotated[int, Query(ge=1, le=366)] = 31,
     scope: Literal["me", "team"] = "me",
-) -> dict[str, Any]:
+) -> UsagePublic:
     """Usage of the last `days` days (UTC) by day and model, newest first; `month` is the
     current calendar month so far. `scope=team`: the current team's, for its admins only."""
     if scope == "team":
@@ -138,7 +136,7 @@ async def usage(
     window_start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
     seconds, runs = await _sandbox_time(session, team_id, who.user_id, window_start)
     month_seconds, month_runs = await _sandbox_time(session, team_id, who.user_id, month_start)
-    return {
+    body = {
         "scope": scope,
         "days": days,
         "items": items,
@@ -150,6 +148,7 @@ async def usage(
             "sandbox_runs": month_runs,
         },
     }
+    return UsagePublic.model_validate(body)
 
 
 _ADMINS = ("admin", "owner")
@@ -171,7 +170,7 @@ async def _admin_team(session: AsyncSession, user: Principal, team_id: str) -> T
 @router.get("/api/teams/{team_id}/budget")
 async def team_budget(
     team_id: str, request: Request, user: SignedInUser, session: SessionDep
-) -> dict[str, Any]:
+) -> TeamBudgetPublic:
     """The team's tier, monthly token budget (input + output), what the platform paid for this
     calendar month (UTC) and its cost, what remains, and when the month resets; for the team's
     admins. Own-key usage is reported apart (`own_key_tokens`) and not charged."""
@@ -195,50 +194,17 @@ async def team_budget(
         sandbox_seconds, sandbox_runs = await _sandbox_time(as_team, team.id, None, start)
     cost = by_payer.get("platform", (0, 0.0))[1]
     own_tokens, own_cost = by_payer.get("own_key", (0, 0.0))
-    return {
-        "team_id": team.id,
-        "tier": team.tier,
-        "monthly_tokens": budget,
-        "used_tokens": used,
-        "remaining_tokens": max(0, budget - used) if budget is not None else None,
-        "cost_usd": round(cost, 6),
-        "own_key_tokens": own_tokens,
-        "own_key_cost_usd": round(own_cost, 6),
-        "sandbox_seconds": sandbox_seconds,
-        "sandbox_runs": sandbox_runs,
-        "month": start.date().isoformat(),
-        "resets_at": reset.isoformat().replace("+00:00", "Z"),
-    }
-
-
-async def record_usage(
-    db: Database,
-    who: Principal,
-    *,
-    conversation_id: str | None,
-    model: str,
-    usage: Usage,
-    cost: float,
-    billed_to: BilledTo = "platform",
-) -> None:
-    """Store one usage record outside a turn (a cut-off answer, a summary); never raises."""
-    if who.anonymous:
-        return
-    try:
-        async with db.transaction(who.identity) as session:
-            await repos.record_usage(
-                session,
-                who.identity,
-                conversation_id=conversation_id,
-                model=model,
-                tokens={
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "cache_read_tokens": usage.cache_read_tokens,
-                    "cache_write_tokens": usage.cache_write_tokens,
-                },
-                cost_usd=cost,
-                billed_to=billed_to,
-            )
-    except Exception:  # accounting must never fail a chat
-        log.warning("usage_not_recorded", conversation_id=conversation_id, model=model)
+    return TeamBudgetPublic(
+        team_id=team.id,
+        tier=team.tier,
+        monthly_tokens=budget,
+        used_tokens=used,
+        remaining_tokens=max(0, budget - used) if budget is not None else None,
+        cost_usd=round(cost, 6),
+        own_key_tokens=own_tokens,
+        own_key_cost_usd=round(own_cost, 6),
+        sandbox_seconds=sandbox_seconds,
+        sandbox_runs=sandbox_runs,
+        month=start.date().isoformat(),
+        resets_at=reset.isoformat().replace("+00:00", "Z"),
+    )

@@ -6,7 +6,7 @@ never gets a sandbox for free, and preparing then running costs what running alo
 Where the credit lives: in Redis when `FRAGMENTS_REDIS_URL` is set (one key per conversation's
 sandbox, holding the template, expiring with the sandbox's lifetime), so every app process sees
 it and it survives a restart; it is taken with GETDEL, so of two concurrent runs only one uses
-it. Without Redis, and while Redis is unreachable (the limiter's `RedisOutage`: memory, Redis
+it. Without Redis, and while Redis is unreachable (the one client's `RedisOutage`: memory, Redis
 tried again a few seconds later), in this process's memory: a run then landing on another
 process is counted again (the caller pays twice, never zero times)."""
 
@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
-import structlog
+from redis.asyncio import Redis
 
-from fragments.chat.ratelimit import RedisOutage
-from fragments.config import Settings
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
-log = structlog.get_logger(__name__)
+from fragments.redis_client import RedisOutage, SharedRedis
 
 # Owners remembered at most in memory; the oldest credit is dropped first (its run is counted).
 _MAX_CREDITS = 10_000
@@ -69,43 +62,19 @@ class SharedPrepareCredits:
     """The credits in Redis (shared by every app process), in memory when there is no Redis or
     while it is down. Same meaning as `PrepareCredits`, asynchronous."""
 
-    def __init__(
-        self,
-        redis: Redis | None,
-        ttl: float,
-        *,
-        prefix: str = KEY_PREFIX,
-        outage: RedisOutage | None = None,
-    ) -> None:
+    def __init__(self, redis: SharedRedis | None, ttl: float, *, prefix: str = KEY_PREFIX) -> None:
         self._redis = redis
         self._ttl_ms = max(1, int(ttl * 1000))
         self._prefix = prefix
-        self._outage = outage or RedisOutage()
+        self._outage = redis.outage if redis is not None else RedisOutage()
         self.memory = PrepareCredits(ttl=ttl)
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, prefix: str = KEY_PREFIX, outage: RedisOutage | None = None
-    ) -> SharedPrepareCredits:
-        redis = None
-        if settings.redis_url:
-            from redis.asyncio import Redis
-
-            # Short timeouts: an unreachable Redis must cost a run little before memory answers.
-            redis = Redis.from_url(
-                settings.redis_url,
-                socket_connect_timeout=0.5,
-                socket_timeout=0.5,
-                decode_responses=True,
-            )
-        return cls(redis, settings.sandbox_lifetime_seconds, prefix=prefix, outage=outage)
 
     @property
     def outage(self) -> RedisOutage:
         return self._outage
 
     def _client(self) -> Redis | None:
-        return self._redis if self._redis is not None and self._outage.up() else None
+        return self._redis.available() if self._redis is not None else None
 
     async def holds(self, owner: str, template_id: str) -> bool:
         redis = self._client()
@@ -139,11 +108,3 @@ class SharedPrepareCredits:
             except Exception as exc:
                 self._outage.failed("prepare_credit_redis_down", exc)
         return in_memory
-
-    async def aclose(self) -> None:
-        if self._redis is None:
-            return
-        try:
-            await self._redis.aclose()
-        except Exception as exc:  # closing at shutdown must not fail it
-            log.warning("prepare_credit_redis_close_failed", error=repr(exc))
