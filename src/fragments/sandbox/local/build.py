@@ -30,7 +30,8 @@ MARKER = ".fragments-template.json"
 # Bump when the layout of a built environment changes, so old ones are rebuilt.
 FORMAT = 1
 # Templates this backend can build today (the Node templates arrive with their own builder).
-BUILDABLE = ("code-interpreter-v1", "streamlit-developer", "gradio-developer")
+# Templates whose build recipe is a Python environment (the others are Node scaffolds).
+BUILDABLE = tuple(t.id for t in TEMPLATES.values() if t.strategy.build == "python")
 # Where the pre-built matplotlib font cache lives inside an environment.
 MPL_CACHE = "share/fragments/matplotlib"
 
@@ -71,9 +72,10 @@ def node_group(settings: Settings) -> int:
 
 def _build_any(settings: Settings, template_id: str, force: bool, progress: Progress) -> Path:
     """Build a Python or a Node template (the CLI's one entry); the built folder."""
-    from fragments.sandbox.local.node_build import NODE_TEMPLATES, build_node_template
+    from fragments.sandbox.local.node_build import build_node_template
 
-    if template_id in NODE_TEMPLATES:
+    template = TEMPLATES.get(template_id)
+    if template is not None and template.strategy.build == "node":
         return build_node_template(
             settings,
             template_id,
@@ -86,9 +88,9 @@ def _build_any(settings: Settings, template_id: str, force: bool, progress: Prog
 
 
 def _built(settings: Settings, template: Template) -> Path | None:
-    from fragments.sandbox.local.node_build import NODE_TEMPLATES, node_template_dir
+    from fragments.sandbox.local.node_build import node_template_dir
 
-    if template.id in NODE_TEMPLATES:
+    if template.strategy.build == "node":
         return node_template_dir(settings, template.id, gid=node_group(settings))
     env = find_env(settings, template)
     return None if env is None else env.path
@@ -152,7 +154,8 @@ def find_env(settings: Settings, template: Template) -> TemplateEnv | None:
 
 
 def is_buildable(template: Template) -> bool:
-    return template.id in BUILDABLE
+    """True for templates built as a Python environment (see node_build.py for the others)."""
+    return template.strategy.build == "python"
 
 
 def _uv_command() -> list[str]:
@@ -197,21 +200,6 @@ def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         raise TemplateBuildError(
             f"`{' '.join(cmd[:4])} ...` failed (exit {done.returncode}):\n" + "\n".join(tail)
         )
-
-
-# Imported once at build time: fails the build early if a package is broken, and fills the
-# matplotlib font cache so the first chart in a sandbox does not spend a second building it.
-_CHART = """
-import matplotlib.pyplot as plt
-plt.figure(); plt.plot([1, 2]); plt.close("all")
-"""
-_WARM_UP = {
-    "code-interpreter-v1": "import ipykernel, matplotlib, numpy, pandas, plotly, seaborn\n"
-    "import matplotlib_inline.backend_inline\n" + _CHART,
-    "streamlit-developer": "import streamlit, matplotlib, numpy, pandas, plotly, seaborn\n"
-    + _CHART,
-    "gradio-developer": "import gradio, matplotlib, numpy, pandas, plotly, seaborn\n" + _CHART,
-}
 
 
 def build_template(
@@ -298,7 +286,7 @@ def build_template(
             mpl = tmp / MPL_CACHE
             mpl.mkdir(parents=True, mode=0o755)
             _run(
-                [str(tmp / "bin" / "python"), "-c", _WARM_UP[template.id]],
+                [str(tmp / "bin" / "python"), "-c", template.strategy.build_check],
                 log,
                 {**env, "MPLCONFIGDIR": str(mpl), "MPLBACKEND": "agg"},
             )

@@ -64,15 +64,14 @@ from fragments.sandbox.local.install import (
 from fragments.sandbox.local.kernel import KernelSandbox
 from fragments.sandbox.local.limits import Caps, limits_backend, remove_stale_cgroups
 from fragments.sandbox.local.node_build import (
-    NODE_TEMPLATES,
     build_node_template,
     node_template_dir,
 )
 from fragments.sandbox.local.pool import WarmPool
 from fragments.sandbox.local.sandbox_base import KernelConfig, SandboxStartError
 from fragments.sandbox.local.seccomp import seccomp_filter
-from fragments.sandbox.local.web import STREAMLIT_PLACEHOLDER, WebSandbox
-from fragments.sandbox.local.web_boot import GRADIO_PLACEHOLDER, write_web_boot
+from fragments.sandbox.local.web import WebSandbox
+from fragments.sandbox.local.web_boot import write_web_boot
 from fragments.sandbox.service import (
     Phase,
     PhaseCallback,
@@ -93,8 +92,6 @@ _MIN_MAX_MESSAGE = 16 * 1024 * 1024
 _GONE_MEMORY = 4096
 
 Sandbox = KernelSandbox | WebSandbox
-# What a warm interpreter has already imported (~1 s paid while the pool fills, not per run).
-_WARM_IMPORTS = "import numpy, pandas, matplotlib.pyplot\n"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -113,7 +110,7 @@ def _instance_alive(name: str) -> bool:
 
 
 def _runnable(template: Template) -> bool:
-    return is_buildable(template) or template.id in NODE_TEMPLATES
+    return is_buildable(template) or template.strategy.build == "node"
 
 
 def _unmount_below(path: Path) -> None:
@@ -345,13 +342,13 @@ class LocalSandboxService:
         return node_group(self.settings)
 
     def _find_env(self, template: Template) -> TemplateEnv | None:
-        if template.id in NODE_TEMPLATES:
+        if template.strategy.build == "node":
             path = node_template_dir(self.settings, template.id, gid=self.node_gid)
             return None if path is None else TemplateEnv(template, path)
         return find_env(self.settings, template)
 
     def _build_env(self, template: Template) -> TemplateEnv:
-        if template.id in NODE_TEMPLATES:
+        if template.strategy.build == "node":
             path = build_node_template(
                 self.settings, template.id, gid=self.node_gid, group_writable=True
             )
@@ -439,7 +436,7 @@ class LocalSandboxService:
         try:
             if isinstance(sandbox, KernelSandbox):
                 await sandbox.start()
-                warm = await sandbox.run(_WARM_IMPORTS, silent=True)
+                warm = await sandbox.run(template.strategy.warm_up, silent=True)
                 if warm.error is not None:
                     raise SandboxStartError(f"{warm.error.name}: {warm.error.value}")
             else:
@@ -451,18 +448,13 @@ class LocalSandboxService:
 
     async def _serve_placeholder(self, sandbox: WebSandbox) -> None:
         """Start a web sandbox on its template's placeholder page (warm slots, `prepare`)."""
-        template_id = sandbox.env.template.id
-        if template_id == "streamlit-developer":
-            await sandbox.write_files([(sandbox.entry, STREAMLIT_PLACEHOLDER)])
-            await sandbox.start()
+        strategy = sandbox.env.template.strategy
+        if strategy.placeholder is not None:
+            await sandbox.write_files([(sandbox.entry, strategy.placeholder)])
+        # A Node slot serves the scaffold's page, compiled by `start` (its first GET).
+        await sandbox.start()
+        if strategy.renders_placeholder:
             await sandbox.warm_streamlit()
-        elif template_id == "gradio-developer":
-            # Serving a placeholder in reload mode: the owner's app is swapped in.
-            await sandbox.write_files([(sandbox.entry, GRADIO_PLACEHOLDER)])
-            await sandbox.start()
-        else:
-            # A Node slot serves the scaffold's page, compiled by `start` (its first GET).
-            await sandbox.start()
 
     def _new_sandbox(
         self, owner: str | None, slot: int, env: TemplateEnv, config: KernelConfig
@@ -671,9 +663,10 @@ class LocalSandboxService:
                     return WebResult(
                         sandbox_id=sandbox.id, template=template.id, url=None, error=error
                     )
-                # Every dev server reloads a rewritten file by itself; Gradio's reload is
-                # waited for, so that the URL answered serves the new code (or its error).
-                if sandbox.alive and sandbox.serving and template.id == "gradio-developer":
+                # Every dev server reloads a rewritten file by itself; some reloads are waited
+                # for, so that the URL answered serves the new code (or its error).
+                waits = template.strategy.waits_for_reload
+                if sandbox.alive and sandbox.serving and waits:
                     error = await sandbox.wait_reload(*reloads)
                     if error is not None:
                         return WebResult(
@@ -802,9 +795,7 @@ class LocalSandboxService:
         if now - self._checked_at < 10:
             return
         await asyncio.to_thread(self._probe_confinement, config)
-        from fragments.sandbox.templates import TEMPLATES
-
-        template = TEMPLATES["code-interpreter-v1"]
+        template = next(t for t in TEMPLATES.values() if t.runtime == "interpreter")
         if find_env(self.settings, template) is None:
             python = self.settings.sandbox_python
             if not os.access(python, os.X_OK):

@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from fragments.errors import BadRequest
+from fragments.sandbox.templates.runtimes import (
+    GRADIO,
+    INTERPRETER,
+    NEXTJS,
+    NUXT,
+    STREAMLIT,
+    RuntimeStrategy,
+)
 
 TemplateId = Literal[
     "code-interpreter-v1",
@@ -29,6 +37,8 @@ class Template:
     runtime: Literal["interpreter", "web"]
     language: Literal["python", "node"]
     libraries: tuple[str, ...]
+    # How its code runs in a sandbox: build recipe, server, placeholder, warm-up, reload.
+    strategy: RuntimeStrategy
     # Packages the template's environment is built with (pip names for Python templates).
     packages: tuple[str, ...] = field(default=())
 
@@ -59,6 +69,7 @@ TEMPLATES: dict[str, Template] = {
             port=None,
             runtime="interpreter",
             language="python",
+            strategy=INTERPRETER,
             libraries=("python", "jupyter", "numpy", "pandas", "matplotlib", "seaborn", "plotly"),
             packages=(
                 "ipykernel",
@@ -82,6 +93,7 @@ TEMPLATES: dict[str, Template] = {
             port=3000,
             runtime="web",
             language="node",
+            strategy=NEXTJS,
             libraries=(
                 "nextjs@14",
                 "typescript",
@@ -103,6 +115,7 @@ TEMPLATES: dict[str, Template] = {
             port=3000,
             runtime="web",
             language="node",
+            strategy=NUXT,
             libraries=("vue@latest", "nuxt@4", "tailwindcss"),
         ),
         Template(
@@ -113,6 +126,7 @@ TEMPLATES: dict[str, Template] = {
             port=8501,
             runtime="web",
             language="python",
+            strategy=STREAMLIT,
             libraries=(
                 "streamlit",
                 "pandas",
@@ -143,6 +157,7 @@ TEMPLATES: dict[str, Template] = {
             port=7860,
             runtime="web",
             language="python",
+            strategy=GRADIO,
             libraries=("gradio", "pandas", "numpy", "matplotlib", "requests", "seaborn", "plotly"),
             packages=("gradio", "pandas", "numpy", "matplotlib", "requests", "seaborn", "plotly"),
         ),
