@@ -17,14 +17,13 @@ from tenacity import (
 
 from fragments.config import Settings
 from fragments.sandbox.local.kernel import KernelSandbox
+from fragments.sandbox.local.registry import Sandbox
 from fragments.sandbox.local.sandbox_base import SandboxStartError
 from fragments.sandbox.local.web import WebSandbox
 from fragments.sandbox.service import PhaseCallback, Program, SandboxUnavailable
 from fragments.schemas import ExecutionError, InterpreterResult
 
 log = structlog.get_logger(__name__)
-
-Sandbox = KernelSandbox | WebSandbox
 
 
 class SandboxHooks(Protocol):
