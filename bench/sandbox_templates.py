@@ -45,7 +45,7 @@ import psutil
 from bench.browser import Browser, UnixForwarder, open_app, shows
 from bench.sse_client import percentile
 from fragments.config import Settings
-from fragments.sandbox.local.build import build_templates_cli
+from fragments.sandbox.local.build_cli import build_templates_cli
 from fragments.sandbox.local.service import LocalSandboxService
 from fragments.sandbox.local.web import WebSandbox
 from fragments.sandbox.templates import TEMPLATES

@@ -101,7 +101,7 @@ def templates_build(
 ) -> None:
     """Build template environments once, into the sandbox cache folder."""
     from fragments.config import Settings
-    from fragments.sandbox.local.build import build_templates_cli
+    from fragments.sandbox.local.build_cli import build_templates_cli
 
     raise typer.Exit(build_templates_cli(Settings(), name, force=force))
 

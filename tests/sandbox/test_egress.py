@@ -589,9 +589,9 @@ async def test_an_install_sandbox_cannot_reach_the_hosts_loopback(
 ) -> None:
     """The install's own confinement, running a probe instead of uv."""
     config = await registry_service._setup()
-    installer = registry_service._installer
+    installer = registry_service.host.installer if registry_service.host else None
     assert installer is not None
-    env = registry_service._find_env(TEMPLATES["code-interpreter-v1"])
+    env = registry_service.envs.find(TEMPLATES["code-interpreter-v1"])
     assert env is not None
     root = config.run_root / "install-probe"
     root.mkdir(mode=0o711)
@@ -776,13 +776,13 @@ async def test_an_npm_install_reaches_its_registry_through_the_proxy(
     if node_template_dir(svc.settings, template.id, gid=svc.node_gid) is None:
         # A fresh machine: build it once (npm ci; cached for later runs) rather than skip. The
         # build takes its packages from the real registry, so the test's registry comes after.
-        await asyncio.to_thread(svc._build_env, template)
+        await asyncio.to_thread(svc.envs.build, template)
     monkeypatch.setenv("npm_config_registry", url)
     try:
         config = await svc._setup()
-        installer = svc._installer
+        installer = svc.host.installer if svc.host else None
         assert installer is not None
-        env = svc._find_env(template)
+        env = svc.envs.find(template)
         assert env is not None
         sandbox = await svc._acquire(None, env, False, config)
         assert isinstance(sandbox, WebSandbox)

@@ -25,12 +25,13 @@ import structlog
 
 from fragments.config import Settings
 from fragments.sandbox.templates import TEMPLATES, Template
+from fragments.sandbox.templates.runtimes import runtime_of
 
 MARKER = ".fragments-template.json"
 # Bump when the layout of a built environment changes, so old ones are rebuilt.
 FORMAT = 1
-# The Python templates built here; the Node templates have their own builder (node_build.py).
-BUILDABLE = ("code-interpreter-v1", "streamlit-developer", "gradio-developer")
+# Templates whose build recipe is a Python environment (the others are Node scaffolds).
+BUILDABLE = tuple(t.id for t in TEMPLATES.values() if runtime_of(t).build == "python")
 # Where the pre-built matplotlib font cache lives inside an environment.
 MPL_CACHE = "share/fragments/matplotlib"
 
@@ -67,31 +68,6 @@ class TemplateEnv:
 def node_group(settings: Settings) -> int:
     """The group every Node sandbox runs with; their template trees are writable by it."""
     return settings.sandbox_uid_base + settings.sandbox_max_count + 2
-
-
-def _build_any(settings: Settings, template_id: str, force: bool, progress: Progress) -> Path:
-    """Build a Python or a Node template (the CLI's one entry); the built folder."""
-    from fragments.sandbox.local.node_build import NODE_TEMPLATES, build_node_template
-
-    if template_id in NODE_TEMPLATES:
-        return build_node_template(
-            settings,
-            template_id,
-            progress,
-            gid=node_group(settings),
-            group_writable=True,
-            force=force,
-        )
-    return build_template(settings, template_id, force=force, progress=progress).path
-
-
-def _built(settings: Settings, template: Template) -> Path | None:
-    from fragments.sandbox.local.node_build import NODE_TEMPLATES, node_template_dir
-
-    if template.id in NODE_TEMPLATES:
-        return node_template_dir(settings, template.id, gid=node_group(settings))
-    env = find_env(settings, template)
-    return None if env is None else env.path
 
 
 def templates_dir(settings: Settings) -> Path:
@@ -152,7 +128,8 @@ def find_env(settings: Settings, template: Template) -> TemplateEnv | None:
 
 
 def is_buildable(template: Template) -> bool:
-    return template.id in BUILDABLE
+    """True for templates built as a Python environment (see node_build.py for the others)."""
+    return runtime_of(template).build == "python"
 
 
 def _uv_command() -> list[str]:
@@ -197,21 +174,6 @@ def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         raise TemplateBuildError(
             f"`{' '.join(cmd[:4])} ...` failed (exit {done.returncode}):\n" + "\n".join(tail)
         )
-
-
-# Imported once at build time: fails the build early if a package is broken, and fills the
-# matplotlib font cache so the first chart in a sandbox does not spend a second building it.
-_CHART = """
-import matplotlib.pyplot as plt
-plt.figure(); plt.plot([1, 2]); plt.close("all")
-"""
-_WARM_UP = {
-    "code-interpreter-v1": "import ipykernel, matplotlib, numpy, pandas, plotly, seaborn\n"
-    "import matplotlib_inline.backend_inline\n" + _CHART,
-    "streamlit-developer": "import streamlit, matplotlib, numpy, pandas, plotly, seaborn\n"
-    + _CHART,
-    "gradio-developer": "import gradio, matplotlib, numpy, pandas, plotly, seaborn\n" + _CHART,
-}
 
 
 def build_template(
@@ -298,7 +260,7 @@ def build_template(
             mpl = tmp / MPL_CACHE
             mpl.mkdir(parents=True, mode=0o755)
             _run(
-                [str(tmp / "bin" / "python"), "-c", _WARM_UP[template.id]],
+                [str(tmp / "bin" / "python"), "-c", runtime_of(template).build_check],
                 log,
                 {**env, "MPLCONFIGDIR": str(mpl), "MPLBACKEND": "agg"},
             )
@@ -318,56 +280,3 @@ def build_template(
             raise
         report("done", steps)
         return TemplateEnv(template, final)
-
-
-def build_templates_cli(settings: Settings, name: str | None, *, force: bool = False) -> int:
-    """`fragments templates build [NAME] [--force]`: build with a progress bar; exit status."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    from fragments.sandbox.local.node_build import NODE_TEMPLATES
-
-    names = [name] if name else [*BUILDABLE, *sorted(NODE_TEMPLATES)]
-    status = 0
-    for template_id in names:
-        template = TEMPLATES.get(template_id)
-        if template is None:
-            console.print(
-                f"[red]Unknown template '{template_id}'.[/red] Known: {', '.join(TEMPLATES)}."
-            )
-            status = 2
-            continue
-        built_at = _built(settings, template)
-        if not force and built_at is not None:
-            console.print(
-                f"[green]{template_id}[/green] is already built at "
-                f"{built_at} (use --force to rebuild)."
-            )
-            continue
-        started = time.monotonic()
-        with Progress(
-            SpinnerColumn(),
-            TextColumn(f"[bold]{template_id}[/bold]"),
-            BarColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("starting", total=4)
-
-            def on_progress(step: str, done: int, total: int) -> None:
-                bar.update(task, description=step, completed=done, total=total)  # noqa: B023
-
-            try:
-                built = _build_any(settings, template_id, force, on_progress)
-            except TemplateBuildError as exc:
-                bar.stop()
-                console.print(f"[red]Could not build {template_id}:[/red] {exc}")
-                status = 1
-                continue
-        console.print(
-            f"[green]Built {template_id}[/green] at {built} in {time.monotonic() - started:.0f} s."
-        )
-    return status

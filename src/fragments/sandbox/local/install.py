@@ -2,7 +2,7 @@
 
 The install is its own bubblewrap run, separate from the app's, with its own network namespace
 like every sandbox: it reaches the package registries only, over HTTPS through the app's egress
-proxy (`egress.py`, policy `registries`; socat inside forwards 127.0.0.1:3128 to the proxy's
+proxy (`egress/`, policy `registries`; socat inside forwards 127.0.0.1:3128 to the proxy's
 bound socket, and the proxy resolves names, so there is no DNS inside). It runs as a dedicated
 installer uid that no sandbox uses, and executes only uv, with wheels only (`--only-binary
 :all:`), so no package's own code runs during the install. Packages land in the sandbox's `deps`

@@ -3,7 +3,7 @@
 The kernel (ipykernel from the template environment) runs under `confine.bwrap_command` and
 talks ZeroMQ over unix sockets (`transport: ipc`) in a folder bound into the sandbox at
 /run/kernel; the host connects to the same sockets through their host paths. The sandbox has
-no network at all, unless the operator allows egress (`egress.py`: HTTP(S) via the app's proxy).
+no network at all, unless the operator allows egress (`egress/`: HTTP(S) via the app's proxy).
 """
 
 from __future__ import annotations

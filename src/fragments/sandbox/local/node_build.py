@@ -75,8 +75,11 @@ from fragments.sandbox.local.build import (
     ensure_traversable,
     templates_dir,
 )
+from fragments.sandbox.templates import TEMPLATES
+from fragments.sandbox.templates.runtimes import runtime_of
 
-NODE_TEMPLATES = frozenset({"nextjs-developer", "vue-developer"})
+# Templates whose build recipe is a Node scaffold (the others are Python environments).
+NODE_TEMPLATES = frozenset(t.id for t in TEMPLATES.values() if runtime_of(t).build == "node")
 # Bump when the layout of a built Node environment changes, so old ones are rebuilt.
 FORMAT = 1
 SCAFFOLDS = Path(__file__).resolve().parents[1] / "templates" / "node"
@@ -168,9 +171,10 @@ def dev_command(
 ) -> list[str]:
     """The dev server's command line for a built environment at `root` (run with cwd=root)."""
     _check_id(template_id)
-    if template_id == "nextjs-developer":
-        return [str(root / "node_modules/.bin/next"), "dev", "-p", str(port), "-H", host]
-    return [str(root / "node_modules/.bin/nuxt"), "dev", "--port", str(port), "--host", host]
+    strategy = runtime_of(TEMPLATES[template_id])
+    return strategy.server_command(
+        python="", boot_dir="", root=root, entry="", port=port, host=host
+    )
 
 
 def _which(name: str) -> str:
@@ -228,16 +232,6 @@ def _wait_for_page(url: str, proc: subprocess.Popen[bytes], timeout: float) -> N
     raise TemplateBuildError(f"The dev server did not serve {url} within {timeout:.0f} s.")
 
 
-# Files a dev server writes some seconds after its first compile (webpack stores its persistent
-# cache when idle, ~5 s after the first build); the warm-up waits for them before stopping it.
-_CACHES: dict[str, tuple[str, ...]] = {
-    "nextjs-developer": (
-        ".next/cache/webpack/client-development/index.pack.gz",
-        ".next/cache/webpack/server-development/index.pack.gz",
-    ),
-}
-
-
 def _wait_for_caches(
     build: Path, files: tuple[str, ...], proc: subprocess.Popen[bytes], timeout: float
 ) -> None:
@@ -271,6 +265,7 @@ def warm_up_on_host(
     confinement instead.
     """
     port = _free_port()
+    caches = runtime_of(TEMPLATES[template_id]).build_caches
     logfile = build.parent / f".{template_id}.build.log"
     inner = ["/usr/bin/env", *(f"{k}={v}" for k, v in DEV_ENV.items())]
     if uid is not None or gid is not None:
@@ -302,7 +297,7 @@ def warm_up_on_host(
         )
         try:
             _wait_for_page(f"http://127.0.0.1:{port}/", proc, timeout)
-            _wait_for_caches(build, _CACHES.get(template_id, ()), proc, settle_timeout)
+            _wait_for_caches(build, caches, proc, settle_timeout)
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)

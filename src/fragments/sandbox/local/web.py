@@ -34,7 +34,7 @@ from fragments.sandbox.local.confine import (
     KERNEL_DIR,
     Confinement,
 )
-from fragments.sandbox.local.node_build import DEV_ENV, dev_command
+from fragments.sandbox.local.node_build import DEV_ENV
 from fragments.sandbox.local.sandbox_base import (
     MAX_SOCKET_PATH,
     ConfinedSandbox,
@@ -43,11 +43,11 @@ from fragments.sandbox.local.sandbox_base import (
 )
 from fragments.sandbox.local.web_boot import (
     BOOT_DIR,
-    GRADIO_BOOT,
     RELOAD_FAILED_MARK,
     RELOADED_MARK,
-    STREAMLIT_BOOT,
+    SOURCES,
 )
+from fragments.sandbox.templates.runtimes import STREAMLIT_WARM_TEXT, runtime_of
 from fragments.schemas import ExecutionError
 
 log = structlog.get_logger(__name__)
@@ -57,53 +57,21 @@ _POLL = 0.05
 _LOG_TAIL = 8192
 # A Streamlit BackMsg asking for a script run (`rerun_script` with an empty ClientState).
 _STREAMLIT_RERUN = b"Z\x00"
-# What a warm Streamlit slot renders once before it is pooled (see `warm_streamlit`).
-STREAMLIT_WARM_TEXT = "fragments-warm"
-STREAMLIT_PLACEHOLDER = (
-    "import streamlit as st\n"
-    "st.title('Waiting for the app')\n"
-    "st.write('The app will show here.')\n"
-    f"st.caption('{STREAMLIT_WARM_TEXT}')\n"  # last: once it arrives, the run is done
-)
 
 
 def server_command(env: TemplateEnv, entry: str, port: int) -> list[str]:
-    """The dev server's command line inside the sandbox."""
-    python = str(env.python)
-    if env.template.id == "streamlit-developer":
-        return [
-            python,
-            f"{BOOT_DIR}/{STREAMLIT_BOOT}",
-            "run",
-            entry,
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-            # The proxy is the only client and rewrites Origin; each preview is its own origin.
-            "--server.enableCORS",
-            "false",
-            "--server.enableXsrfProtection",
-            "false",
-            # An open preview reruns when the fragment's file is rewritten (hot reload).
-            "--server.runOnSave",
-            "true",
-            "--global.developmentMode",
-            "false",
-        ]
-    if env.template.id == "gradio-developer":
-        return [python, f"{BOOT_DIR}/{GRADIO_BOOT}", entry, str(port)]
-    if env.template.language == "node":
-        return _node_command(env, port)
-    raise SandboxStartError(f"The template {env.template.id} has no dev server here.")
-
-
-def _node_command(env: TemplateEnv, port: int) -> list[str]:
-    return dev_command(env.template.id, env.path, port)
+    """The dev server's command line inside the sandbox (the template's runtime says which)."""
+    command = runtime_of(env.template).server_command(
+        python=str(env.python),
+        boot_dir=BOOT_DIR,
+        root=env.path,
+        entry=entry,
+        port=port,
+        host="127.0.0.1",
+    )
+    if not command:
+        raise SandboxStartError(f"The template {env.template.id} has no dev server here.")
+    return command
 
 
 def _with_forwarder(port: int, command: list[str]) -> list[str]:
@@ -286,7 +254,7 @@ class WebSandbox(ConfinedSandbox):
             workdir = str(self.env.path)
             extra_env = {**DEV_ENV, "PATH": f"{self.env.path}/node_modules/.bin:/usr/bin:/bin"}
         if self._web_boot is not None and not self.node:
-            for name in (STREAMLIT_BOOT, GRADIO_BOOT):
+            for name in SOURCES:
                 ro_files.append((self._web_boot / name, f"{BOOT_DIR}/{name}"))
         for cache in sorted(self.env.mpl_cache.glob("fontlist-*.json")):
             ro_files.append((cache, f"/tmp/matplotlib/{cache.name}"))

@@ -30,16 +30,12 @@ import os
 import shutil
 from pathlib import Path
 
+from fragments.sandbox.templates.runtimes import GRADIO_BOOT, STREAMLIT_BOOT
+
 BOOT_DIR = "/opt/fragments"
-STREAMLIT_BOOT = "streamlit_boot.py"
-GRADIO_BOOT = "gradio_boot.py"
 # Printed by the Gradio launcher after each reload of the app's file (see the docstring).
 RELOADED_MARK = "FRAGMENTS_RELOADED"
 RELOAD_FAILED_MARK = "FRAGMENTS_RELOAD_FAILED"
-GRADIO_PLACEHOLDER = (
-    "import gradio as gr\n\nwith gr.Blocks() as demo:\n    gr.Markdown('Waiting for the app.')\n"
-)
-
 STREAMLIT_BOOT_SOURCE = '''\
 """Fragments sandbox: `streamlit run`, with TCP_NODELAY on its connections."""
 import importlib
