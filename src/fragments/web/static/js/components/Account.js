@@ -1,6 +1,6 @@
 // Accounts in the top bar: the guest or the signed-in user, sign in / sign up / sign out, and
 // the team the tokens act for.
-import { html, useEffect, useRef, useState } from "../lib/html.js";
+import { html, useEffect, useRef, useState, onDialogClosed } from "../lib/html.js";
 import { Close } from "./icons.js";
 import { SsoButton } from "./Sso.js";
 
@@ -74,7 +74,7 @@ export function AuthDialog({ mode, onMode, onClose, onSubmit, onForgot }) {
   const signup = mode === "signup";
   return html`
     <dialog ref=${dialog} class="dialog" data-testid="auth-dialog" aria-labelledby="auth-title"
-      onClose=${onClose}>
+      onClose=${onDialogClosed(onClose)}>
       <form class="dialog-body" onSubmit=${submit}>
         <div class="dialog-head">
           <h2 id="auth-title">${signup ? "Create an account" : "Sign in"}</h2>

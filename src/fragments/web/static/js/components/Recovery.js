@@ -1,7 +1,7 @@
 // Mailed links: "Forgot password?", choosing a new password from a reset link, confirming an
 // address from a confirmation link, and "check your mail" after a sign-up that needs one.
 import { ApiError } from "../lib/api.js";
-import { html, useEffect, useRef, useState } from "../lib/html.js";
+import { html, useEffect, useRef, useState, onDialogClosed } from "../lib/html.js";
 import { Close } from "./icons.js";
 
 const NOT_SET_UP = "Password reset is not set up on this server; ask its operator.";
@@ -215,7 +215,7 @@ export function RecoveryDialog({ view, options, onView, onClose, onSignedIn, onS
   }
   return html`
     <dialog ref=${dialog} class="dialog" data-testid="recovery-dialog"
-      aria-labelledby="recovery-title" onClose=${onClose}>
+      aria-labelledby="recovery-title" onClose=${onDialogClosed(onClose)}>
       <div class="dialog-body">
         <div class="dialog-head">
           <h2 id="recovery-title">${view ? TITLES[view.kind] : ""}</h2>

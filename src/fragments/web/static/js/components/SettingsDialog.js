@@ -1,5 +1,5 @@
 // Provider access and sampling parameters, saved as they are typed.
-import { html, useEffect, useRef } from "../lib/html.js";
+import { html, useEffect, useRef, onDialogClosed } from "../lib/html.js";
 import { SAMPLING_FIELDS } from "../lib/prefs.js";
 import { Close } from "./icons.js";
 
@@ -18,7 +18,7 @@ export function SettingsDialog({ open, prefs, onPrefs, onClose, model }) {
 
   return html`
     <dialog ref=${dialog} class="dialog" data-testid="settings-dialog"
-      aria-labelledby="settings-title" onClose=${onClose}
+      aria-labelledby="settings-title" onClose=${onDialogClosed(onClose)}
       onClick=${(e) => { if (e.target === dialog.current) onClose(); }}>
       <form method="dialog" class="dialog-body" onSubmit=${onClose}>
         <div class="dialog-head">

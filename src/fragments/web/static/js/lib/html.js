@@ -17,3 +17,14 @@ export {
   useRef,
   useState,
 } from "../../vendor/preact-hooks.js";
+
+/**
+ * A <dialog>'s `close` event handler that calls `onClose` only if the dialog is still closed when
+ * the event arrives: the event is dispatched later than `close()`, and a dialog reopened in the
+ * meantime (a new view shown at once) must not be closed by the stale event.
+ */
+export function onDialogClosed(onClose) {
+  return (event) => {
+    if (!event.currentTarget.open) onClose();
+  };
+}
