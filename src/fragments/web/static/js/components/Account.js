@@ -1,6 +1,6 @@
 // Accounts in the top bar: the guest or the signed-in user, sign in / sign up / sign out, and
 // the team the tokens act for.
-import { html, useEffect, useRef, useState, onDialogClosed } from "../lib/html.js";
+import { html, useEffect, useRef, useState, closeDialog, onDialogClosed } from "../lib/html.js";
 import { Close } from "./icons.js";
 import { SsoButton } from "./Sso.js";
 
@@ -54,7 +54,7 @@ export function AuthDialog({ mode, onMode, onClose, onSubmit, onForgot }) {
     const el = dialog.current;
     if (!el) return;
     if (mode && !el.open) el.showModal();
-    if (!mode && el.open) el.close();
+    if (!mode && el.open) closeDialog(el);
     setError("");
   }, [mode]);
 

@@ -1,7 +1,7 @@
 // Mailed links: "Forgot password?", choosing a new password from a reset link, confirming an
 // address from a confirmation link, and "check your mail" after a sign-up that needs one.
 import { ApiError } from "../lib/api.js";
-import { html, useEffect, useRef, useState, onDialogClosed } from "../lib/html.js";
+import { html, useEffect, useRef, useState, closeDialog, onDialogClosed } from "../lib/html.js";
 import { Close } from "./icons.js";
 
 const NOT_SET_UP = "Password reset is not set up on this server; ask its operator.";
@@ -188,7 +188,7 @@ export function RecoveryDialog({ view, options, onView, onClose, onSignedIn, onS
     const el = dialog.current;
     if (!el) return;
     if (view && !el.open) el.showModal();
-    if (!view && el.open) el.close();
+    if (!view && el.open) closeDialog(el);
   }, [view]);
   const signedIn = async (pair, message) => {
     await onSignedIn(pair);

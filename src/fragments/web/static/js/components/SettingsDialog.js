@@ -1,5 +1,5 @@
 // Provider access and sampling parameters, saved as they are typed.
-import { html, useEffect, useRef, onDialogClosed } from "../lib/html.js";
+import { html, useEffect, useRef, closeDialog, onDialogClosed } from "../lib/html.js";
 import { SAMPLING_FIELDS } from "../lib/prefs.js";
 import { Close } from "./icons.js";
 
@@ -9,7 +9,7 @@ export function SettingsDialog({ open, prefs, onPrefs, onClose, model }) {
     const el = dialog.current;
     if (!el) return;
     if (open && !el.open) el.showModal();
-    if (!open && el.open) el.close();
+    if (!open && el.open) closeDialog(el);
   }, [open]);
 
   const setConfig = (key, value) => onPrefs({ config: { ...prefs.config, [key]: value } });

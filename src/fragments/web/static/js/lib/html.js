@@ -18,13 +18,24 @@ export {
   useState,
 } from "../../vendor/preact-hooks.js";
 
+// Dialogs the page closed itself: their `close` event is not the person dismissing them.
+const closedByPage = new WeakSet();
+
+/** Close a <dialog> because the page's state says so (not the person: no `onClose` follows). */
+export function closeDialog(el) {
+  closedByPage.add(el);
+  el.close();
+}
+
 /**
- * A <dialog>'s `close` event handler that calls `onClose` only if the dialog is still closed when
- * the event arrives: the event is dispatched later than `close()`, and a dialog reopened in the
- * meantime (a new view shown at once) must not be closed by the stale event.
+ * A <dialog>'s `close` event handler that calls `onClose` only when the person closed it (Escape,
+ * a form of method "dialog"). The event is dispatched after `close()` returns, so one caused by
+ * the page closing a view would otherwise arrive after the next view was set, and close that.
  */
 export function onDialogClosed(onClose) {
   return (event) => {
-    if (!event.currentTarget.open) onClose();
+    const el = event.currentTarget;
+    if (closedByPage.delete(el)) return;
+    if (!el.open) onClose();
   };
 }
