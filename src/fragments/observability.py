@@ -1,4 +1,4 @@
-"""Structured logging (JSON lines via structlog); metrics and tracing arrive in a later issue."""
+"""Structured logging: JSON lines via structlog."""
 
 from __future__ import annotations
 
