@@ -13,22 +13,13 @@ import pytest
 
 from tests.fakes import FakeOpenAI, FragmentReply
 from tests.web.app_process import serve_app
+from tests.web.test_accounts import FRAGMENT as GREETING
 from tests.web.test_browser import browser, fake_openai, provider_env  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 
-FRAGMENT: dict[str, Any] = {
-    "commentary": "Printing a greeting.",
-    "template": "code-interpreter-v1",
-    "title": "Greeting",
-    "description": "Prints hello.",
-    "additional_dependencies": [],
-    "has_additional_dependencies": False,
-    "install_dependencies_command": "",
-    "port": None,
-    "file_path": "script.py",
-    "code": "print('hello from production')\n",
-}
+# The accounts test's greeting, printing its own words.
+FRAGMENT: dict[str, Any] = {**GREETING, "code": "print('hello from production')\n"}
 
 
 @pytest.fixture(scope="module")
