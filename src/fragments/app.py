@@ -20,6 +20,7 @@ from fragments.http_limits import (
     frame_sources,
 )
 from fragments.llm.catalogue import load_catalogue
+from fragments.llm.health import HealthBoard
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
@@ -91,6 +92,7 @@ def create_app(
             model: ModelStreamer = streamer
         else:
             model = llm
+        health = HealthBoard(settings, shared)
         app.state.fragments = State(
             settings=settings,
             db=db,
@@ -102,12 +104,14 @@ def create_app(
             prepare_credits=SharedPrepareCredits(shared, settings.sandbox_lifetime_seconds),
             response_store=make_store(settings, shared),
             breakers=BreakerRegistry.from_settings(settings, shared),
+            health=health,
         )
         try:
-            async with retention_job(db, settings.retention_days):
+            async with retention_job(db, settings.retention_days), health.running():
                 yield
         finally:
             # Everything the State holds is closed here, and only here.
+            await health.aclose()
             await model.aclose()
             if shared is not None:
                 await shared.aclose()
