@@ -85,7 +85,11 @@ def create_app(
         shared = redis
         if shared is None and settings.redis_url:
             shared = SharedRedis.connect(settings.redis_url)
-        service = sandboxes if sandboxes is not None else await create_sandbox_service(settings)
+        breakers = BreakerRegistry.from_settings(settings, shared)
+        if sandboxes is None:
+            service = await create_sandbox_service(settings, breakers)
+        else:
+            service = sandboxes
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()
@@ -103,7 +107,7 @@ def create_app(
             usage_cache=UsageCache(settings.token_budget_cache_seconds),
             prepare_credits=SharedPrepareCredits(shared, settings.sandbox_lifetime_seconds),
             response_store=make_store(settings, shared),
-            breakers=BreakerRegistry.from_settings(settings, shared),
+            breakers=breakers,
             health=health,
         )
         try:
@@ -184,6 +188,7 @@ def create_app(
     from fragments.conversations.router import router as conversations_router
     from fragments.quota.router import router as quota_router
     from fragments.sandbox.router import router as sandbox_router
+    from fragments.status import router as status_router
 
     app.include_router(auth_router)
     app.include_router(recovery_router)
@@ -195,6 +200,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(quota_router)
     app.include_router(sandbox_router)
+    app.include_router(status_router)
 
     static_dir = _static_dir()
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
