@@ -257,3 +257,48 @@ async def test_readyz_reports_e2b_down(
             down = await http.get("/readyz")
             assert down.status_code == 503
             assert "E2B does not answer" in down.json()["checks"]["sandbox"]
+
+
+async def test_local_web_run_answers_no_live_preview_while_open(
+    sandbox_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the API: a Streamlit run whose sandbox cannot launch answers the no-preview
+    shape; once the breaker is open the same shape comes at once, without a launch."""
+    from fragments.app import create_app, state_of
+    from fragments.sandbox.local.build import build_template
+    from fragments.sandbox.local.sandbox_base import SandboxStartError
+    from fragments.sandbox.local.web import WebSandbox
+
+    build_template(Settings(_env_file=None), "streamlit-developer")  # type: ignore[call-arg]
+    launches: list[str] = []
+
+    async def start(self: WebSandbox) -> None:
+        launches.append(self.id)
+        raise SandboxStartError("launcher failed")
+
+    monkeypatch.setattr(WebSandbox, "start", start)
+    configured = breaker_settings(sandbox_settings, breaker_failures=1, breaker_open_seconds=60)
+    app = create_app(configured)
+    body = {"fragment": {"template": "streamlit-developer", "code": "import streamlit as st"}}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            first = await http.post("/api/sandbox", json=body)
+            assert first.status_code == 200, first.text
+            assert first.json()["error"]["value"] == "launcher failed"
+            assert len(launches) == 1
+            fallback = await http.post("/api/sandbox", json=body)
+            assert fallback.status_code == 200
+            data = fallback.json()
+            assert {k: data[k] for k in ("sandbox_id", "template", "url")} == {
+                "sandbox_id": None,
+                "template": "streamlit-developer",
+                "url": None,
+            }
+            assert data["error"]["name"] == "SandboxStartError"
+            assert "cannot be started right now" in data["error"]["value"]
+            assert len(launches) == 1  # failed fast
+            status = (await http.get("/api/status")).json()
+            assert {"name": "sandbox:local", "state": "open"} in status["breakers"]
+            assert status["sandbox"] == {"backend": "local", "status": "down"}
+        assert await state_of(app).breakers.breaker("sandbox:local").state() == "open"
