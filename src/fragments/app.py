@@ -20,6 +20,7 @@ from fragments.http_limits import (
     frame_sources,
 )
 from fragments.llm.catalogue import load_catalogue
+from fragments.llm.health import HealthBoard
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
@@ -84,13 +85,18 @@ def create_app(
         shared = redis
         if shared is None and settings.redis_url:
             shared = SharedRedis.connect(settings.redis_url)
-        service = sandboxes if sandboxes is not None else await create_sandbox_service(settings)
+        breakers = BreakerRegistry.from_settings(settings, shared)
+        if sandboxes is None:
+            service = await create_sandbox_service(settings, breakers)
+        else:
+            service = sandboxes
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()
             model: ModelStreamer = streamer
         else:
             model = llm
+        health = HealthBoard(settings, shared)
         app.state.fragments = State(
             settings=settings,
             db=db,
@@ -101,13 +107,15 @@ def create_app(
             usage_cache=UsageCache(settings.token_budget_cache_seconds),
             prepare_credits=SharedPrepareCredits(shared, settings.sandbox_lifetime_seconds),
             response_store=make_store(settings, shared),
-            breakers=BreakerRegistry.from_settings(settings, shared),
+            breakers=breakers,
+            health=health,
         )
         try:
-            async with retention_job(db, settings.retention_days):
+            async with retention_job(db, settings.retention_days), health.running():
                 yield
         finally:
             # Everything the State holds is closed here, and only here.
+            await health.aclose()
             await model.aclose()
             if shared is not None:
                 await shared.aclose()
@@ -180,6 +188,7 @@ def create_app(
     from fragments.conversations.router import router as conversations_router
     from fragments.quota.router import router as quota_router
     from fragments.sandbox.router import router as sandbox_router
+    from fragments.status import router as status_router
 
     app.include_router(auth_router)
     app.include_router(recovery_router)
@@ -191,6 +200,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(quota_router)
     app.include_router(sandbox_router)
+    app.include_router(status_router)
 
     static_dir = _static_dir()
     app.mount("/static", StaticFiles(directory=static_dir), name="static")

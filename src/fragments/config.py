@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(5, ge=1)
     breaker_window_seconds: float = Field(60.0, gt=0)
     breaker_open_seconds: float = Field(30.0, gt=0)
+    # Providers with a platform key are health-checked this often (their model list; one
+    # instance per interval when Redis is configured); 0 turns the checks off.
+    health_interval_seconds: float = Field(60.0, ge=0)
 
     # History windowing: the last `history_turns` exchanges verbatim, older ones condensed into a
     # running summary; the window moves `history_step` exchanges at a time (so the summary and

@@ -6,19 +6,20 @@ lazily on first use. The services are typed by the seams they implement (`fragme
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from fragments.config import Settings
+from fragments.llm.health import HealthBoard
 from fragments.llm.types import ModelStreamer
 from fragments.ports import ResponseStore, SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
 from fragments.quota.limits import ChatLimiter
 from fragments.redis_client import SharedRedis
-from fragments.resilience import BreakerConfig, BreakerRegistry
+from fragments.resilience import BreakerRegistry
 from fragments.store.db import Database
 
 
@@ -35,7 +36,9 @@ class State:
     prepare_credits: SharedPrepareCredits
     response_store: ResponseStore
     # Circuit breakers by name (providers, sandbox backends), on the same Redis client.
-    breakers: BreakerRegistry = field(default_factory=lambda: BreakerRegistry(BreakerConfig()))
+    breakers: BreakerRegistry
+    # The providers' shared health checks (run in the background by the lifespan).
+    health: HealthBoard
 
 
 def get_state(request: Request) -> State:

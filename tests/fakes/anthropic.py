@@ -17,6 +17,7 @@ from tests.fakes.base import (
     Exchange,
     FakeProvider,
     FragmentReply,
+    RecordedRequest,
     StreamError,
     sse,
 )
@@ -35,6 +36,23 @@ _ERROR_TYPES = {
 class AnthropicEncoder(Encoder):
     def matches(self, method: str, path: str) -> bool:
         return method == "POST" and path.endswith("/v1/messages")
+
+    def lists_models(self, request: RecordedRequest) -> bool:
+        return (
+            request.method == "GET"
+            and request.path.endswith("/v1/models")
+            and "anthropic-version" in request.headers
+        )
+
+    def models_body(self) -> bytes:
+        model = {
+            "type": "model",
+            "id": "claude-sonnet-5-5",
+            "display_name": "Claude Sonnet",
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+        body = {"data": [model], "has_more": False, "first_id": model["id"], "last_id": model["id"]}
+        return json.dumps(body).encode()
 
     @staticmethod
     def _tool_name(ex: Exchange) -> str:

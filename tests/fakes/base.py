@@ -209,6 +209,14 @@ class Encoder(abc.ABC):
     def error_body(self, reply: ErrorReply) -> bytes:
         """Implemented by each provider's encoder."""
 
+    def lists_models(self, request: RecordedRequest) -> bool:
+        """Whether this is the provider's model listing (the health check's probe)."""
+        return False
+
+    def models_body(self) -> bytes:
+        """The model listing in the provider's shape."""
+        return b'{"data": []}'
+
     @abc.abstractmethod
     def stream_error(self, reply: FragmentReply, error: StreamError, ex: Exchange) -> bytes:
         """The SSE event that reports `error` inside this provider's stream."""
@@ -252,6 +260,11 @@ class FakeProvider:
         self._lock = threading.Lock()
         self._queue: collections.deque[Reply] = collections.deque()
         self._requests: list[RecordedRequest] = []
+        # Model listings (`GET .../models`, the app's health probes) are kept apart from
+        # `requests`, so a health check never shifts a test's count of chat requests.
+        self._listings: list[RecordedRequest] = []
+        # The listing's answer: None lists the models (200); an ErrorReply fails it.
+        self.models_reply: ErrorReply | None = None
         self._stop: asyncio.Event | None = None
         self._server = ServerThread(self._app, host=host, port=port, on_stop=self._release)
 
@@ -307,6 +320,13 @@ class FakeProvider:
         with self._lock:
             self._queue.clear()
             self._requests.clear()
+            self._listings.clear()
+
+    @property
+    def listings(self) -> list[RecordedRequest]:
+        """The model listings received (health probes), apart from `requests`."""
+        with self._lock:
+            return list(self._listings)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -364,6 +384,17 @@ class FakeProvider:
             raw=raw,
             json=parsed,
         )
+        lister = next((e for e in self._encoders if e.lists_models(record)), None)
+        if lister is not None:
+            with self._lock:
+                self._listings.append(record)
+            failure = self.models_reply
+            if failure is None:
+                await _plain(send, 200, lister.models_body())
+            else:
+                await _plain(send, failure.status, lister.error_body(failure))
+            record._finished.set()
+            return
         if self._record:
             with self._lock:
                 self._requests.append(record)

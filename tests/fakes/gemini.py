@@ -40,6 +40,21 @@ class GeminiEncoder(Encoder):
     def matches(self, method: str, path: str) -> bool:
         return method == "POST" and path.endswith(":streamGenerateContent")
 
+    def lists_models(self, request: RecordedRequest) -> bool:
+        return (
+            request.method == "GET"
+            and request.path.endswith("/models")
+            and "x-goog-api-key" in request.headers
+        )
+
+    def models_body(self) -> bytes:
+        model = {
+            "name": "models/gemini-2.5-flash",
+            "displayName": "Gemini 2.5 Flash",
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+        }
+        return json.dumps({"models": [model]}).encode()
+
     def model(self, request: RecordedRequest) -> str:
         name = request.path.rsplit("/", 1)[-1]
         return name.split(":", 1)[0]

@@ -19,6 +19,7 @@ from tests.fakes.base import (
     Exchange,
     FakeProvider,
     FragmentReply,
+    RecordedRequest,
     StreamError,
     sse,
 )
@@ -37,6 +38,19 @@ _ERROR_TYPES = {
 class OpenAIEncoder(Encoder):
     def matches(self, method: str, path: str) -> bool:
         return method == "POST" and path.endswith("/chat/completions")
+
+    def lists_models(self, request: RecordedRequest) -> bool:
+        # Anthropic lists at the same path; its requests carry `anthropic-version`.
+        return (
+            request.method == "GET"
+            and request.path.endswith("/models")
+            and "anthropic-version" not in request.headers
+            and "x-goog-api-key" not in request.headers
+        )
+
+    def models_body(self) -> bytes:
+        models = [{"id": "gpt-4.1", "object": "model", "created": 1744000000, "owned_by": "openai"}]
+        return json.dumps({"object": "list", "data": models}).encode()
 
     @staticmethod
     def _include_usage(ex: Exchange) -> bool:

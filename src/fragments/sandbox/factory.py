@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fragments.config import Settings
+from fragments.resilience import BreakerRegistry
 from fragments.sandbox.service import SandboxService
 
 
@@ -16,13 +17,18 @@ def check_backend(settings: Settings) -> None:
         )
 
 
-async def create_sandbox_service(settings: Settings) -> SandboxService:
-    """The sandbox backend the settings ask for: `local` (default) or `e2b`."""
+async def create_sandbox_service(
+    settings: Settings, breakers: BreakerRegistry | None = None
+) -> SandboxService:
+    """The sandbox backend the settings ask for: `local` (default) or `e2b`; its creation
+    breaker (`sandbox:<backend>`) comes from the app's registry when given."""
     check_backend(settings)
+    name = f"sandbox:{settings.sandbox_backend}"
+    breaker = breakers.breaker(name) if breakers is not None else None
     if settings.sandbox_backend == "e2b":
         from fragments.sandbox.e2b import E2BSandboxService
 
-        return E2BSandboxService(settings)
+        return E2BSandboxService(settings, breaker=breaker)
     from fragments.sandbox.local.service import LocalSandboxService
 
-    return LocalSandboxService(settings)
+    return LocalSandboxService(settings, breaker=breaker)

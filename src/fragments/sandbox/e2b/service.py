@@ -16,6 +16,7 @@ interpreter a 503, as with the local backend. Previews are served by E2B itself
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ import structlog
 from e2b import SandboxQuery, SandboxState
 
 from fragments.config import Settings
+from fragments.resilience import BreakerConfig, BreakerOpen, CircuitBreaker
 from fragments.sandbox.e2b.runs import run_cell, serve_app
 from fragments.sandbox.e2b.sandboxes import (
     E2BSandbox,
@@ -44,13 +46,27 @@ from fragments.schemas import ExecutionError, Fragment, InterpreterResult, WebRe
 
 log = structlog.get_logger(__name__)
 
+# How long a readiness verdict of E2B is kept, and how long asking may take.
+CHECK_SECONDS = 10.0
+CHECK_TIMEOUT_SECONDS = 10.0
+
 
 class E2BSandboxService:
     """SandboxService over E2B's cloud sandboxes (see the module docstring)."""
 
-    def __init__(self, settings: Settings, sdk: SandboxSDK | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sdk: SandboxSDK | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.settings = settings
         self._sdk = sdk
+        # Creation fails fast while this is open (see LocalSandboxService.breaker).
+        self.breaker = breaker or CircuitBreaker(
+            "sandbox:e2b", BreakerConfig.from_settings(settings)
+        )
         self._by_id: dict[str, E2BSandbox] = {}
         self._by_owner: dict[str, E2BSandbox] = {}
         # One acquisition at a time per owner, so two requests never make two sandboxes.
@@ -58,6 +74,8 @@ class E2BSandboxService:
             weakref.WeakValueDictionary()
         )
         self._closed = False
+        # (when, error or None) of the last readiness check.
+        self._checked: tuple[float, str | None] | None = None
 
     @property
     def sdk(self) -> SandboxSDK:
@@ -155,11 +173,15 @@ class E2BSandboxService:
                 if current is not None and await self._refresh(current):
                     return current
                 await phase("starting")
-                return self._register(
-                    await create_sandbox(self.sdk, self.settings, template, owner, key)
-                )
+                return self._register(await self._create(template, owner, key))
         await phase("starting")
-        return self._register(await create_sandbox(self.sdk, self.settings, template, None, key))
+        return self._register(await self._create(template, None, key))
+
+    async def _create(self, template: Template, owner: str | None, key: str) -> E2BSandbox:
+        """A new E2B sandbox under the creation breaker (a creation that failed after its
+        retries counts; while open, `BreakerOpen` at once)."""
+        async with self.breaker.guard():
+            return await create_sandbox(self.sdk, self.settings, template, owner, key)
 
     # ---- the protocol ------------------------------------------------------------------------
 
@@ -186,8 +208,16 @@ class E2BSandboxService:
         except SandboxUnavailable:
             raise
         except Exception as exc:
-            log.error("e2b_create_failed", template=template.id, error=str(exc)[:300])
-            reason = f"The E2B sandbox could not be created: {exc}"
+            retry_after = 5
+            if isinstance(exc, BreakerOpen):
+                retry_after = max(1, round(exc.retry_after))
+                reason = (
+                    "E2B sandboxes cannot be created right now (recent creations failed); "
+                    f"tried again in about {retry_after} s."
+                )
+            else:
+                log.error("e2b_create_failed", template=template.id, error=str(exc)[:300])
+                reason = f"The E2B sandbox could not be created: {exc}"
             if template.runtime == "web":
                 return WebResult(
                     sandbox_id=None,
@@ -195,7 +225,7 @@ class E2BSandboxService:
                     url=None,
                     error=ExecutionError(name="SandboxStartError", value=reason),
                 )
-            raise SandboxUnavailable(reason, headers={"Retry-After": "5"}) from exc
+            raise SandboxUnavailable(reason, headers={"Retry-After": str(retry_after)}) from exc
         try:
             async with sandbox.lock:
                 if template.runtime == "web":
@@ -279,8 +309,24 @@ class E2BSandboxService:
         return False
 
     async def check(self) -> None:
-        """Raise when no E2B key is configured (E2B itself is not called on every check)."""
-        self._api_key()
+        """Raise unless E2B answers an authenticated request (a list of at most one running
+        sandbox: no sandbox is made). The verdict is kept `CHECK_SECONDS`, so readiness probes
+        and `GET /api/status` do not call E2B on every request."""
+        key = self._api_key()
+        now = time.monotonic()
+        if self._checked is None or now - self._checked[0] >= CHECK_SECONDS:
+            error = None
+            try:
+                query = SandboxQuery(state=[SandboxState.RUNNING])
+                page = self.sdk.list(
+                    query=query, limit=1, api_key=key, domain=self.settings.e2b_domain
+                )
+                await asyncio.wait_for(page.next_items(), CHECK_TIMEOUT_SECONDS)
+            except Exception as exc:  # any failure is the verdict, reported below
+                error = f"E2B does not answer: {type(exc).__name__}: {str(exc)[:200]}"
+            self._checked = (now, error)
+        if self._checked[1] is not None:
+            raise SandboxUnavailable(self._checked[1], headers={"Retry-After": "5"})
 
     async def aclose(self) -> None:
         """Kill every sandbox this process made or reconnected."""

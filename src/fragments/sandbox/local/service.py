@@ -32,6 +32,7 @@ import structlog
 import zmq.asyncio
 
 from fragments.config import Settings
+from fragments.resilience import BreakerConfig, BreakerOpen, CircuitBreaker
 from fragments.sandbox.local.build import TemplateEnv, find_env
 from fragments.sandbox.local.envs import TemplateEnvs, runnable
 from fragments.sandbox.local.extras import ExtraPackages
@@ -65,12 +66,21 @@ from fragments.schemas import ExecutionError, Fragment, InterpreterResult, WebRe
 log = structlog.get_logger(__name__)
 
 
+def _launch_failed(exc: BaseException) -> bool:
+    return isinstance(exc, SandboxStartError) and not exc.app_failed
+
+
 class LocalSandboxService:
     """SandboxService over confined local kernels and dev servers (see the module docstring):
     a facade over the host set-up, slots, registry, pool, runs and previews."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, breaker: CircuitBreaker | None = None) -> None:
         self.settings = settings
+        # Sandbox creation fails fast while this is open (shared by instances via Redis when
+        # the factory passes the app's; a breaker of this process's own otherwise).
+        self.breaker = breaker or CircuitBreaker(
+            "sandbox:local", BreakerConfig.from_settings(settings)
+        )
         self._setup_lock = asyncio.Lock()
         self._acquire_lock = asyncio.Lock()
         self.envs = TemplateEnvs(settings)
@@ -232,7 +242,17 @@ class LocalSandboxService:
     # ---- what runs and previews ask of the service (runs.SandboxHooks) -------------------------
 
     async def start_sandbox(self, sandbox: Sandbox) -> None:
-        await start_with_retries(sandbox, self.settings)
+        """Start a sandbox under the creation breaker: a launch that still fails after its
+        retries counts (an app crashing on its own code does not); while the breaker is open
+        no launch is tried and the caller's fallback answers at once."""
+        try:
+            async with self.breaker.guard(is_failure=_launch_failed):
+                await start_with_retries(sandbox, self.settings)
+        except BreakerOpen as exc:
+            raise SandboxStartError(
+                "Sandboxes cannot be started right now (recent starts failed); "
+                f"tried again in about {max(1, round(exc.retry_after))} s."
+            ) from exc
 
     async def install_extras(
         self, sandbox: Sandbox, program: Program, phase: PhaseCallback

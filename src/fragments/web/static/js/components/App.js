@@ -46,6 +46,7 @@ import { ChatInput } from "./ChatInput.js";
 import { ErrorBanner, MessageList } from "./Chat.js";
 import { Header, modelKey } from "./Header.js";
 import { Panel } from "./Panel.js";
+import { ProviderBanner } from "./ProviderStatus.js";
 import { SettingsDialog } from "./SettingsDialog.js";
 
 const DRAFT = "fragments.draft";
@@ -731,6 +732,8 @@ export function App() {
               document.getElementById("chat-input")?.focus();
             }} />
           <div class="chat-bottom">
+            <${ProviderBanner} providerId=${customModel ? null : model?.providerId}
+              providerName=${model?.provider} />
             <${ErrorBanner} error=${error} onRetry=${retry} onDismiss=${() => setError(null)} />
             <${ChatInput} value=${input} onChange=${setInput} onSubmit=${send} onStop=${stop}
               streaming=${streaming} multiModal=${multiModal}

@@ -90,6 +90,7 @@ async function getJSON(url) {
 
 export const getModels = () => getJSON("/api/models");
 export const getTemplates = () => getJSON("/api/templates");
+export const getStatus = () => getJSON("/api/status");
 
 async function post(url, body, { signal, accept = "application/json", method = "POST" } = {}) {
   let response;
