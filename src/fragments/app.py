@@ -20,6 +20,7 @@ from fragments.http_limits import (
     frame_sources,
 )
 from fragments.llm.catalogue import load_catalogue
+from fragments.llm.failover import FailoverStreamer
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
@@ -87,7 +88,7 @@ def create_app(
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()
-            model: ModelStreamer = streamer
+            model: ModelStreamer = FailoverStreamer(streamer, settings)
         else:
             model = llm
         app.state.fragments = State(
