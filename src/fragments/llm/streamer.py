@@ -293,6 +293,6 @@ class DirectStreamer:
 
 def _connection_failure(exc: BaseException, after_content: bool) -> Failure:
     """How a connection failed, for the failover chain's reason."""
-    if isinstance(exc, ssl.SSLError):
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
         return "tls_error"
     return "connection_lost" if after_content else "connection_failed"
