@@ -19,6 +19,7 @@ from fragments.http_limits import (
     SecurityHeadersMiddleware,
     frame_sources,
 )
+from fragments.llm.breaker_gate import BreakerGate
 from fragments.llm.catalogue import load_catalogue
 from fragments.llm.failover import FailoverStreamer
 from fragments.llm.public import ModelPublic
@@ -86,10 +87,12 @@ def create_app(
         if shared is None and settings.redis_url:
             shared = SharedRedis.connect(settings.redis_url)
         service = sandboxes if sandboxes is not None else await create_sandbox_service(settings)
+        breakers = BreakerRegistry.from_settings(settings, shared)
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()
-            model: ModelStreamer = FailoverStreamer(streamer, settings)
+            # The failover chain, skipping providers whose breaker is open.
+            model: ModelStreamer = FailoverStreamer(streamer, settings, gate=BreakerGate(breakers))
         else:
             model = llm
         app.state.fragments = State(
@@ -102,7 +105,7 @@ def create_app(
             usage_cache=UsageCache(settings.token_budget_cache_seconds),
             prepare_credits=SharedPrepareCredits(shared, settings.sandbox_lifetime_seconds),
             response_store=make_store(settings, shared),
-            breakers=BreakerRegistry.from_settings(settings, shared),
+            breakers=breakers,
         )
         try:
             async with retention_job(db, settings.retention_days):

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from fragments.config import Settings
+from fragments.llm.breaker_gate import BreakerGate, breaker_name
 from fragments.llm.errors import LLMError
 from fragments.llm.failover import FailoverStreamer, failure_reason, parse_chain
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import Attempt, ChainStep, Fallback, ImageInput, ModelCall, Turn
+from fragments.resilience import BreakerConfig, BreakerRegistry
 from tests.fakes import (
     SAMPLE_FRAGMENT,
     ErrorReply,
@@ -388,55 +390,73 @@ async def test_images_skip_models_that_cannot_see_them(
 # ---- the gate ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Gate:
-    closed: set[str] = field(default_factory=set)
-    outcomes: list[tuple[str, bool, str | None]] = field(default_factory=list)
-
-    async def allows(self, provider_id: str) -> bool:
-        return provider_id not in self.closed
-
-    async def record(self, provider_id: str, ok: bool, reason: str | None) -> None:
-        self.outcomes.append((provider_id, ok, reason))
+def registry(failures: int = 2) -> BreakerRegistry:
+    """Breakers in this process's memory that open after `failures` failures."""
+    return BreakerRegistry(BreakerConfig(failures=failures, window_seconds=60, open_seconds=60))
 
 
-async def test_a_provider_the_gate_refuses_is_skipped(
+async def open_breaker(breakers: BreakerRegistry, provider: str) -> None:
+    breaker = breakers.breaker(breaker_name(provider))
+    for _ in range(breakers.config.failures):
+        await breaker.record_failure(await breaker.allow())
+    assert await breaker.state() == "open"
+
+
+async def test_a_provider_whose_breaker_is_open_is_skipped(
     providers: dict[str, FakeProvider],
 ) -> None:
     providers["anthropic"].script(FragmentReply())
-    gate = Gate(closed={"openai"})
+    breakers = registry()
+    await open_breaker(breakers, "openai")
     sink = Sink()
-    async with chain(settings_for(providers), gate=gate) as streamer:
+    async with chain(settings_for(providers), gate=BreakerGate(breakers)) as streamer:
         result = await streamer.stream(call_for("openai"), sink)
     assert result.provider == "anthropic"
     assert providers["openai"].requests == []
     assert started_events(sink)[0][3] == Fallback("unhealthy", "openai", "gpt-4.1")
-    assert gate.outcomes == [("anthropic", True, None)]
 
 
-async def test_the_last_step_is_tried_even_when_the_gate_refuses_it(
+async def test_the_last_step_is_tried_even_when_its_breaker_is_open(
     providers: dict[str, FakeProvider],
 ) -> None:
-    providers["openai"].script(ErrorReply(500), FragmentReply())
-    gate = Gate(closed={"openai"})
+    providers["openai"].script(FragmentReply())
+    breakers = registry()
+    await open_breaker(breakers, "openai")
     call = call_for("openai", fallbacks=())
-    async with chain(settings_for(providers, provider_retries=1), gate=gate) as streamer:
+    async with chain(settings_for(providers), gate=BreakerGate(breakers)) as streamer:
         result = await streamer.stream(call, Sink())
     assert result.provider == "openai"
-    assert gate.outcomes == [("openai", True, None)]
+    assert len(providers["openai"].requests) == 1
 
 
-async def test_every_attempt_is_recorded_at_the_gate(
+async def test_every_attempt_counts_in_its_providers_breaker(
     providers: dict[str, FakeProvider],
 ) -> None:
-    providers["openai"].script(ErrorReply(503))
-    providers["anthropic"].script(ErrorReply(401))
-    gate = Gate()
+    breakers = registry(failures=2)
+    gate = BreakerGate(breakers)
     async with chain(settings_for(providers), gate=gate) as streamer:
+        for _ in range(2):
+            providers["openai"].script(ErrorReply(503))
+            providers["anthropic"].script(FragmentReply())
+            assert (await streamer.stream(call_for("openai"), Sink())).provider == "anthropic"
+        # Two failures opened OpenAI's breaker: the third request does not reach it.
+        providers["anthropic"].script(FragmentReply())
+        assert (await streamer.stream(call_for("openai"), Sink())).provider == "anthropic"
+    assert len(providers["openai"].requests) == 2
+    assert await breakers.breaker(breaker_name("openai")).state() == "open"
+    assert await breakers.breaker(breaker_name("anthropic")).state() == "closed"
+
+
+async def test_a_refused_key_does_not_count_against_the_provider(
+    providers: dict[str, FakeProvider],
+) -> None:
+    breakers = registry(failures=1)
+    async with chain(settings_for(providers), gate=BreakerGate(breakers)) as streamer:
+        providers["openai"].script(ErrorReply(401))
         with pytest.raises(LLMError):
             await streamer.stream(call_for("openai"), Sink())
-    # A refused key is the request's fault, not the provider's: it counts as reachable.
-    assert gate.outcomes == [("openai", False, "server_error"), ("anthropic", True, None)]
+    # The request's own fault: the provider answered, so its breaker stays closed.
+    assert await breakers.breaker(breaker_name("openai")).state() == "closed"
 
 
 # ---- settings ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ request's own fault (a bad key, an invalid request) ends the answer as before.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
@@ -52,27 +53,41 @@ _NOT_TRIGGERS = frozenset(
 UNHEALTHY = "unhealthy"
 
 
+class GateTicket(Protocol):
+    """One attempt the gate let through: hand its outcome back."""
+
+    async def record(self, ok: bool, reason: str | None) -> None:
+        """The attempt's outcome: `ok` unless the provider failed (`reason` says how)."""
+        ...
+
+    async def release(self) -> None:
+        """The attempt ended without an outcome (cancelled)."""
+        ...
+
+
 class ProviderGate(Protocol):
-    """Whether a provider should be tried now, and what each attempt on it came to (a circuit
-    breaker, a health check)."""
+    """Whether a provider should be tried now (a circuit breaker, a health check), and what
+    each attempt on it came to."""
 
-    async def allows(self, provider_id: str) -> bool:
-        """False to skip the provider (the chain still tries it when nothing else is left)."""
+    async def admit(self, provider_id: str, *, force: bool) -> GateTicket | None:
+        """A ticket for one attempt, or None to skip the provider. `force`: the last step
+        left, tried whatever the gate thinks (a ticket is still given, to record it)."""
         ...
 
-    async def record(self, provider_id: str, ok: bool, reason: str | None) -> None:
-        """One attempt's outcome: `ok` unless the provider failed (`reason` says how)."""
-        ...
+
+class _NoTicket:
+    async def record(self, ok: bool, reason: str | None) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
 
 
 class OpenGate:
     """The default gate: every provider is tried; outcomes are not kept."""
 
-    async def allows(self, provider_id: str) -> bool:
-        return True
-
-    async def record(self, provider_id: str, ok: bool, reason: str | None) -> None:
-        return None
+    async def admit(self, provider_id: str, *, force: bool) -> GateTicket | None:
+        return _NoTicket()
 
 
 def parse_chain(text: str) -> tuple[ChainStep, ...]:
@@ -206,14 +221,14 @@ class FailoverStreamer:
         failed_providers: set[str] = set()
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
-            if not last:
-                skip = step.provider_id in failed_providers and not own
-                if not skip and not await self.gate.allows(step.provider_id):
-                    skip = True
+            ticket: GateTicket | None = None
+            if last or not (step.provider_id in failed_providers and not own):
+                ticket = await self.gate.admit(step.provider_id, force=last)
+                if ticket is None:
                     previous = previous or Fallback(UNHEALTHY, step.provider_id, step.model_id)
-                if skip:
-                    log.info("llm_step_skipped", provider=step.provider_id, model=step.model_id)
-                    continue
+            if ticket is None:
+                log.info("llm_step_skipped", provider=step.provider_id, model=step.model_id)
+                continue
             attempt = dataclasses.replace(
                 call,
                 provider_id=step.provider_id,
@@ -226,7 +241,7 @@ class FailoverStreamer:
                 result = await self.inner.stream(attempt, relay)
             except LLMError as exc:
                 reason = failure_reason(exc)
-                await self.gate.record(step.provider_id, reason is None, reason)
+                await asyncio.shield(ticket.record(reason is None, reason))
                 if reason is None or last:
                     raise
                 spent = self._spent(attempt, exc, relay.chars)
@@ -248,7 +263,10 @@ class FailoverStreamer:
                 # caller asked for, and why it did not answer.
                 previous = previous or Fallback(reason, step.provider_id, step.model_id)
                 continue
-            await self.gate.record(step.provider_id, True, None)
+            except BaseException:
+                await asyncio.shield(ticket.release())
+                raise
+            await ticket.record(True, None)
             return result
         raise AssertionError("unreachable: the last step returns or raises")
 
