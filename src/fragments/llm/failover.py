@@ -237,8 +237,11 @@ class FailoverStreamer:
                 retries=None if last else 0,
             )
             relay = _Relay(sink, previous, hold=not last)
+            # The one model of a call without fallbacks streams straight into the sink: no
+            # relay on the per-chunk path (its characters are never needed).
+            target: AnswerSink = sink if last and previous is None else relay
             try:
-                result = await self.inner.stream(attempt, relay)
+                result = await self.inner.stream(attempt, target)
             except LLMError as exc:
                 reason = failure_reason(exc)
                 await asyncio.shield(ticket.record(reason is None, reason))
