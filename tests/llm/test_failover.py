@@ -459,6 +459,40 @@ async def test_a_refused_key_does_not_count_against_the_provider(
     assert await breakers.breaker(breaker_name("openai")).state() == "closed"
 
 
+@dataclass
+class Checked:
+    status: str
+
+
+@dataclass
+class HealthChecks:
+    """Health as the checks left it (the board itself is tested with the health module)."""
+
+    states: dict[str, str] = field(default_factory=dict)
+
+    async def status(self, provider_id: str) -> Checked | None:
+        state = self.states.get(provider_id)
+        return Checked(state) if state else None
+
+
+async def test_a_provider_whose_health_is_down_is_skipped_unless_last(
+    providers: dict[str, FakeProvider],
+) -> None:
+    health = HealthChecks({"openai": "down", "anthropic": "degraded"})
+    gate = BreakerGate(registry(), health)
+    providers["anthropic"].script(FragmentReply())
+    sink = Sink()
+    async with chain(settings_for(providers), gate=gate) as streamer:
+        result = await streamer.stream(call_for("openai"), sink)
+        assert result.provider == "anthropic"  # degraded is still tried
+        assert providers["openai"].requests == []
+        assert started_events(sink)[0][3] == Fallback("unhealthy", "openai", "gpt-4.1")
+        # The only model left is tried whatever its health.
+        providers["openai"].script(FragmentReply())
+        result = await streamer.stream(call_for("openai", fallbacks=()), Sink())
+        assert result.provider == "openai"
+
+
 # ---- settings ---------------------------------------------------------------------------------
 
 

@@ -1,13 +1,29 @@
-"""The failover chain's gate over the providers' circuit breakers (`resilience.py`): a provider
-whose breaker is open (or half-open with its one probe taken) is skipped, and every attempt's
-outcome is counted in its breaker."""
+"""The failover chain's gate over the providers' circuit breakers (`resilience.py`) and their
+health checks: a provider whose breaker is open (or half-open with its one probe taken), or whose
+last health check says `down`, is skipped; every attempt's outcome is counted in its breaker."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Protocol
 
 from fragments.llm.failover import GateTicket
 from fragments.resilience import BreakerOpen, BreakerRegistry, CircuitBreaker, Permit
+
+
+class ProviderHealth(Protocol):
+    """A provider's last health check (`up`, `degraded` or `down`)."""
+
+    @property
+    def status(self) -> str: ...
+
+
+class HealthSource(Protocol):
+    """Where the providers' health checks are kept (shared by every instance)."""
+
+    async def status(self, provider_id: str) -> ProviderHealth | None:
+        """The provider's last known health; None when it was never checked."""
+        ...
 
 
 def breaker_name(provider_id: str) -> str:
@@ -33,12 +49,17 @@ class _BreakerTicket:
 
 
 class BreakerGate:
-    """A `ProviderGate` over one breaker per provider."""
+    """A `ProviderGate` over one breaker per provider and, when given, the health checks."""
 
-    def __init__(self, breakers: BreakerRegistry) -> None:
+    def __init__(self, breakers: BreakerRegistry, health: HealthSource | None = None) -> None:
         self.breakers = breakers
+        self.health = health
 
     async def admit(self, provider_id: str, *, force: bool) -> GateTicket | None:
+        if not force and self.health is not None:
+            checked = await self.health.status(provider_id)
+            if checked is not None and checked.status == "down":
+                return None
         breaker = self.breakers.breaker(breaker_name(provider_id))
         try:
             permit = await breaker.allow()
