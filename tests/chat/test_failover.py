@@ -162,3 +162,20 @@ async def test_a_chain_too_long_or_malformed_is_a_422(client: httpx.AsyncClient)
         response = await client.post("/api/chat", json=chat_body(config={"fallback_models": bad}))
         assert response.status_code == 422
         assert response.json()["error"]
+
+
+async def test_when_the_fallback_is_cut_too_each_model_is_charged_its_part(
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic
+) -> None:
+    alice = await sign_up(client, "alice")
+    fake_openai.script(FragmentReply(drop_after=10, chunk_size=40, delay=0.01))
+    fake_anthropic.script(FragmentReply(cut_after=5, chunk_size=40, usage=False))
+    response = await client.post("/api/chat", json=chat_body(), headers=alice.headers)
+    events = parse_sse(response.text)
+    assert names(events).count("reset") == 1
+    assert events[-1].name == "error"
+    assert events[-1].data["error"] == "provider_unavailable"
+    report = (await client.get("/api/usage", headers=alice.headers)).json()
+    by_model = {item["model"]: item for item in report["items"]}
+    assert by_model["openai/gpt-4.1"]["output_tokens"] == 400 // 4
+    assert by_model["anthropic/claude-sonnet-5-5"]["output_tokens"] == 200 // 4
