@@ -60,6 +60,8 @@ def fake(*args: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def _many(port: int, payload: bytes, total: int, concurrency: int) -> list[StreamTiming]:
