@@ -71,12 +71,15 @@ def fake_provider(chunk_size: int, delay: float) -> Iterator[int]:
 
 @contextlib.contextmanager
 def service(
-    provider_port: int, workers: int, data_dir: Path
+    provider_port: int, workers: int, data_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[int, psutil.Process]]:
-    """Run `fragments serve` against the fake provider; yields its port and process."""
+    """Run `fragments serve` against the fake provider (and `extra_env` on top); yields its port
+    and process."""
     port = free_port()
     env = {
         **os.environ,
+        # One provider unless the bench names a chain (bench/failover.py).
+        "FRAGMENTS_FAILOVER_CHAIN": "",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{provider_port}/v1",
         "OPENAI_API_KEY": "bench-key",
         "FRAGMENTS_DATA_DIR": str(data_dir),
@@ -85,6 +88,7 @@ def service(
         "FRAGMENTS_RESPONSE_CACHE": "false",
         "FRAGMENTS_RATE_LIMITS": "false",
         "JUPYTER_PLATFORM_DIRS": "1",
+        **(extra_env or {}),
     }
     proc = subprocess.Popen(
         [

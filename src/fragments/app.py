@@ -19,7 +19,9 @@ from fragments.http_limits import (
     SecurityHeadersMiddleware,
     frame_sources,
 )
+from fragments.llm.breaker_gate import BreakerGate
 from fragments.llm.catalogue import load_catalogue
+from fragments.llm.failover import FailoverStreamer
 from fragments.llm.health import HealthBoard
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
@@ -90,13 +92,16 @@ def create_app(
             service = await create_sandbox_service(settings, breakers)
         else:
             service = sandboxes
+        health = HealthBoard(settings, shared)
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()
-            model: ModelStreamer = streamer
+            # The failover chain, skipping providers whose breaker is open or whose health
+            # checks say they are down.
+            gate = BreakerGate(breakers, health)
+            model: ModelStreamer = FailoverStreamer(streamer, settings, gate=gate)
         else:
             model = llm
-        health = HealthBoard(settings, shared)
         app.state.fragments = State(
             settings=settings,
             db=db,

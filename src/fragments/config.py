@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     stream_idle_timeout_seconds: float = 60.0
     # Retries of a failed provider call (5xx, connection refused) before its first token only.
     provider_retries: int = 1
+    # The platform's failover chain, `provider:model` steps tried after the requested model
+    # when a provider fails (5xx, 429, overloaded, connection, timeouts); a step is used only
+    # when the platform has that provider's key. Empty: no failover.
+    failover_chain: str = "anthropic:claude-sonnet-5-5,openai:gpt-4.1,google:gemini-2.5-pro"
 
     # Circuit breakers (providers, sandbox backends): `breaker_failures` failures within a
     # sliding `breaker_window_seconds` open a breaker; it fails fast for `breaker_open_seconds`,

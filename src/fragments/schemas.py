@@ -113,6 +113,12 @@ class LLMConfig(BaseModel):
         None, ge=-2, le=2, validation_alias=AliasChoices("presence_penalty", "presencePenalty")
     )
     routing: Literal["auto", "off"] | None = None
+    # The caller's own failover chain, tried in order after `model` when a provider fails
+    # (replaces the platform's chain; [] turns failover off). With the caller's own key or
+    # base URL, only models of the same provider, reached with that key and URL.
+    fallback_models: list[ModelRef] | None = Field(
+        None, max_length=4, validation_alias=AliasChoices("fallback_models", "fallbackModels")
+    )
     # Ask the model again even when the response cache holds an answer to this very request.
     regenerate: bool = False
 

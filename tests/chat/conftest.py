@@ -96,6 +96,8 @@ def chat_settings(
         first_event_timeout_seconds=2.0,
         stream_idle_timeout_seconds=2.0,
         provider_retries=0,
+        # One provider per answer: tests/chat/test_failover.py turns the chain on.
+        failover_chain="",
         # Chat tests send many guest requests from one address; test_rate_limits sets its own.
         rate_limit_guest_per_day=100_000,
         rate_limit_free_per_day=100_000,

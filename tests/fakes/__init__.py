@@ -23,7 +23,9 @@ and from an app running in another process (give it `fake.base_url`).
 Replies (see `FragmentReply` / `ErrorReply` for every knob):
 - `FragmentReply(fragment=SAMPLE_FRAGMENT, chunk_size=24, delay=0.0, first_delay=0.0,
   mode="auto"|"tool"|"text", stall_after=None, cut_after=None, usage=True, input_tokens=None,
-  output_tokens=None, cache_read_tokens=0, cache_write_tokens=0, finish_reason=None)`.
+  output_tokens=None, cache_read_tokens=0, cache_write_tokens=0, finish_reason=None,
+  drop_after=None, drop="reset"|"close")`; `drop_after=N` breaks the connection after N
+  content events (a provider process dying mid-answer).
   `fragment` may be a str sent verbatim (invalid output). "auto" mode answers with a tool call
   when the request offers tools.
   `error=StreamError(status, message, kind=None, flavor="openai"|"groq"|"openrouter",

@@ -2,6 +2,8 @@
 
     python -m tests.fakes --port 8011 --chunk-size 24 --delay 0.02
     python -m tests.fakes.openai --port 8011          # same; every protocol is served anyway
+    python -m tests.fakes --fail-status 503            # a provider that is down
+    python -m tests.fakes --stall-after 0              # one that never starts answering
 
 Prints `READY <base url>` once listening (port 0 picks a free one) and serves until killed.
 """
@@ -13,7 +15,7 @@ import socket
 
 import uvicorn
 
-from tests.fakes.base import FakeProvider, FragmentReply
+from tests.fakes.base import ErrorReply, FakeProvider, FragmentReply, Reply
 
 _BASE_PATHS = {"openai": "/v1", "anthropic": "", "gemini": ""}
 
@@ -32,11 +34,26 @@ def main(default_protocol: str = "openai", argv: list[str] | None = None) -> Non
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between chunks")
     parser.add_argument("--first-delay", type=float, default=0.0)
     parser.add_argument("--mode", choices=["auto", "tool", "text"], default="auto")
+    parser.add_argument(
+        "--fail-status", type=int, default=None, help="answer every request with this status"
+    )
+    parser.add_argument(
+        "--stall-after",
+        type=int,
+        default=None,
+        help="go silent after this many content events (0: before the first token)",
+    )
     args = parser.parse_args(argv)
 
-    reply = FragmentReply(
-        chunk_size=args.chunk_size, delay=args.delay, first_delay=args.first_delay, mode=args.mode
+    reply: Reply = FragmentReply(
+        chunk_size=args.chunk_size,
+        delay=args.delay,
+        first_delay=args.first_delay,
+        mode=args.mode,
+        stall_after=args.stall_after,
     )
+    if args.fail_status is not None:
+        reply = ErrorReply(args.fail_status, "fake provider failing on purpose")
     # Forever mode must not grow: keep no request records.
     fake = FakeProvider(default=reply, record=False)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

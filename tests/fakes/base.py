@@ -64,6 +64,8 @@ class FragmentReply:
       (N=0: stall before the first token). The stall ends when the client goes away.
     - `cut_after=N`: end the response cleanly after N content events, without the closing
       events (no finish reason, no usage, no `[DONE]` / `message_stop`).
+    - `drop_after=N`: after N content events, drop the connection mid-body: `drop="reset"` a
+      TCP RST (a provider's process dying), `drop="close"` a FIN without the chunked body's end.
     - `usage=False`: report no token usage. Token counts default to characters / 4.
     - `finish_reason`: the stop reason to report instead of the normal one (e.g. "length",
       "max_tokens", "MAX_TOKENS" for an answer cut by the token limit).
@@ -84,6 +86,8 @@ class FragmentReply:
     mode: Mode = "auto"
     stall_after: int | None = None
     cut_after: int | None = None
+    drop_after: int | None = None
+    drop: Literal["close", "reset"] = "reset"
     usage: bool = True
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -451,6 +455,11 @@ class FakeProvider:
                     return
                 if i == reply.cut_after:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if i == reply.drop_after:
+                    assert client is not None
+                    await self._server.drop_connection(tuple(client), reset=reply.drop == "reset")
+                    await stop.wait()
                     return
                 if i and reply.delay:
                     await asyncio.sleep(reply.delay)

@@ -9,7 +9,7 @@ import pytest
 from fragments.config import Settings
 from fragments.llm.h1 import Httpx2Transport
 from fragments.llm.streamer import DirectStreamer, create_http_client
-from fragments.llm.types import ModelCall, Turn
+from fragments.llm.types import Attempt, Fallback, ModelCall, Turn
 from tests.fakes import SAMPLE_FRAGMENT, FakeOpenAI, FragmentReply
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +20,9 @@ class Sink:
         self.events: list[tuple[str, object]] = []
         self.text = ""
 
-    def started(self, provider: str, model: str, fallback: bool) -> None:
+    def started(
+        self, provider: str, model: str, fallback: bool, reason: Fallback | None = None
+    ) -> None:
         self.events.append(("started", (provider, model, fallback)))
 
     def delta(self, text: str) -> None:
@@ -28,6 +30,9 @@ class Sink:
 
     def reset(self, reason: str) -> None:
         self.events.append(("reset", reason))
+
+    def abandoned(self, attempt: Attempt) -> None:
+        self.events.append(("abandoned", attempt))
 
 
 @pytest.mark.parametrize("transport", ["h1", "httpx2"])

@@ -25,6 +25,8 @@ from pydantic import ValidationError
 from fragments.config import Settings
 from fragments.llm.types import (
     AnswerSink,
+    Attempt,
+    Fallback,
     ImageInput,
     ModelCall,
     ModelStreamer,
@@ -125,8 +127,10 @@ class _Tee:
         self.sink = sink
         self.parts: list[str] = []
 
-    def started(self, provider: str, model: str, fallback: bool) -> None:
-        self.sink.started(provider, model, fallback)
+    def started(
+        self, provider: str, model: str, fallback: bool, reason: Fallback | None = None
+    ) -> None:
+        self.sink.started(provider, model, fallback, reason)
 
     def delta(self, text: str) -> None:
         self.parts.append(text)
@@ -135,6 +139,9 @@ class _Tee:
     def reset(self, reason: str) -> None:
         self.parts.clear()
         self.sink.reset(reason)
+
+    def abandoned(self, attempt: Attempt) -> None:
+        self.sink.abandoned(attempt)
 
 
 class CachedStreamer:

@@ -16,6 +16,7 @@ import structlog
 from fastapi import Request
 
 from fragments.chat.accounting import billed_to, record_usage
+from fragments.chat.fallbacks import fallback_steps
 from fragments.chat.history import windowed
 from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.request import check_conversation
@@ -115,6 +116,7 @@ def check(body: ChatRequest, settings: Settings) -> _Checked:
         ),
         api_key=config.api_key,
         base_url=config.base_url,
+        fallbacks=fallback_steps(body, model),
     )
     return _Checked(templates, model, call)
 
@@ -284,7 +286,8 @@ class Ledger:
             user_content=self._user_content,
             fragment=fragment,
             turn_id=self._turn_id,
-            model=self._model,
+            # The model that answered: a failover chain may have moved on from the one asked.
+            model=f"{result.provider}/{result.model}",
             usage={
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
@@ -295,14 +298,15 @@ class Ledger:
             billed_to=self._paid_by,
         )
 
-    async def charge(self, usage: Usage, cost: float) -> None:
-        """Record the estimated usage of an answer cut off before it completed."""
+    async def charge(self, usage: Usage, cost: float, model: str | None = None) -> None:
+        """Record the usage of an answer cut off before it completed, or of an attempt a
+        failover chain gave up, against `model` (`provider/model`; default: the one asked)."""
         await self._count(usage)
         await record_usage(
             self._db,
             self._who,
             conversation_id=self._turn.conversation_id,
-            model=self._model,
+            model=model or self._model,
             usage=usage,
             cost=cost,
             billed_to=self._paid_by,

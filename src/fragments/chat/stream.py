@@ -8,6 +8,7 @@ sends a `partial` snapshot if it changed; the first partial goes out as soon as 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -21,7 +22,8 @@ from pydantic import TypeAdapter, ValidationError
 from fragments.chat.finalize import finalize
 from fragments.llm.errors import LLMError
 from fragments.llm.pricing import cost_usd
-from fragments.llm.types import ModelCall, ModelStreamer, StreamResult, Usage
+from fragments.llm.providers import find_provider
+from fragments.llm.types import Attempt, Fallback, ModelCall, ModelStreamer, StreamResult, Usage
 from fragments.llm.wire import estimate_input_tokens
 from fragments.sandbox.templates import Template
 from fragments.schemas import Fragment
@@ -31,8 +33,9 @@ log = structlog.get_logger(__name__)
 _FRAGMENT = TypeAdapter(Fragment)
 # Stores a finished turn once the answer is complete: (fragment, result) -> (fragment_id, saved).
 SaveTurn = Callable[[Fragment, StreamResult], Awaitable[tuple[str, bool]]]
-# Records the estimated usage of an answer cut off before it completed: (usage, cost_usd).
-ChargeCut = Callable[[Usage, float], Awaitable[None]]
+# Records the usage of an answer cut off before it completed, or of an attempt a failover chain
+# gave up: (usage, cost_usd, "provider/model" that consumed it).
+ChargeCut = Callable[[Usage, float, str], Awaitable[None]]
 _INTERNAL = "Something went wrong on our side; please try again."
 
 
@@ -48,10 +51,13 @@ def sse_json(event: str, data: dict[str, Any]) -> bytes:
 class Answer:
     """The sink the model layer streams into (see `AnswerSink`)."""
 
-    __slots__ = ("_first", "notices", "parts", "wake")
+    __slots__ = ("_first", "answering", "notices", "parts", "spent", "wake")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
+        # The model answering now (a failover chain may change it) and the attempts it gave up.
+        self.answering: tuple[str, str] | None = None
+        self.spent: list[Attempt] = []
         # Events to send before the next partial: provider, reset.
         self.notices: list[bytes] = []
         self.wake: asyncio.Future[None] | None = None
@@ -62,10 +68,15 @@ class Answer:
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    def started(self, provider: str, model: str, fallback: bool) -> None:
-        self.notices.append(
-            sse_json("provider", {"provider": provider, "model": model, "fallback": fallback})
-        )
+    def started(
+        self, provider: str, model: str, fallback: bool, reason: Fallback | None = None
+    ) -> None:
+        self.answering = (provider, model)
+        data: dict[str, Any] = {"provider": provider, "model": model, "fallback": fallback}
+        if reason is not None:
+            data["reason"] = reason.reason
+            data["from"] = {"provider": reason.provider, "model": reason.model}
+        self.notices.append(sse_json("provider", data))
         self._poke()
 
     def delta(self, text: str) -> None:
@@ -80,6 +91,19 @@ class Answer:
         self._first = True
         self.notices.append(sse_json("reset", {"reason": reason}))
         self._poke()
+
+    def abandoned(self, attempt: Attempt) -> None:
+        self.spent.append(attempt)
+
+    def answering_call(self, call: ModelCall) -> ModelCall:
+        """`call` as sent to the model answering now (the one a cut answer is charged to)."""
+        if self.answering is None or self.answering == (call.provider_id, call.model_id):
+            return call
+        provider, model = self.answering
+        spec = find_provider(provider)
+        if spec is None:
+            return call
+        return dataclasses.replace(call, provider_id=spec.id, model_id=model)
 
     def finished(self, _task: object) -> None:
         self._poke()
@@ -199,8 +223,9 @@ async def chat_events(
             fragment = finalize(answer.text(), result, pinned)
         except LLMError as exc:
             if charge is not None and exc.after_content:
+                cut = answer.answering_call(call)
                 with anyio.CancelScope(shield=True):
-                    await charge(*cut_usage(call, len(answer.text()), exc.usage))
+                    await charge(*cut_usage(cut, len(answer.text()), exc.usage), _label(cut))
             bound.warning(
                 "chat_failed",
                 error=exc.code,
@@ -255,7 +280,18 @@ async def chat_events(
                 await asyncio.wait((task,), timeout=5)
                 chars = len(answer.text())
                 if charge is not None and chars:
-                    await charge(*estimate_cut(call, chars))
+                    cut = answer.answering_call(call)
+                    await charge(*estimate_cut(cut, chars), _label(cut))
             bound.info("chat_cancelled", seconds=round(time.monotonic() - began, 3))
         elif not task.cancelled():
             task.exception()  # retrieved, so an unread failure is never reported as lost
+        if charge is not None and answer.spent:
+            # Attempts a failover chain gave up are charged to the models that consumed them,
+            # however the answer ended.
+            with anyio.CancelScope(shield=True):
+                for attempt in answer.spent:
+                    await charge(attempt.usage, attempt.cost_usd, attempt.label)
+
+
+def _label(call: ModelCall) -> str:
+    return f"{call.provider_id}/{call.model_id}"

@@ -13,7 +13,15 @@ import structlog
 
 from fragments.chat.window import Exchange, extractive_summary, message_text
 from fragments.llm.providers import PROVIDERS
-from fragments.llm.types import ModelCall, ModelStreamer, Sampling, StreamResult, Turn
+from fragments.llm.types import (
+    Attempt,
+    Fallback,
+    ModelCall,
+    ModelStreamer,
+    Sampling,
+    StreamResult,
+    Turn,
+)
 from fragments.schemas import Fragment
 
 log = structlog.get_logger(__name__)
@@ -32,7 +40,9 @@ class _Collect:
     def __init__(self) -> None:
         self.parts: list[str] = []
 
-    def started(self, provider: str, model: str, fallback: bool) -> None:
+    def started(
+        self, provider: str, model: str, fallback: bool, reason: Fallback | None = None
+    ) -> None:
         pass
 
     def delta(self, text: str) -> None:
@@ -40,6 +50,10 @@ class _Collect:
 
     def reset(self, reason: str) -> None:
         self.parts.clear()
+
+    def abandoned(self, attempt: Attempt) -> None:
+        # Summaries never fail over (their call has no fallbacks): the local summary is theirs.
+        pass
 
 
 def summary_input(previous: str | None, items: list[Exchange], first_index: int) -> str:
@@ -81,6 +95,8 @@ async def model_summary(
         sampling=Sampling(temperature=0.0, max_tokens=1024),
         api_key=call.api_key,
         base_url=call.base_url,
+        # No failover: when the cheap model fails the local summary serves.
+        fallbacks=(),
     )
     sink = _Collect()
     try:

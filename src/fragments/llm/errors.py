@@ -18,6 +18,21 @@ StreamErrorCode = Literal[
     "internal",
 ]
 
+# How a provider failed, beyond its status: what a failover chain reports as its reason.
+Failure = Literal[
+    "server_error",
+    "overloaded",
+    "rate_limited",
+    "timeout",
+    "connection_failed",
+    "connection_lost",
+    "tls_error",
+    "no_first_token",
+    "stalled",
+    "stream_cut",
+    "unreadable",
+]
+
 # Error kinds that mean a key's money or quota ran out: a 429 that waiting does not cure.
 _OUT_OF_QUOTA = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 
@@ -34,6 +49,7 @@ class LLMError(Exception):
         status: int | None = None,
         upstream: str | None = None,
         retryable: bool = False,
+        failure: Failure | None = None,
     ) -> None:
         super().__init__(detail)
         self.code: StreamErrorCode = code
@@ -41,6 +57,8 @@ class LLMError(Exception):
         self.status = status
         self.upstream = upstream
         self.retryable = retryable
+        # How the provider failed, when the code alone does not say (see `Failure`).
+        self.failure: Failure | None = failure
         # Set by the streamer: part of the answer had already reached the caller.
         self.after_content = False
         # Set by the streamer: usage the provider reported before failing (an error chunk may
@@ -85,6 +103,7 @@ def status_error(
             f"{provider} says this key has no quota left ({label}){said}.",
             status=status,
             upstream=message,
+            failure="rate_limited",
         )
     if status == 429:
         return LLMError(
@@ -93,6 +112,7 @@ def status_error(
             status=status,
             upstream=message,
             retryable=True,
+            failure="rate_limited",
         )
     if status == 408:
         return LLMError(
@@ -101,6 +121,7 @@ def status_error(
             status=status,
             upstream=message,
             retryable=True,
+            failure="timeout",
         )
     if status >= 500 or status < 400:
         # Anthropic's 529 / overloaded_error: busy, not down; a moment later usually works.
@@ -112,6 +133,7 @@ def status_error(
             status=status,
             upstream=message,
             retryable=True,
+            failure="overloaded" if busy else "server_error",
         )
     # 400, 402, 404, 413, 422 (an invalid request, a context or token limit, no credits, an
     # unknown model): the same request fails again; the provider's words help the user most.

@@ -11,6 +11,7 @@ import gc
 import importlib
 import math
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import httpx2
 import structlog
 
 from fragments.config import Settings
-from fragments.llm.errors import LLMError
+from fragments.llm.errors import Failure, LLMError
 from fragments.llm.faults import http_error
 from fragments.llm.h1 import H1Transport, HTTPError, Httpx2Transport, Transport, proxies_configured
 from fragments.llm.pricing import cost_usd
@@ -106,7 +107,7 @@ class DirectStreamer:
         endpoint = resolve_endpoint(self.settings, call.provider_id, call.api_key, call.base_url)
         wire = self.wire(endpoint.protocol)
         mode = endpoint.mode
-        retries = self.settings.provider_retries
+        retries = self.settings.provider_retries if call.retries is None else call.retries
         announced = False
 
         def announce() -> None:
@@ -168,6 +169,7 @@ class DirectStreamer:
             cut = LLMError(
                 "provider_unavailable",
                 f"{endpoint.provider_name} ended the stream before the answer was complete.",
+                failure="stream_cut",
             )
             cut.after_content = parser.content_seen
             raise cut
@@ -245,11 +247,13 @@ class DirectStreamer:
                 raise LLMError(
                     "provider_timeout",
                     f"{name} stopped sending for {idle:g} seconds in the middle of the answer.",
+                    failure="stalled",
                 ) from None
             waited = time.monotonic() - began
             raise LLMError(
                 "provider_timeout",
                 f"{name} did not start answering within {waited:.0f} seconds.",
+                failure="no_first_token",
             ) from None
         except (HTTPError, OSError) as exc:
             if parser.complete:
@@ -262,6 +266,7 @@ class DirectStreamer:
                 else f"Could not reach {name} at {endpoint.base_url}.",
                 upstream=repr(exc),
                 retryable=not parser.content_seen,
+                failure=_connection_failure(exc, parser.content_seen),
             ) from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             # A payload that is not JSON, or JSON not shaped like this protocol's events.
@@ -269,6 +274,7 @@ class DirectStreamer:
                 "provider_unavailable",
                 f"{name} sent a stream this app cannot read.",
                 upstream=repr(exc)[:500],
+                failure="unreadable",
             ) from None
 
     @staticmethod
@@ -283,3 +289,10 @@ class DirectStreamer:
             how=how[:200],
             usage_reported=parser.usage() is not None,
         )
+
+
+def _connection_failure(exc: BaseException, after_content: bool) -> Failure:
+    """How a connection failed, for the failover chain's reason."""
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        return "tls_error"
+    return "connection_lost" if after_content else "connection_failed"

@@ -56,6 +56,14 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainStep:
+    """One model of a failover chain."""
+
+    provider_id: ProviderId
+    model_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelCall:
     """One answer to produce: which model, the prompt, and the caller's connection overrides."""
 
@@ -70,6 +78,12 @@ class ModelCall:
     # The first `cache_turns` turns stay identical on the next request (history windowing):
     # wires with explicit prompt caching mark the end of that prefix.
     cache_turns: int = 0
+    # The models to fail over to after this one: None means the platform's chain (only ever
+    # for calls on the platform's keys); () means none.
+    fallbacks: tuple[ChainStep, ...] | None = None
+    # Retries on the same model before the first token; None means the setting. A failover
+    # chain asks for none while another model is left to try.
+    retries: int | None = None
 
 
 @dataclass(slots=True)
@@ -96,18 +110,51 @@ class StreamResult:
     cost_usd: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """Why the model now answering is not the one asked for: the model given up, and how it
+    failed (a code such as `server_error`, `overloaded`, `rate_limited`, `connection_failed`,
+    `no_first_token`, `stalled`; see `llm/failover.py`)."""
+
+    reason: str
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """An attempt a failover chain gave up after it consumed tokens: what it cost, charged to
+    the model that consumed them."""
+
+    provider: str
+    model: str
+    usage: Usage
+    cost_usd: float
+
+    @property
+    def label(self) -> str:
+        """`provider/model`, as usage records name a model."""
+        return f"{self.provider}/{self.model}"
+
+
 class AnswerSink(Protocol):
     """Receives an answer as it streams. Methods are called from the streaming task and must
     not block: `delta` runs once per provider chunk, so it should only append."""
 
-    def started(self, provider: str, model: str, fallback: bool) -> None:
-        """A model accepted the request and is about to answer."""
+    def started(
+        self, provider: str, model: str, fallback: bool, reason: Fallback | None = None
+    ) -> None:
+        """A model accepted the request and is about to answer; `reason` says why it is a
+        fallback (given whenever `fallback` is true)."""
 
     def delta(self, text: str) -> None:
         """The next piece of the answer's JSON text."""
 
     def reset(self, reason: str) -> None:
         """Drop everything received so far: another attempt restarts the answer."""
+
+    def abandoned(self, attempt: Attempt) -> None:
+        """An attempt that consumed tokens was given up for another model: record its usage."""
 
 
 class ModelStreamer(Protocol):

@@ -371,7 +371,14 @@ export function App() {
           if (!alive()) return;
           switch (event) {
             case "provider":
-              patch(assistant.id, { provider: data });
+              // The first fallback's reason stays: the banner explains why the model asked
+              // for did not answer, however many models were tried after it.
+              patch(assistant.id, (m) => ({
+                ...m,
+                provider: data,
+                fallback: m.fallback || (data?.fallback && data.from
+                  ? { from: data.from, reason: data.reason } : null),
+              }));
               break;
             case "partial":
               patch(assistant.id, { object: data });
@@ -384,6 +391,7 @@ export function App() {
               }
               break;
             case "reset":
+              // Another model restarts the answer: the partial one is dropped.
               patch(assistant.id, { object: null });
               break;
             case "fragment":
@@ -725,7 +733,7 @@ export function App() {
         <${History} open=${Boolean(me)} items=${history} currentId=${currentId}
           onOpen=${openConversation} onShare=${share} onDelete=${remove} />
         <section class="chat" aria-label="Chat">
-          <${MessageList} messages=${messages} selectedId=${selectedId} streaming=${streaming}
+          <${MessageList} messages=${messages} models=${models} selectedId=${selectedId} streaming=${streaming}
             onSelect=${selectFragment}
             onExample=${(text) => {
               setInput(text);

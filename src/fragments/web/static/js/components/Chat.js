@@ -33,6 +33,39 @@ function Usage({ usage, provider }) {
     </div>`;
 }
 
+// Why the model asked for did not answer (the `reason` of a fallback `provider` event).
+const FALLBACK_WORDS = {
+  server_error: "had a server error",
+  overloaded: "was overloaded",
+  rate_limited: "was rate limited",
+  timeout: "timed out",
+  connection_failed: "could not be reached",
+  connection_lost: "dropped the connection",
+  tls_error: "failed a secure connection",
+  no_first_token: "did not start answering in time",
+  stalled: "stopped answering mid-way",
+  stream_cut: "ended its answer early",
+  unreadable: "sent an unreadable answer",
+  unhealthy: "is failing right now",
+};
+
+function modelName(models, ref) {
+  const found = (models || []).find((m) => m.id === ref?.model && m.providerId === ref?.provider);
+  return found ? found.name : ref?.model || "another model";
+}
+
+function FallbackBanner({ message, models }) {
+  const fallback = message.fallback;
+  const provider = message.provider;
+  if (!fallback || !provider?.fallback) return null;
+  const words = FALLBACK_WORDS[fallback.reason] || "failed";
+  return html`
+    <div class="note fallback-note" role="status" data-testid="fallback-banner">
+      Answered by ${modelName(models, provider)} because ${modelName(models, fallback.from)}
+      ${" "}${words}.
+    </div>`;
+}
+
 function Markdown({ text, testid }) {
   const rendered = useMemo(() => renderMarkdown(text), [text]);
   return html`<div class="markdown" data-testid=${testid}
@@ -71,7 +104,7 @@ function UserMessage({ message }) {
     </div>`;
 }
 
-function AssistantMessage({ message, selected, onSelect }) {
+function AssistantMessage({ message, selected, onSelect, models }) {
   const fragment = message.object;
   const commentary = fragment?.commentary || "";
   const waiting = message.streaming && !commentary;
@@ -87,6 +120,7 @@ function AssistantMessage({ message, selected, onSelect }) {
           : html`<${Markdown} text=${commentary} testid="commentary" />`}
         ${hasFragment && html`<${FragmentCard} message=${message} selected=${selected}
           onSelect=${onSelect} />`}
+        <${FallbackBanner} message=${message} models=${models} />
         ${message.stopped && html`<div class="note" data-testid="stopped-note">Stopped.</div>`}
         ${!message.streaming && !message.stopped && !message.final && html`
           <div class="note" data-testid="incomplete-note">The answer is incomplete.</div>`}
@@ -95,7 +129,7 @@ function AssistantMessage({ message, selected, onSelect }) {
     </div>`;
 }
 
-export function MessageList({ messages, selectedId, onSelect, streaming, onExample }) {
+export function MessageList({ messages, models, selectedId, onSelect, streaming, onExample }) {
   const list = useRef(null);
   const stick = useRef(true);
   const onScroll = () => {
@@ -128,7 +162,7 @@ export function MessageList({ messages, selectedId, onSelect, streaming, onExamp
         m.role === "user"
           ? html`<${UserMessage} key=${m.id} message=${m} />`
           : html`<${AssistantMessage} key=${m.id} message=${m} selected=${m.id === selectedId}
-              onSelect=${onSelect} />`)}
+              onSelect=${onSelect} models=${models} />`)}
     </div>`;
 }
 
