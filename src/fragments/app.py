@@ -23,7 +23,10 @@ from fragments.llm.catalogue import load_catalogue
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
+from fragments.observability import metrics
+from fragments.observability.exposition import gauges_kept_fresh, metrics_router
 from fragments.observability.logs import configure_logging
+from fragments.observability.requests import RequestObservabilityMiddleware
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
@@ -101,10 +104,15 @@ def create_app(
             prepare_credits=SharedPrepareCredits(shared, settings.sandbox_lifetime_seconds),
             response_store=make_store(settings, shared),
         )
+        metrics.monthly_budget(settings.monthly_llm_budget_usd)
+        pool_slots = getattr(service, "pool_slots", None)
+        unwatch = metrics.watch_pool(pool_slots) if callable(pool_slots) else None
         try:
-            async with retention_job(db, settings.retention_days):
+            async with retention_job(db, settings.retention_days), gauges_kept_fresh():
                 yield
         finally:
+            if unwatch is not None:
+                unwatch()
             # Everything the State holds is closed here, and only here.
             await model.aclose()
             if shared is not None:
@@ -126,6 +134,9 @@ def create_app(
     # Previews are one origin per sandbox under the preview (or E2B's) domain.
     app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_sources(settings))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outside the body limit (its 413s are logged and counted), inside the preview proxy
+    # (a sandbox's own traffic is not the app's requests).
+    app.add_middleware(RequestObservabilityMiddleware, trusted_proxies=settings.trusted_proxies)
     # Added last, so outermost: a preview host never reaches the routes or the app's headers.
     app.add_middleware(PreviewProxyMiddleware, proxy=preview)
 
@@ -189,6 +200,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(quota_router)
     app.include_router(sandbox_router)
+    app.include_router(metrics_router(settings))
 
     static_dir = _static_dir()
     app.mount("/static", StaticFiles(directory=static_dir), name="static")

@@ -1,12 +1,110 @@
-"""Structured logging: JSON lines via structlog."""
+"""Structured logging: one JSON object a line on stdout, via structlog.
+
+Every line carries the request's context when it is logged while a request is served
+(`request_id`, `user_id`, `team_id`: see `observability.context`) and the `trace_id` of the
+active OpenTelemetry span when there is one. Fields whose names say they hold a secret
+(passwords, tokens, keys, cookies, authorization headers) are replaced by a marker, wherever
+they come from. The standard library's loggers (uvicorn's, SQLAlchemy's, ...) are rendered the
+same way by `stdlib_logging_config`, which `fragments serve` hands to uvicorn.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from fragments.observability.context import current_request
 
 _configured = False
+
+REDACTED = "[redacted]"
+# Lower-case field names that never reach a log line with their value. A substring match on
+# "token" would also hide `input_tokens`, so the names are listed whole.
+SECRET_FIELDS = frozenset(
+    {
+        "password",
+        "new_password",
+        "token",
+        "access_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "secret",
+        "secret_key",
+        "authorization",
+        "cookie",
+        "set-cookie",
+        "set_cookie",
+        "x-api-key",
+        "dsn",
+    }
+)
+
+
+def _redact(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Replace the value of every field named like a secret (see SECRET_FIELDS)."""
+    hidden = SECRET_FIELDS.intersection(event)
+    for name in hidden:
+        event[name] = REDACTED
+    return event
+
+
+def _add_request(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """The served request's id and caller, unless the line names its own."""
+    info = current_request()
+    if info is not None:
+        event.setdefault("request_id", info.request_id)
+        if info.user_id is not None:
+            event.setdefault("user_id", info.user_id)
+        if info.team_id is not None:
+            event.setdefault("team_id", info.team_id)
+    return event
+
+
+def _trace_id_reader() -> Callable[[], str | None]:
+    """Reads the active span's trace id when OpenTelemetry is installed; else nothing."""
+    try:
+        from opentelemetry import trace
+    except ImportError:  # tracing is optional: no package, no field
+        return lambda: None
+
+    get_span = trace.get_current_span
+
+    def read() -> str | None:
+        context = get_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return format(context.trace_id, "032x")
+
+    return read
+
+
+def _trace_processor() -> Processor:
+    read = _trace_id_reader()
+
+    def add_trace(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+        trace_id = read()
+        if trace_id is not None:
+            event.setdefault("trace_id", trace_id)
+        return event
+
+    return add_trace
+
+
+def shared_processors() -> list[Processor]:
+    """What every line goes through before rendering, structlog's and the standard library's."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        _add_request,
+        _trace_processor(),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+        _redact,
+    ]
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -16,9 +114,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         return
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
+            *shared_processors(),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
@@ -26,3 +122,53 @@ def configure_logging(level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     _configured = True
+
+
+def _access_fields(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """uvicorn's access record as fields; the query string is dropped (it may hold a token)."""
+    record = event.get("_record")
+    if record is None or record.name != "uvicorn.access":
+        return event
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 5:
+        client, method, path, http_version, status = args
+        event["event"] = "http_access"
+        event["client"] = str(client)
+        event["method"] = str(method)
+        event["path"] = str(path).split("?", 1)[0]
+        event["http_version"] = str(http_version)
+        event["status"] = status
+    return event
+
+
+def stdlib_logging_config(level: str = "info") -> dict[str, Any]:
+    """A `logging.config.dictConfig` for uvicorn (`log_config=`): its loggers, the root logger
+    and so every library's, rendered as the app's JSON lines on stdout."""
+    formatter: MutableMapping[str, Any] = {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "foreign_pre_chain": [*shared_processors(), _access_fields],
+        "processors": [
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    }
+    upper = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": formatter},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stdout"], "level": upper, "propagate": False},
+            "uvicorn.error": {"handlers": ["stdout"], "level": upper, "propagate": False},
+            "uvicorn.access": {"handlers": ["stdout"], "level": upper, "propagate": False},
+        },
+        "root": {"handlers": ["stdout"], "level": "WARNING"},
+    }
