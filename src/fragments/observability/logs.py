@@ -11,6 +11,7 @@ same way by `stdlib_logging_config`, which `fragments serve` hands to uvicorn.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -107,12 +108,24 @@ def shared_processors() -> list[Processor]:
     ]
 
 
+class _CurrentStdout:
+    """Whatever `sys.stdout` is when a line is written: loggers are cached on first use, and a
+    redirected stdout (a test's capture, an embedding program) must still get the lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Configure structlog once per process."""
     global _configured
     if _configured:
         return
     structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStdout()),  # type: ignore[arg-type]
         processors=[
             *shared_processors(),
             structlog.processors.format_exc_info,
@@ -125,11 +138,12 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def _access_fields(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
-    """uvicorn's access record as fields; the query string is dropped (it may hold a token)."""
+    """uvicorn's access record as fields; the query string is dropped (it may hold a token).
+    Other records' positional arguments are already in their message."""
+    args = event.pop("positional_args", None)
     record = event.get("_record")
     if record is None or record.name != "uvicorn.access":
         return event
-    args = record.args
     if isinstance(args, tuple) and len(args) == 5:
         client, method, path, http_version, status = args
         event["event"] = "http_access"
@@ -138,6 +152,8 @@ def _access_fields(_logger: WrappedLogger, _name: str, event: EventDict) -> Even
         event["path"] = str(path).split("?", 1)[0]
         event["http_version"] = str(http_version)
         event["status"] = status
+    else:  # an unknown shape: the message may hold a query string, so it is not logged
+        event["event"] = "http_access"
     return event
 
 
@@ -147,6 +163,7 @@ def stdlib_logging_config(level: str = "info") -> dict[str, Any]:
     formatter: MutableMapping[str, Any] = {
         "()": structlog.stdlib.ProcessorFormatter,
         "foreign_pre_chain": [*shared_processors(), _access_fields],
+        "pass_foreign_args": True,
         "processors": [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
