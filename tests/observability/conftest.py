@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from fragments.observability.logs import configure_logging
+
 from tests.chat.conftest import (
     _anthropic_server,
     _gemini_server,
@@ -59,4 +61,5 @@ class LogLines:
 
 @pytest.fixture
 def logs(capsys: pytest.CaptureFixture[str]) -> LogLines:
+    configure_logging()  # as the app does; once a process
     return LogLines(capsys)
