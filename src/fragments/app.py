@@ -25,7 +25,7 @@ from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
 from fragments.observability import metrics
 from fragments.observability.exposition import gauges_kept_fresh, metrics_router
-from fragments.observability.logs import configure_logging
+from fragments.observability.logs import configure_logging, register_secrets
 from fragments.observability.requests import RequestObservabilityMiddleware
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
@@ -72,6 +72,7 @@ def create_app(
     settings = settings or Settings()
     settings.check_production()
     configure_logging()
+    register_secrets(settings)
     domain = settings.resolved_preview_domain
     preview = PreviewProxy(
         domain, lambda: _sandboxes(app), max_body_bytes=settings.preview_max_body_bytes

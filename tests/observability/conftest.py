@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from fragments.observability.logs import configure_logging
-
 from tests.chat.conftest import (
     _anthropic_server,
     _gemini_server,

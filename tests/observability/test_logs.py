@@ -10,7 +10,6 @@ import logging
 import logging.config
 import uuid
 
-import httpx
 import pytest
 import structlog
 
@@ -46,8 +45,10 @@ async def test_request_line_fields_and_ids(
         assert conversation not in json.dumps(line)
         assert line["method"] == "GET"
         assert line["status"] == response.status_code
-        assert isinstance(line["latency_ms"], float) and line["latency_ms"] >= 0
-        assert line["level"] == "info" and "timestamp" in line
+        assert isinstance(line["latency_ms"], float)
+        assert line["latency_ms"] >= 0
+        assert line["level"] == "info"
+        assert "timestamp" in line
         if auth_mode == "production":
             me = (await client.get("/api/auth/me")).json()
             assert line["user_id"] == me["id"]
@@ -60,7 +61,8 @@ async def test_request_line_fields_and_ids(
         for bad in ("x" * 129, "has space", 'quote"d', ""):
             response = await client.get("/healthz", headers={"X-Request-ID": bad})
             fresh = response.headers["X-Request-ID"]
-            assert fresh != bad and len(fresh) == 32
+            assert fresh != bad
+            assert len(fresh) == 32
         lines = logs.events("http_request")
         assert [line["route"] for line in lines] == ["/healthz"] * 4
         assert len({line["request_id"] for line in lines}) == 4
@@ -69,7 +71,8 @@ async def test_request_line_fields_and_ids(
         # No route matched: the template is "unmatched", never the path someone sent.
         await client.get("/api/no-such-thing/secret-looking-123")
         (line,) = logs.events("http_request")
-        assert line["route"] == "unmatched" and line["status"] == 404
+        assert line["route"] == "unmatched"
+        assert line["status"] == 404
         assert "secret-looking-123" not in logs.raw
 
 
@@ -87,7 +90,8 @@ async def test_chat_line_carries_the_answer_and_the_request_id(
         usage = next(e.data for e in parse_sse(response.text) if e.name == "usage")
     (answered,) = logs.events("chat_answered")
     assert answered["request_id"] == "chat-req-1"
-    assert answered["provider"] == "openai" and answered["model"] == "gpt-4.1"
+    assert answered["provider"] == "openai"
+    assert answered["model"] == "gpt-4.1"
     assert answered["input_tokens"] == 1200
     assert answered["output_tokens"] == 300
     assert answered["cache_read_tokens"] == 1000
@@ -96,7 +100,8 @@ async def test_chat_line_carries_the_answer_and_the_request_id(
     assert answered["first_token_ms"] >= 0
     assert answered["fallback"] is False
     (request,) = [r for r in logs.events("http_request") if r["route"] == "/api/chat"]
-    assert request["request_id"] == "chat-req-1" and request["status"] == 200
+    assert request["request_id"] == "chat-req-1"
+    assert request["status"] == 200
 
 
 async def test_failed_chat_line_names_the_error(
@@ -110,7 +115,8 @@ async def test_failed_chat_line_names_the_error(
         response = await client.post("/api/chat", json=chat_body())
     (failed,) = logs.events("chat_failed")
     assert failed["error"] == "provider_timeout"
-    assert failed["provider"] == "openai" and failed["first_token_ms"] is None
+    assert failed["provider"] == "openai"
+    assert failed["first_token_ms"] is None
     assert failed["request_id"] == response.headers["X-Request-ID"]
 
 
@@ -131,8 +137,10 @@ async def test_sandbox_line_has_phases_and_outcome(
     assert line["template"] == "code-interpreter-v1"
     assert line["backend"] == "local"
     assert line["outcome"] == "ok"
-    assert line["acquiring_ms"] >= 0 and line["running_ms"] >= 5  # the fake's 10 ms run
-    assert line["create_ms"] >= 0 and line["run_ms"] >= 5
+    assert line["acquiring_ms"] >= 0
+    assert line["running_ms"] >= 5
+    assert line["create_ms"] >= 0
+    assert line["run_ms"] >= 5
     assert line["request_id"] == response.headers["X-Request-ID"]
 
 
@@ -140,9 +148,11 @@ def test_a_field_named_like_a_secret_is_redacted(logs: LogLines) -> None:
     log = structlog.get_logger("test")
     log.info("careless", password="hunter2", api_key="sk-live-1", input_tokens=7)
     (line,) = logs.events("careless")
-    assert line["password"] == REDACTED and line["api_key"] == REDACTED
+    assert line["password"] == REDACTED
+    assert line["api_key"] == REDACTED
     assert line["input_tokens"] == 7  # counts are not secrets
-    assert "hunter2" not in logs.raw and "sk-live-1" not in logs.raw
+    assert "hunter2" not in logs.raw
+    assert "sk-live-1" not in logs.raw
 
 
 def test_uvicorn_access_lines_are_json_without_query_strings() -> None:
@@ -161,9 +171,12 @@ def test_uvicorn_access_lines_are_json_without_query_strings() -> None:
         logging.getLogger().handlers[:] = []
     access, error = (json.loads(line) for line in out.getvalue().splitlines())
     assert access["event"] == "http_access"
-    assert access["path"] == "/api/ws" and access["status"] == 200 and access["method"] == "GET"
+    assert access["path"] == "/api/ws"
+    assert access["status"] == 200
+    assert access["method"] == "GET"
     assert "eyJsecret" not in out.getvalue()
-    assert error["event"] == "something odd" and error["level"] == "warning"
+    assert error["event"] == "something odd"
+    assert error["level"] == "warning"
 
 
 def test_trace_id_is_added_when_a_span_is_active(logs: LogLines) -> None:

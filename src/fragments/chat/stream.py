@@ -24,6 +24,7 @@ from fragments.llm.errors import LLMError
 from fragments.llm.pricing import cost_usd
 from fragments.llm.types import ModelCall, ModelStreamer, StreamResult, Usage
 from fragments.llm.wire import estimate_input_tokens
+from fragments.observability.context import note_secret
 from fragments.sandbox.templates import Template
 from fragments.schemas import Fragment
 
@@ -181,6 +182,8 @@ async def chat_events(
     it started streaming (the provider's stream broke, or the client left) is `charge`d with
     its estimated usage."""
     loop = asyncio.get_running_loop()
+    # A caller's own key never reaches a log line (a provider's error may quote it).
+    note_secret(call.api_key)
     answer = Answer()
     began = time.monotonic()
     task = loop.create_task(streamer.stream(call, answer))

@@ -19,6 +19,8 @@ class RequestInfo:
     team_id: str | None = None
     # The caller's plan as the quota check resolved it (guest, free, pro, enterprise, own_key).
     tier: str | None = None
+    # Secrets this request brought (a caller's own provider key): scrubbed from its lines.
+    secrets: list[str] | None = None
 
 
 _current: ContextVar[RequestInfo | None] = ContextVar("fragments_request", default=None)
@@ -58,3 +60,12 @@ def current_tier() -> str:
     """The current request's tier, or "unknown" (rate limits off, or outside a request)."""
     info = _current.get()
     return info.tier if info is not None and info.tier is not None else "unknown"
+
+
+def note_secret(value: str | None) -> None:
+    """A secret the current request carries, never to appear in its log lines."""
+    info = _current.get()
+    if info is not None and value:
+        if info.secrets is None:
+            info.secrets = []
+        info.secrets.append(value)

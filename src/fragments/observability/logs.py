@@ -16,8 +16,10 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from fragments.config import Settings
 from fragments.observability.context import current_request
 
 _configured = False
@@ -51,6 +53,39 @@ def _redact(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     hidden = SECRET_FIELDS.intersection(event)
     for name in hidden:
         event[name] = REDACTED
+    return event
+
+
+# The app's own secrets (provider keys, signing keys, tokens from the settings): no line may
+# hold one, whatever field it hides in (a provider's error body quoting the key, say).
+_known_secrets: set[str] = set()
+# Shorter values would match ordinary words.
+_MIN_SECRET_CHARS = 8
+
+
+def register_secrets(settings: Settings) -> None:
+    """Scrub every secret setting's value from log lines from now on."""
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            if len(secret) >= _MIN_SECRET_CHARS:
+                _known_secrets.add(secret)
+
+
+def _scrub(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Replace known secrets (the settings', the request's own) inside string values."""
+    info = current_request()
+    extra = info.secrets if info is not None else None
+    if not _known_secrets and not extra:
+        return event
+    secrets = [*_known_secrets, *(extra or ())]
+    for key, value in event.items():
+        if isinstance(value, str):
+            for secret in secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            event[key] = value
     return event
 
 
@@ -105,6 +140,7 @@ def shared_processors() -> list[Processor]:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso"),
         _redact,
+        _scrub,
     ]
 
 
