@@ -64,7 +64,8 @@ async def test_a_session_logs_no_secret(
         failed = await api.post("/api/chat", json=mine)
         assert any(e.name == "error" for e in parse_sse(failed.text))
         fake_openai.script(ErrorReply(401, f"Bad key {PLATFORM_KEYS['openai']}"))
-        await api.post("/api/chat", json=chat_body())
+        quoted = await api.post("/api/chat", json=chat_body("another question"))
+        assert parse_sse(quoted.text)[-1].name == "error"
 
         # A saved key, then a chat that uses it.
         saved = await api.put("/api/keys/anthropic", json={"api_key": saved_key})
@@ -90,6 +91,6 @@ async def test_a_session_logs_no_secret(
 
     lines = logs.read()
     assert len([line for line in lines if line.get("event") == "http_request"]) >= 12
-    assert any(line.get("event") == "chat_failed" for line in lines)
+    assert len([line for line in lines if line.get("event") == "chat_failed"]) == 2
     for secret in seen:
         assert secret not in logs.raw, f"a secret ({secret[:6]}...) was logged"
