@@ -100,8 +100,8 @@ async def test_scripted_traffic_shows_in_the_metrics(
     assert delta(after, before, "fragments_llm_requests_total", **failed) == 1
     assert delta(after, before, "fragments_llm_first_token_seconds_count", **model) == 2
     assert delta(after, before, "fragments_llm_answer_seconds_count", **model) == 2
-    assert LLM_BOUNDS <= set(after.buckets("fragments_llm_first_token_seconds", **model))
-    assert LLM_BOUNDS <= set(after.buckets("fragments_llm_answer_seconds", **model))
+    assert set(after.buckets("fragments_llm_first_token_seconds", **model)) >= LLM_BOUNDS
+    assert set(after.buckets("fragments_llm_answer_seconds", **model)) >= LLM_BOUNDS
     answered = after.buckets("fragments_llm_answer_seconds", **model)
     assert answered["+Inf"] >= answered["60.0"] >= answered["0.5"]  # cumulative
 
@@ -117,8 +117,8 @@ async def test_scripted_traffic_shows_in_the_metrics(
     assert delta(after, before, "fragments_sandbox_runs_total", **template, outcome="ok") == 1
     assert delta(after, before, "fragments_sandbox_create_seconds_count", **template) == 1
     assert delta(after, before, "fragments_sandbox_run_seconds_count", **template) == 1
-    assert SANDBOX_BOUNDS <= set(after.buckets("fragments_sandbox_run_seconds", **template))
-    assert SANDBOX_BOUNDS <= set(after.buckets("fragments_sandbox_create_seconds", **template))
+    assert set(after.buckets("fragments_sandbox_run_seconds", **template)) >= SANDBOX_BOUNDS
+    assert set(after.buckets("fragments_sandbox_create_seconds", **template)) >= SANDBOX_BOUNDS
 
     slots = "fragments_pool_slots"
     assert after.value(slots, template="code-interpreter-v1", state="idle") == 2
@@ -127,9 +127,7 @@ async def test_scripted_traffic_shows_in_the_metrics(
     assert after.value("fragments_active_users") >= 1
 
 
-async def test_a_new_caller_is_an_active_user(
-    chat_settings: Settings, auth_mode: AuthMode
-) -> None:
+async def test_a_new_caller_is_an_active_user(chat_settings: Settings, auth_mode: AuthMode) -> None:
     settings = chat_settings.model_copy(update={"metrics_token": SecretStr(TOKEN)})
     address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
     async with app_client(settings, client=(address, 4000)) as client:

@@ -119,16 +119,16 @@ def _trace_id_reader() -> Callable[[], str | None]:
     return read
 
 
-def _trace_processor() -> Processor:
-    read = _trace_id_reader()
+# Resolved once, at import: the processors below must be plain module functions (uvicorn
+# pickles its logging configuration into each worker process).
+_read_trace_id = _trace_id_reader()
 
-    def add_trace(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
-        trace_id = read()
-        if trace_id is not None:
-            event.setdefault("trace_id", trace_id)
-        return event
 
-    return add_trace
+def _add_trace(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    trace_id = _read_trace_id()
+    if trace_id is not None:
+        event.setdefault("trace_id", trace_id)
+    return event
 
 
 def shared_processors() -> list[Processor]:
@@ -136,7 +136,7 @@ def shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         _add_request,
-        _trace_processor(),
+        _add_trace,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso"),
         _redact,
