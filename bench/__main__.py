@@ -14,8 +14,9 @@ def main() -> None:
     parser.add_argument(
         "parts",
         nargs="*",
-        default=["overhead", "sandbox", "templates", "capacity", "cost"],
-        help="which benchmarks: overhead, sandbox, templates, capacity, cost (egress: on request)",
+        default=["overhead", "sandbox", "templates", "capacity", "cost", "observability"],
+        help="which benchmarks: overhead, sandbox, templates, capacity, cost, observability "
+        "(egress: on request)",
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
@@ -44,6 +45,10 @@ def main() -> None:
         from bench import cost
 
         cost.run()
+    if "observability" in args.parts:
+        from bench import observability
+
+        observability.run()
     if "egress" in args.parts:
         from bench import egress
 

@@ -71,9 +71,10 @@ def fake_provider(chunk_size: int, delay: float) -> Iterator[int]:
 
 @contextlib.contextmanager
 def service(
-    provider_port: int, workers: int, data_dir: Path
+    provider_port: int, workers: int, data_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[int, psutil.Process]]:
-    """Run `fragments serve` against the fake provider; yields its port and process."""
+    """Run `fragments serve` against the fake provider (`extra_env` on top of the usual
+    environment); yields its port and process."""
     port = free_port()
     env = {
         **os.environ,
@@ -85,6 +86,7 @@ def service(
         "FRAGMENTS_RESPONSE_CACHE": "false",
         "FRAGMENTS_RATE_LIMITS": "false",
         "JUPYTER_PLATFORM_DIRS": "1",
+        **(extra_env or {}),
     }
     proc = subprocess.Popen(
         [

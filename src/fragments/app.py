@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -71,7 +72,9 @@ def create_app(
     settings; the app closes them at shutdown all the same."""
     settings = settings or Settings()
     settings.check_production()
-    configure_logging()
+    metrics.enabled = settings.observability
+    # Off: warnings and errors only (no per-request or per-answer info lines).
+    configure_logging(logging.INFO if settings.observability else logging.WARNING)
     register_secrets(settings)
     domain = settings.resolved_preview_domain
     preview = PreviewProxy(
@@ -135,9 +138,12 @@ def create_app(
     # Previews are one origin per sandbox under the preview (or E2B's) domain.
     app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_sources(settings))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    # Outside the body limit (its 413s are logged and counted), inside the preview proxy
-    # (a sandbox's own traffic is not the app's requests).
-    app.add_middleware(RequestObservabilityMiddleware, trusted_proxies=settings.trusted_proxies)
+    if settings.observability:
+        # Outside the body limit (its 413s are logged and counted), inside the preview proxy
+        # (a sandbox's own traffic is not the app's requests).
+        app.add_middleware(
+            RequestObservabilityMiddleware, trusted_proxies=settings.trusted_proxies
+        )
     # Added last, so outermost: a preview host never reaches the routes or the app's headers.
     app.add_middleware(PreviewProxyMiddleware, proxy=preview)
 

@@ -225,7 +225,9 @@ class Settings(BaseSettings):
     # How caps are enforced: cgroups (v1 or v2) when writable, else rlimits; or force one.
     sandbox_limits: Literal["auto", "cgroup-v1", "cgroup-v2", "rlimit"] = "auto"
 
-    # Observability. /metrics: bearer token, or a port of its own (see observability/exposition).
+    # Observability. Off: no per-request log lines and no metrics (the bench measures their cost).
+    observability: bool = True
+    # /metrics: a bearer token, or a port of its own (see observability/exposition).
     metrics_token: SecretStr | None = None
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"

@@ -137,6 +137,9 @@ ACTIVE_USERS = Gauge(
     multiprocess_mode="max",
 )
 
+# False: every recording function below returns at once (FRAGMENTS_OBSERVABILITY=false).
+enabled = True
+
 BREAKER_STATES: Mapping[str, int] = {"closed": 0, "half_open": 1, "open": 2}
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
@@ -146,6 +149,8 @@ TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 def http_request(method: str, route: str, status: int, seconds: float) -> None:
     """One HTTP request served."""
+    if not enabled:
+        return
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_DURATION.labels(method, route).observe(seconds)
 
@@ -164,6 +169,8 @@ def llm_answer(
     """One model answer: its outcome (None: the client left, neither success nor failure),
     timings (None when it never got there), tokens by kind (input, output, cache_read,
     cache_write) and cost."""
+    if not enabled:
+        return
     if outcome is not None:
         LLM_REQUESTS.labels(provider, model, outcome).inc()
     if first_token_seconds is not None:
@@ -179,6 +186,8 @@ def llm_answer(
 
 def llm_fallback(from_provider: str, to_provider: str, reason: str) -> None:
     """An answer moved to another provider (failover), and why."""
+    if not enabled:
+        return
     LLM_FALLBACKS.labels(from_provider, to_provider, reason).inc()
 
 
@@ -191,6 +200,8 @@ def sandbox_run(
     run_seconds: float | None,
 ) -> None:
     """One sandbox run: outcome ok, error or no_preview, and its phase times when known."""
+    if not enabled:
+        return
     SANDBOX_RUNS.labels(template, backend, outcome).inc()
     if create_seconds is not None:
         SANDBOX_CREATE.labels(template, backend).observe(create_seconds)
@@ -200,16 +211,22 @@ def sandbox_run(
 
 def limit_refused(kind: str) -> None:
     """A request refused by a limit: rate_limit, budget, guest_tokens or sandbox_limit."""
+    if not enabled:
+        return
     LIMIT_REFUSALS.labels(kind).inc()
 
 
 def breaker_state(name: str, state: str) -> None:
     """A circuit breaker's state now: closed, half_open or open."""
+    if not enabled:
+        return
     BREAKER_STATE.labels(name).set(BREAKER_STATES.get(state, 2))
 
 
 def queue_depth(stream: str, depth: int, oldest_seconds: float) -> None:
     """A job queue stream's waiting jobs and the age of its oldest."""
+    if not enabled:
+        return
     QUEUE_DEPTH.labels(stream).set(depth)
     QUEUE_OLDEST.labels(stream).set(oldest_seconds)
 
@@ -232,6 +249,8 @@ class ActiveUsers:
         self._last: dict[str, float] = {}
 
     def seen(self, who: str) -> None:
+        if not enabled:
+            return
         self._last[who] = time.monotonic()
 
     def count(self) -> int:
