@@ -141,9 +141,7 @@ def create_app(
     if settings.observability:
         # Outside the body limit (its 413s are logged and counted), inside the preview proxy
         # (a sandbox's own traffic is not the app's requests).
-        app.add_middleware(
-            RequestObservabilityMiddleware, trusted_proxies=settings.trusted_proxies
-        )
+        app.add_middleware(RequestObservabilityMiddleware, trusted_proxies=settings.trusted_proxies)
     # Added last, so outermost: a preview host never reaches the routes or the app's headers.
     app.add_middleware(PreviewProxyMiddleware, proxy=preview)
 
