@@ -5,6 +5,7 @@ parser. And who may read them."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping
 
@@ -15,6 +16,9 @@ from pydantic import SecretStr
 from fragments.config import Settings
 from tests.apps import app_client
 from tests.chat.conftest import chat_body, parse_sse
+from tests.chat.test_rate_limits import _wait_redis, private_redis
+from tests.conftest import Backend, database_settings
+from tests.databases import PgDatabase
 from tests.fakes import ErrorReply, FakeOpenAI
 from tests.fakes import FragmentReply as Reply
 from tests.fakes.sandboxes import FakeSandboxes
@@ -47,11 +51,15 @@ def tier_of(mode: AuthMode) -> str:
 
 
 async def test_scripted_traffic_shows_in_the_metrics(
-    chat_settings: Settings, auth_mode: AuthMode, fake_openai: FakeOpenAI
+    chat_settings: Settings,
+    auth_mode: AuthMode,
+    fake_openai: FakeOpenAI,
+    backend: Backend,
+    pg_database: PgDatabase | None,
 ) -> None:
-    settings = chat_settings.model_copy(
-        update={"metrics_token": SecretStr(TOKEN), "monthly_llm_budget_usd": 250.0}
-    )
+    fields = chat_settings.model_dump() | database_settings(backend, pg_database)
+    fields |= {"metrics_token": TOKEN, "monthly_llm_budget_usd": 250.0}
+    settings = Settings(_env_file=None, **fields)  # type: ignore[call-arg]
     sandboxes = PooledSandboxes(delay=0.01)
     async with app_client(settings, sandboxes=sandboxes) as client:
         await sign_in_for_mode(client, auth_mode)
@@ -138,18 +146,30 @@ async def test_a_new_caller_is_an_active_user(chat_settings: Settings, auth_mode
     assert after - before >= 1
 
 
+@pytest.mark.parametrize("storage", ["memory", "redis"])
 async def test_limit_refusals_are_counted_by_kind(
-    chat_settings: Settings, auth_mode: AuthMode, fake_openai: FakeOpenAI
+    chat_settings: Settings, auth_mode: AuthMode, fake_openai: FakeOpenAI, storage: str
 ) -> None:
-    settings = chat_settings.model_copy(
-        update={
-            "metrics_token": SecretStr(TOKEN),
-            "rate_limit_guest_per_day": 1,
-            "rate_limit_free_per_day": 1,
-            "sandbox_limit_guest_per_day": 1,
-            "sandbox_limit_free_per_day": 1,
-        }
-    )
+    with contextlib.ExitStack() as stack:
+        redis_url = None
+        if storage == "redis":
+            port, _proc = stack.enter_context(private_redis())
+            await _wait_redis(port)
+            redis_url = f"redis://127.0.0.1:{port}/0"
+        settings = chat_settings.model_copy(
+            update={
+                "metrics_token": SecretStr(TOKEN),
+                "redis_url": redis_url,
+                "rate_limit_guest_per_day": 1,
+                "rate_limit_free_per_day": 1,
+                "sandbox_limit_guest_per_day": 1,
+                "sandbox_limit_free_per_day": 1,
+            }
+        )
+        await _refusals(settings, fake_openai, auth_mode)
+
+
+async def _refusals(settings: Settings, fake_openai: FakeOpenAI, auth_mode: AuthMode) -> None:
     address = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
     async with app_client(settings, sandboxes=FakeSandboxes(), client=(address, 4000)) as client:
         await sign_in_for_mode(client, auth_mode)
