@@ -67,7 +67,7 @@ def serve(
 
     # Preview URLs are built from the app's own port unless a preview domain is configured.
     os.environ.setdefault("FRAGMENTS_PORT", str(port))
-    if workers > 1:
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _share_metrics_between_workers()
     # After the folder is chosen: prometheus-client picks its mode when first imported.
     from fragments.observability.exposition import serve_metrics_port
