@@ -14,8 +14,16 @@ def main() -> None:
     parser.add_argument(
         "parts",
         nargs="*",
-        default=["overhead", "sandbox", "templates", "capacity", "cost", "failover"],
-        help="which benchmarks: overhead, sandbox, templates, capacity, cost, failover "
+        default=[
+            "overhead",
+            "sandbox",
+            "templates",
+            "capacity",
+            "cost",
+            "failover",
+            "observability",
+        ],
+        help="which benchmarks: overhead, sandbox, templates, capacity, cost, failover, observability "
         "(egress: on request)",
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
@@ -25,7 +33,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     from bench import chat_stream
-    from fragments.observability import configure_logging
+    from fragments.observability.logs import configure_logging
 
     configure_logging(logging.WARNING)  # the figures, not the sandboxes' info logs
 
@@ -49,6 +57,10 @@ def main() -> None:
         from bench import failover
 
         failover.run()
+    if "observability" in args.parts:
+        from bench import observability
+
+        observability.run()
     if "egress" in args.parts:
         from bench import egress
 

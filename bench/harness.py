@@ -73,8 +73,8 @@ def fake_provider(chunk_size: int, delay: float) -> Iterator[int]:
 def service(
     provider_port: int, workers: int, data_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[int, psutil.Process]]:
-    """Run `fragments serve` against the fake provider (and `extra_env` on top); yields its port
-    and process."""
+    """Run `fragments serve` against the fake provider (`extra_env` on top of the usual
+    environment); yields its port and process."""
     port = free_port()
     env = {
         **os.environ,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -26,7 +27,10 @@ from fragments.llm.health import HealthBoard
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
-from fragments.observability import configure_logging
+from fragments.observability import metrics
+from fragments.observability.exposition import gauges_kept_fresh, metrics_router
+from fragments.observability.logs import configure_logging, register_secrets
+from fragments.observability.requests import RequestObservabilityMiddleware
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
@@ -72,7 +76,10 @@ def create_app(
     settings; the app closes them at shutdown all the same."""
     settings = settings or Settings()
     settings.check_production()
-    configure_logging()
+    metrics.enabled = settings.observability
+    # Off: warnings and errors only (no per-request or per-answer info lines).
+    configure_logging(logging.INFO if settings.observability else logging.WARNING)
+    register_secrets(settings)
     domain = settings.resolved_preview_domain
     preview = PreviewProxy(
         domain, lambda: _sandboxes(app), max_body_bytes=settings.preview_max_body_bytes
@@ -115,10 +122,19 @@ def create_app(
             breakers=breakers,
             health=health,
         )
+        metrics.monthly_budget(settings.monthly_llm_budget_usd)
+        pool_slots = getattr(service, "pool_slots", None)
+        unwatch = metrics.watch_pool(pool_slots) if callable(pool_slots) else None
         try:
-            async with retention_job(db, settings.retention_days), health.running():
+            async with (
+                retention_job(db, settings.retention_days),
+                health.running(),
+                gauges_kept_fresh(),
+            ):
                 yield
         finally:
+            if unwatch is not None:
+                unwatch()
             # Everything the State holds is closed here, and only here.
             await health.aclose()
             await model.aclose()
@@ -141,6 +157,10 @@ def create_app(
     # Previews are one origin per sandbox under the preview (or E2B's) domain.
     app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_sources(settings))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.observability:
+        # Outside the body limit (its 413s are logged and counted), inside the preview proxy
+        # (a sandbox's own traffic is not the app's requests).
+        app.add_middleware(RequestObservabilityMiddleware, trusted_proxies=settings.trusted_proxies)
     # Added last, so outermost: a preview host never reaches the routes or the app's headers.
     app.add_middleware(PreviewProxyMiddleware, proxy=preview)
 
@@ -206,6 +226,7 @@ def create_app(
     app.include_router(quota_router)
     app.include_router(sandbox_router)
     app.include_router(status_router)
+    app.include_router(metrics_router(settings))
 
     static_dir = _static_dir()
     app.mount("/static", StaticFiles(directory=static_dir), name="static")

@@ -51,12 +51,28 @@ def serve(
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Also log uvicorn's own access lines (as JSON; the app already logs one "
+            "'http_request' line per request)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the app (UI and API)."""
     import uvicorn
 
+    from fragments.config import Settings
+    from fragments.observability.logs import stdlib_logging_config
+
     # Preview URLs are built from the app's own port unless a preview domain is configured.
     os.environ.setdefault("FRAGMENTS_PORT", str(port))
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _share_metrics_between_workers()
+    # After the folder is chosen: prometheus-client picks its mode when first imported.
+    from fragments.observability.exposition import serve_metrics_port
+
+    serve_metrics_port(Settings())
     uvicorn.run(
         "fragments.app:create_app",
         factory=True,
@@ -64,11 +80,37 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=stdlib_logging_config(log_level),
+        access_log=access_log,
         timeout_graceful_shutdown=5,
         # The app reads X-Forwarded-For itself, from FRAGMENTS_TRUSTED_PROXIES only; uvicorn's
         # own handling would trust any local peer's header and rewrite the client address.
         proxy_headers=False,
     )
+
+
+def _share_metrics_between_workers() -> None:
+    """Give the workers one fresh folder for their metrics (prometheus-client's multiprocess
+    mode), unless the operator set PROMETHEUS_MULTIPROC_DIR; emptied at every start, as
+    prometheus-client requires."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        path = Path(folder)
+        if path.is_dir():
+            for item in path.iterdir():
+                if item.suffix == ".db":
+                    item.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    path = Path(tempfile.mkdtemp(prefix="fragments-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    import atexit
+
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
 @db_app.command("purge")

@@ -239,6 +239,15 @@ class Settings(BaseSettings):
     # How caps are enforced: cgroups (v1 or v2) when writable, else rlimits; or force one.
     sandbox_limits: Literal["auto", "cgroup-v1", "cgroup-v2", "rlimit"] = "auto"
 
+    # Observability. Off: no per-request log lines and no metrics (the bench measures their cost).
+    observability: bool = True
+    # /metrics: a bearer token, or a port of its own (see observability/exposition).
+    metrics_token: SecretStr | None = None
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # The month's model spending budget in US dollars, exported for alerts (0 = none).
+    monthly_llm_budget_usd: float = Field(0.0, ge=0)
+
     # Providers: keys and platform base URLs, under their usual names (`<env>_API_KEY`,
     # `<env>_BASE_URL`, as each ProviderSpec in llm/providers.py names them; a test holds the two
     # in step). The specs read them; nothing else does.

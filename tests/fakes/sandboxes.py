@@ -52,6 +52,10 @@ class FakeSandboxes:
         on_phase: PhaseCallback | None = None,
     ) -> InterpreterResult | WebResult:
         self.runs.append((fragment, owner))
+        # The phases a real backend reports for a warm sandbox.
+        if on_phase is not None:
+            await on_phase("acquiring")
+            await on_phase("running")
         if self.delay:
             await anyio.sleep(self.delay)
         if get_template(fragment.template).runtime == "web":

@@ -19,6 +19,7 @@ from fragments.auth.tokens import (
     decode_supabase_token,
     digest,
 )
+from fragments.observability.context import note_caller
 from fragments.principal import ANONYMOUS, Principal
 from fragments.state import get_db, get_state
 from fragments.store.db import Database
@@ -84,6 +85,13 @@ async def _supabase(db: Database, token: str, secret: str) -> Principal:
 async def resolve_principal(request: Request) -> Principal:
     """Verify the bearer token on every request: signature, expiry, and (when the database
     answers) that the user and the session still exist."""
+    principal = await _resolve(request)
+    # Every log line of the request names the caller from here on.
+    note_caller(principal.user_id, principal.team_id)
+    return principal
+
+
+async def _resolve(request: Request) -> Principal:
     state = get_state(request)
     settings = state.settings
     token = _bearer(request)

@@ -20,11 +20,14 @@ import structlog
 from pydantic import TypeAdapter, ValidationError
 
 from fragments.chat.finalize import finalize
+from fragments.chat.telemetry import answer_ended
 from fragments.llm.errors import LLMError
 from fragments.llm.pricing import cost_usd
 from fragments.llm.providers import find_provider
 from fragments.llm.types import Attempt, Fallback, ModelCall, ModelStreamer, StreamResult, Usage
 from fragments.llm.wire import estimate_input_tokens
+from fragments.observability import metrics
+from fragments.observability.context import note_secret
 from fragments.sandbox.templates import Template
 from fragments.schemas import Fragment
 
@@ -51,7 +54,18 @@ def sse_json(event: str, data: dict[str, Any]) -> bytes:
 class Answer:
     """The sink the model layer streams into (see `AnswerSink`)."""
 
-    __slots__ = ("_first", "answering", "notices", "parts", "spent", "wake")
+    __slots__ = (
+        "_first",
+        "answering",
+        "fallback",
+        "first_at",
+        "model",
+        "notices",
+        "parts",
+        "provider",
+        "spent",
+        "wake",
+    )
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -62,6 +76,11 @@ class Answer:
         self.notices: list[bytes] = []
         self.wake: asyncio.Future[None] | None = None
         self._first = True
+        # For the log line and metrics: when the first text came, and who answered.
+        self.first_at: float | None = None
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.fallback = False
 
     def _poke(self) -> None:
         wake = self.wake
@@ -72,10 +91,13 @@ class Answer:
         self, provider: str, model: str, fallback: bool, reason: Fallback | None = None
     ) -> None:
         self.answering = (provider, model)
+        self.provider, self.model = provider, model
+        self.fallback = self.fallback or fallback
         data: dict[str, Any] = {"provider": provider, "model": model, "fallback": fallback}
         if reason is not None:
             data["reason"] = reason.reason
             data["from"] = {"provider": reason.provider, "model": reason.model}
+            metrics.llm_fallback(reason.provider, provider, reason.reason)
         self.notices.append(sse_json("provider", data))
         self._poke()
 
@@ -84,6 +106,8 @@ class Answer:
         if self._first:
             # Only the first piece wakes the ticker; later ones wait for its next tick.
             self._first = False
+            if self.first_at is None:
+                self.first_at = time.monotonic()
             self._poke()
 
     def reset(self, reason: str) -> None:
@@ -159,6 +183,28 @@ def cut_usage(call: ModelCall, chars: int, reported: Usage | None) -> tuple[Usag
     return reported, 0.0 if call.base_url else cost_usd(call.model_id, reported)
 
 
+def _ended(
+    answer: Answer,
+    call: ModelCall,
+    began: float,
+    outcome: str | None,
+    spent: tuple[Usage, float] | None,
+) -> dict[str, Any]:
+    """Record the answer's metrics (see `telemetry`); its log fields."""
+    usage, cost = spent if spent is not None else (None, 0.0)
+    return answer_ended(
+        call,
+        began=began,
+        first_at=answer.first_at,
+        provider=answer.provider,
+        model=answer.model,
+        fallback=answer.fallback,
+        outcome=outcome,
+        usage=usage,
+        cost=cost,
+    )
+
+
 async def chat_events(
     streamer: ModelStreamer,
     call: ModelCall,
@@ -173,6 +219,8 @@ async def chat_events(
     it started streaming (the provider's stream broke, or the client left) is `charge`d with
     its estimated usage."""
     loop = asyncio.get_running_loop()
+    # A caller's own key never reaches a log line (a provider's error may quote it).
+    note_secret(call.api_key)
     answer = Answer()
     began = time.monotonic()
     task = loop.create_task(streamer.stream(call, answer))
@@ -222,12 +270,14 @@ async def chat_events(
             result: StreamResult = task.result()
             fragment = finalize(answer.text(), result, pinned)
         except LLMError as exc:
-            if charge is not None and exc.after_content:
-                cut = answer.answering_call(call)
+            cut_call = answer.answering_call(call)
+            cut = cut_usage(cut_call, len(answer.text()), exc.usage) if exc.after_content else None
+            if charge is not None and cut is not None:
                 with anyio.CancelScope(shield=True):
-                    await charge(*cut_usage(cut, len(answer.text()), exc.usage), _label(cut))
+                    await charge(*cut, _label(cut_call))
             bound.warning(
                 "chat_failed",
+                **_ended(answer, call, began, exc.code, cut),
                 error=exc.code,
                 detail=exc.detail,
                 status=exc.status,
@@ -237,7 +287,7 @@ async def chat_events(
             yield sse_json("error", {"error": exc.code, "detail": exc.detail})
             return
         except Exception:
-            bound.exception("chat_crashed")
+            bound.exception("chat_crashed", **_ended(answer, call, began, "internal", None))
             yield sse_json("error", {"error": "internal", "detail": _INTERNAL})
             return
         usage = result.usage
@@ -260,15 +310,16 @@ async def chat_events(
         }
         done_data = {"conversation_id": conversation_id, "fragment_id": fragment_id, "saved": saved}
         yield (fragment_bytes + sse_json("usage", usage_data) + sse_json("done", done_data))
+        # A cached answer called no model: it is logged, not counted as a model answer.
+        cached = result.stop_reason == "cached"
         bound.info(
             "chat_answered",
+            **_ended(answer, call, began, None if cached else "ok", (usage, result.cost_usd)),
+            cached=cached,
             fragment_id=fragment_id,
             template=fragment.template,
             partials=partials,
             chars=len(answer.text()),
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            usage_reported=usage.reported,
             seconds=round(time.monotonic() - began, 3),
         )
     finally:
@@ -279,10 +330,15 @@ async def chat_events(
             with anyio.CancelScope(shield=True):
                 await asyncio.wait((task,), timeout=5)
                 chars = len(answer.text())
-                if charge is not None and chars:
-                    cut = answer.answering_call(call)
-                    await charge(*estimate_cut(cut, chars), _label(cut))
-            bound.info("chat_cancelled", seconds=round(time.monotonic() - began, 3))
+                cut_call = answer.answering_call(call)
+                cut = estimate_cut(cut_call, chars) if chars else None
+                if charge is not None and cut is not None:
+                    await charge(*cut, _label(cut_call))
+            bound.info(
+                "chat_cancelled",
+                **_ended(answer, call, began, None, cut),
+                seconds=round(time.monotonic() - began, 3),
+            )
         elif not task.cancelled():
             task.exception()  # retrieved, so an unread failure is never reported as lost
         if charge is not None and answer.spent:

@@ -41,6 +41,8 @@ from sqlalchemy import select
 from fragments.config import Settings
 from fragments.errors import FragmentsError
 from fragments.http_client_ip import client_ip
+from fragments.observability import metrics
+from fragments.observability.context import note_tier
 from fragments.principal import Principal
 from fragments.quota.budget import UsageCache
 from fragments.quota.guest_budget import guest_budget_refusal
@@ -259,7 +261,10 @@ async def enforce(
     `saved_key_for`: the provider whose saved key the chat will use, if the caller saved one."""
     quotas = await quota_for(settings, db, who, request, own_key, usage, saved_key_for)
     quota = quotas[0]
+    # The tier the answer's tokens and cost are counted under in the metrics.
+    note_tier(quota.scope.replace("-", "_"))
     if quota.budget is not None and quota.used >= quota.budget:
+        metrics.limit_refused("budget")
         raise FragmentsError(
             f"Your team has used {quota.used:,} of its {quota.budget:,} tokens this month; "
             "ask an admin to raise the budget or upgrade the plan, or use your own API key.",
@@ -269,6 +274,7 @@ async def enforce(
     if quota.scope == "guest":
         refusal = await guest_budget_refusal(limiter, settings, quota.key)
         if refusal is not None:
+            metrics.limit_refused("budget")
             raise refusal
     return await _hit_all(limiter, quotas, "chat requests")
 
@@ -305,7 +311,11 @@ async def _hit_all(limiter: ChatLimiter, quotas: Sequence[Quota], what: str) -> 
     return tightest.headers()
 
 
+_REFUSAL_KINDS = {"chat": "rate_limit", "sandbox": "sandbox_limit", "guest_token": "guest_tokens"}
+
+
 def _refusal(quota: Quota, decision: Decision, what: str) -> FragmentsError:
+    metrics.limit_refused(_REFUSAL_KINDS.get(quota.kind, "rate_limit"))
     wait = max(1, decision.reset - int(time.time()))
     hours = max(1, round(wait / 3600))
     later = f"Try again in about {hours} hour{'s' if hours != 1 else ''}"

@@ -20,6 +20,7 @@ from fragments.principal import Principal
 from fragments.quota.limits import enforce_sandbox
 from fragments.sandbox.access import RunAccess, authorize_run, save_run
 from fragments.sandbox.service import Phase, PhaseCallback, PreparedSandbox, prepare_program
+from fragments.sandbox.telemetry import RunClock, run_ended
 from fragments.sandbox.templates import get_template
 from fragments.sandbox.usage import record_sandbox_time
 from fragments.schemas import Fragment, InterpreterResult, SandboxRequest, WebResult
@@ -93,12 +94,16 @@ class Run:
         began = time.monotonic()
         fragment = self.fragment
         service, owner = self.state.sandboxes, self.access.owner
-        if on_phase is None:
-            result = await service.execute(fragment, owner=owner, restart=self.restart)
-        else:
+        clock = RunClock()
+        backend = self.state.settings.sandbox_backend
+        try:
             result = await service.execute(
-                fragment, owner=owner, restart=self.restart, on_phase=on_phase
+                fragment, owner=owner, restart=self.restart, on_phase=clock.track(on_phase)
             )
+        except Exception as exc:  # recorded, then raised as before (a cancelled run is not)
+            run_ended(clock, fragment.template, backend, None, getattr(exc, "code", "internal"))
+            raise
+        run_ended(clock, fragment.template, backend, result)
         await record_sandbox_time(self.db, self.who, fragment.template, time.monotonic() - began)
         payload = result_body(result)
         await save_run(self.db, self.who, self.access, payload)

@@ -104,6 +104,15 @@ class LocalSandboxService:
     def node_gid(self) -> int:
         return self.envs.node_gid
 
+    def pool_slots(self) -> dict[tuple[str, str], int]:
+        """Sandboxes per (template, state), read by the metrics at scrape time: `idle` warm
+        ones waiting in the pool, `busy` live ones that belong to a conversation or a run."""
+        slots = {(template, "idle"): self.pool.ready(template) for template in self.pool.sizes}
+        for sandbox in self.registry.by_id.values():
+            key = (sandbox.env.template.id, "busy")
+            slots[key] = slots.get(key, 0) + 1
+        return slots
+
     # ---- set-up ------------------------------------------------------------------------------
 
     async def _setup(self) -> KernelConfig:
