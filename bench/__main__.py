@@ -24,7 +24,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     from bench import chat_stream
-    from fragments.observability import configure_logging
+    from fragments.observability.logs import configure_logging
 
     configure_logging(logging.WARNING)  # the figures, not the sandboxes' info logs
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fragments.observability import configure_logging
+from fragments.observability.logs import configure_logging
 from fragments.sandbox.local.egress import EgressProxy, Upstreams, registries_policy
 
 _CHUNK = b"x" * 65536

@@ -23,7 +23,7 @@ from fragments.llm.catalogue import load_catalogue
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
-from fragments.observability import configure_logging
+from fragments.observability.logs import configure_logging
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
