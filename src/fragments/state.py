@@ -6,13 +6,14 @@ lazily on first use. The services are typed by the seams they implement (`fragme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from fragments.config import Settings
 from fragments.llm.types import ModelStreamer
+from fragments.observability.analytics import Analytics
 from fragments.ports import ResponseStore, SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
@@ -33,6 +34,8 @@ class State:
     usage_cache: UsageCache
     prepare_credits: SharedPrepareCredits
     response_store: ResponseStore
+    # Product analytics (PostHog); a no-op unless POSTHOG_API_KEY is set.
+    analytics: Analytics = field(default_factory=Analytics)
 
 
 def get_state(request: Request) -> State:

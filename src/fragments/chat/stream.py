@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ from fragments.llm.errors import LLMError
 from fragments.llm.pricing import cost_usd
 from fragments.llm.types import ModelCall, ModelStreamer, StreamResult, Usage
 from fragments.llm.wire import estimate_input_tokens
+from fragments.observability import tracing
 from fragments.sandbox.templates import Template
 from fragments.schemas import Fragment
 
@@ -33,6 +35,22 @@ _FRAGMENT = TypeAdapter(Fragment)
 SaveTurn = Callable[[Fragment, StreamResult], Awaitable[tuple[str, bool]]]
 # Records the estimated usage of an answer cut off before it completed: (usage, cost_usd).
 ChargeCut = Callable[[Usage, float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What is known of a completed answer, for product analytics (no content)."""
+
+    fragment_id: str
+    template: str
+    result: StreamResult
+    seconds: float
+    # From the request to the model's first piece of text; None if it never streamed.
+    first_token_seconds: float | None
+
+
+# Told once an answer completed (after it was stored).
+OnAnswered = Callable[[Answered], None]
 _INTERNAL = "Something went wrong on our side; please try again."
 
 
@@ -48,14 +66,17 @@ def sse_json(event: str, data: dict[str, Any]) -> bytes:
 class Answer:
     """The sink the model layer streams into (see `AnswerSink`)."""
 
-    __slots__ = ("_first", "notices", "parts", "wake")
+    __slots__ = ("_first", "first_at", "notices", "parts", "span", "wake")
 
-    def __init__(self) -> None:
+    def __init__(self, span: tracing.Span = tracing.INVALID_SPAN) -> None:
         self.parts: list[str] = []
         # Events to send before the next partial: provider, reset.
         self.notices: list[bytes] = []
         self.wake: asyncio.Future[None] | None = None
         self._first = True
+        # The model call's span (a no-op while tracing is off) and when its first text came.
+        self.span = span
+        self.first_at: float | None = None
 
     def _poke(self) -> None:
         wake = self.wake
@@ -63,8 +84,15 @@ class Answer:
             wake.set_result(None)
 
     def started(self, provider: str, model: str, fallback: bool) -> None:
+        self.span.set_attributes(
+            {
+                "gen_ai.provider.name": provider,
+                "gen_ai.request.model": model,
+                "llm.fallback": fallback,
+            }
+        )
         self.notices.append(
-            sse_json("provider", {"provider": provider, "model": model, "fallback": fallback})
+            sse_json("provider", {"provider": provider, "model": model, "llm.fallback": fallback})
         )
         self._poke()
 
@@ -74,6 +102,9 @@ class Answer:
             # Only the first piece wakes the ticker; later ones wait for its next tick.
             self._first = False
             self._poke()
+            if self.first_at is None:
+                self.first_at = time.monotonic()
+            self.span.add_event("first_token")
 
     def reset(self, reason: str) -> None:
         self.parts.clear()
@@ -144,14 +175,21 @@ async def chat_events(
     interval: float,
     save: SaveTurn | None = None,
     charge: ChargeCut | None = None,
+    answered: OnAnswered | None = None,
 ) -> AsyncIterator[bytes]:
     """Every SSE event of one answer, ending with `done` or `error`. An answer cut off after
     it started streaming (the provider's stream broke, or the client left) is `charge`d with
     its estimated usage."""
     loop = asyncio.get_running_loop()
-    answer = Answer()
+    llm_span = tracing.start_span(
+        "chat.llm_stream",
+        {"gen_ai.provider.name": call.provider_id, "gen_ai.request.model": call.model_id},
+    )
+    answer = Answer(llm_span)
     began = time.monotonic()
-    task = loop.create_task(streamer.stream(call, answer))
+    # The model call's own spans (its HTTP request) are the LLM span's children.
+    with tracing.current(llm_span):
+        task = loop.create_task(streamer.stream(call, answer))
     task.add_done_callback(answer.finished)
     last_len = -1
     last_sent = b""
@@ -194,12 +232,13 @@ async def chat_events(
                 # An answer that arrived all at once still gets one partial, so clients see
                 # the same sequence whatever the provider's pace.
                 break
+        _end_llm_span(llm_span, task)
         try:
             result: StreamResult = task.result()
             fragment = finalize(answer.text(), result, pinned)
         except LLMError as exc:
             if charge is not None and exc.after_content:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True), tracing.span("chat.persist"):
                     await charge(*cut_usage(call, len(answer.text()), exc.usage))
             bound.warning(
                 "chat_failed",
@@ -222,8 +261,9 @@ async def chat_events(
             yield fragment_bytes
             fragment_bytes = b""
             # Shielded: a client that leaves now does not cancel the save half-way.
-            saving = asyncio.ensure_future(save(fragment, result))
-            fragment_id, saved = await asyncio.shield(saving)
+            with tracing.span("chat.persist"):
+                saving = asyncio.ensure_future(save(fragment, result))
+                fragment_id, saved = await asyncio.shield(saving)
         else:
             fragment_id, saved = uuid.uuid4().hex, False
         usage_data = {
@@ -246,6 +286,17 @@ async def chat_events(
             usage_reported=usage.reported,
             seconds=round(time.monotonic() - began, 3),
         )
+        if answered is not None:
+            first = answer.first_at
+            answered(
+                Answered(
+                    fragment_id,
+                    fragment.template,
+                    result,
+                    seconds=time.monotonic() - began,
+                    first_token_seconds=None if first is None else first - began,
+                )
+            )
     finally:
         if not task.done():
             # The client went away (or the server is stopping): close the provider call now so
@@ -259,3 +310,30 @@ async def chat_events(
             bound.info("chat_cancelled", seconds=round(time.monotonic() - began, 3))
         elif not task.cancelled():
             task.exception()  # retrieved, so an unread failure is never reported as lost
+        tracing.end_span(llm_span, error="cancelled")  # only if the client left mid-stream
+
+
+def _end_llm_span(span: tracing.Span, task: asyncio.Task[StreamResult]) -> None:
+    """The model call's span ends with the call: its tokens, or the error code it failed with."""
+    if not span.is_recording():
+        return
+    error = task.exception() if not task.cancelled() else None
+    if task.cancelled() or error is not None:
+        code = error.code if isinstance(error, LLMError) else "internal"
+        tracing.end_span(span, error="cancelled" if task.cancelled() else code)
+        return
+    result = task.result()
+    usage = result.usage
+    tracing.end_span(
+        span,
+        attributes={
+            "gen_ai.provider.name": result.provider,
+            "gen_ai.response.model": result.model,
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "gen_ai.usage.cache_read_tokens": usage.cache_read_tokens,
+            "gen_ai.usage.cache_write_tokens": usage.cache_write_tokens,
+            "llm.usage_reported": usage.reported,
+            "llm.cost_usd": result.cost_usd,
+        },
+    )
