@@ -93,6 +93,32 @@ def start_span(name: str, attributes: Attributes | None = None) -> Span:
     return tracer.start_span(name, attributes=attributes)
 
 
+class Stages:
+    """Consecutive child spans of one parent, one per stage a callee reports: entering a
+    stage ends the one before, `close` ends the last. Nothing while tracing is off."""
+
+    __slots__ = ("_names", "_open", "_parent")
+
+    def __init__(self, parent: Span, names: Mapping[str, str]) -> None:
+        self._parent = parent
+        # Stage as reported -> span name.
+        self._names = names
+        self._open: Span | None = None
+
+    def enter(self, stage: str) -> None:
+        tracer = _tracer
+        if tracer is None or not self._parent.is_recording():
+            return
+        self.close()
+        context = trace.set_span_in_context(self._parent)
+        self._open = tracer.start_span(self._names.get(stage, stage), context=context)
+
+    def close(self, error: str | None = None) -> None:
+        if self._open is not None:
+            end_span(self._open, error=error)
+            self._open = None
+
+
 def current(span: Span) -> AbstractContextManager[Span]:
     """Make `span` the current one inside a block without ending it (a task created inside
     the block keeps it as its parent)."""
