@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 from pydantic import SecretStr
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -95,7 +96,9 @@ async def traced_client(
 def children(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
     """The direct children of `parent`, in the order they started."""
     assert parent.context is not None
-    found = [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+    found = [
+        s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id
+    ]
     return sorted(found, key=lambda s: s.start_time or 0)
 
 
@@ -112,11 +115,18 @@ def one(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
     return found[0]
 
 
+def instrumented(function: object) -> bool:
+    """Whether an instrumentation replaced a function with its wrapper (wrapt's)."""
+    return type(function).__name__ in ("FunctionWrapper", "BoundFunctionWrapper")
+
+
 def is_sql(span: ReadableSpan) -> bool:
     attributes = span.attributes or {}
-    return span.kind == SpanKind.CLIENT and bool(
-        attributes.get("db.system") or attributes.get("db.system.name")
-    ) and "redis" not in str(attributes.get("db.system") or attributes.get("db.system.name"))
+    return (
+        span.kind == SpanKind.CLIENT
+        and bool(attributes.get("db.system") or attributes.get("db.system.name"))
+        and "redis" not in str(attributes.get("db.system") or attributes.get("db.system.name"))
+    )
 
 
 def is_redis(span: ReadableSpan) -> bool:
@@ -154,9 +164,7 @@ async def test_a_chat_is_one_trace_of_its_stages(
     assert server.parent is None
     assert server.context is not None
     # One trace: every span of the request shares the server span's trace id.
-    assert {s.context.trace_id for s in spans if s.context is not None} == {
-        server.context.trace_id
-    }
+    assert {s.context.trace_id for s in spans if s.context is not None} == {server.context.trace_id}
 
     stages = [s.name for s in children(spans, server) if s.name.startswith("chat.")]
     assert stages == ["chat.rate_limit", "chat.history_window", "chat.llm_stream", "chat.persist"]
@@ -174,7 +182,11 @@ async def test_a_chat_is_one_trace_of_its_stages(
     assert llm.start_time is not None and llm.end_time is not None
     assert llm.start_time < llm.events[0].timestamp < llm.end_time
     # The provider call is the LLM span's child: a client span from the app's own transport.
-    (http_call,) = children(spans, llm)
+    calls = [s for s in children(spans, llm) if s.kind == SpanKind.CLIENT and s.name == "POST"]
+    assert len(calls) == 1, [
+        (s.name, s.kind, dict(s.attributes or {})) for s in children(spans, llm)
+    ]
+    (http_call,) = calls
     assert http_call.kind == SpanKind.CLIENT
     call = dict(http_call.attributes or {})
     assert call["http.request.method"] == "POST"
@@ -247,8 +259,9 @@ async def test_a_sandbox_run_is_one_trace_of_its_phases(
         "sandbox.execute",
         "sandbox.persist",
     ]
-    # The run's time and result are stored by SQL under the persist stage.
-    assert any(is_sql(s) for s in descendants(spans, one(spans, "sandbox.persist")))
+    # A signed-in caller's run time and result are stored by SQL under the persist stage.
+    if auth_mode == "production":
+        assert any(is_sql(s) for s in descendants(spans, one(spans, "sandbox.persist")))
 
 
 async def test_spans_are_exported_over_otlp_http(
@@ -261,6 +274,8 @@ async def test_spans_are_exported_over_otlp_http(
         app = create_app(traced, sandboxes=PhasedSandboxes())
         async with app.router.lifespan_context(app):
             assert tracing.enabled()
+            assert instrumented(vars(httpx.AsyncHTTPTransport)["handle_async_request"])
+            assert instrumented(vars(redis.asyncio.Redis)["execute_command"])
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 fragment = {"template": "code-interpreter-v1", "code": "print(1)"}
@@ -312,7 +327,6 @@ def test_span_urls_lose_credentials_and_query() -> None:
 async def test_off_nothing_is_instrumented(settings: Settings) -> None:
     """Without an endpoint: no provider, no wrapper on any library, and spans are one shared
     no-op; checked after the traced tests above ran in this process (they undid theirs)."""
-    import redis.asyncio
     import sqlalchemy
 
     sandboxes = PhasedSandboxes()
@@ -329,14 +343,14 @@ async def test_off_nothing_is_instrumented(settings: Settings) -> None:
         with tracing.span("anything") as span:
             assert not span.is_recording()
         assert tracing.start_span("x") is tracing.INVALID_SPAN
-        for wrapped in (
-            httpx.AsyncHTTPTransport.handle_async_request,
-            httpx.HTTPTransport.handle_request,
-            redis.asyncio.Redis.execute_command,
-            sqlalchemy.create_engine,
-            sqlalchemy.engine.Engine.connect,
+        for owner, name in (
+            (httpx.AsyncHTTPTransport, "handle_async_request"),
+            (httpx.HTTPTransport, "handle_request"),
+            (redis.asyncio.Redis, "execute_command"),
+            (sqlalchemy, "create_engine"),
+            (sqlalchemy.engine.Engine, "connect"),
         ):
-            assert not hasattr(wrapped, "__wrapped__"), wrapped
+            assert not instrumented(vars(owner)[name]), (owner, name)
 
 
 OFF_SCRIPT = """
@@ -364,9 +378,12 @@ async def main() -> None:
             fragment = {"template": "code-interpreter-v1", "code": "print(1)"}
             run = await client.post("/api/sandbox", json={"fragment": fragment})
             assert run.status_code == 200, run.text
+    # (redis-py imports the metrics SDK by itself when it is installed; it installs nothing.)
     loaded = [m for m in sys.modules if m.startswith(
-        ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter",
+        ("opentelemetry.sdk.trace", "opentelemetry.instrumentation", "opentelemetry.exporter",
          "sentry_sdk", "posthog"))]
+    from opentelemetry import trace
+    loaded += [type(trace.get_tracer_provider()).__name__]
     print(json.dumps(loaded))
 
 asyncio.run(main())
@@ -392,4 +409,4 @@ def test_off_nothing_is_even_imported(data_dir: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert done.stdout.strip().splitlines()[-1] == '["ProxyTracerProvider"]'
