@@ -38,12 +38,7 @@ def _envelope_items(received: Received) -> list[dict[str, object]]:
 
 
 def _events(received: list[Received]) -> list[dict[str, object]]:
-    return [
-        item
-        for r in received
-        for item in _envelope_items(r)
-        if "exception" in item
-    ]
+    return [item for r in received for item in _envelope_items(r) if "exception" in item]
 
 
 def test_an_unexpected_error_is_reported_without_secrets(tmp_path: Path) -> None:
@@ -116,7 +111,8 @@ def test_an_unexpected_error_is_reported_without_secrets(tmp_path: Path) -> None
         assert secret.encode() not in raw, f"the {name} reached Sentry"
     request = event.get("request")
     assert isinstance(request, dict)
-    assert "data" not in request and "cookies" not in request
+    assert "data" not in request
+    assert "cookies" not in request
 
 
 def test_the_scrubber_strips_what_authenticates() -> None:

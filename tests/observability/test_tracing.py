@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio
-from pydantic import SecretStr
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from pydantic import SecretStr
 
 from fragments.app import create_app
 from fragments.config import Settings
@@ -179,7 +179,8 @@ async def test_a_chat_is_one_trace_of_its_stages(
     assert attributes["gen_ai.usage.input_tokens"] == 120
     assert attributes["gen_ai.usage.output_tokens"] == 80
     assert [e.name for e in llm.events] == ["first_token"]
-    assert llm.start_time is not None and llm.end_time is not None
+    assert llm.start_time is not None
+    assert llm.end_time is not None
     assert llm.start_time < llm.events[0].timestamp < llm.end_time
     # The provider call is the LLM span's child: a client span from the app's own transport.
     calls = [s for s in children(spans, llm) if s.kind == SpanKind.CLIENT and s.name == "POST"]
@@ -199,7 +200,8 @@ async def test_a_chat_is_one_trace_of_its_stages(
     stored = [s for s in descendants(spans, persist) if is_sql(s)]
     if auth_mode == "production":
         assert stored, [s.name for s in descendants(spans, persist)]
-    assert llm.end_time is not None and persist.start_time is not None
+    assert llm.end_time is not None
+    assert persist.start_time is not None
     assert llm.end_time <= persist.start_time
 
 
@@ -245,7 +247,8 @@ async def test_a_sandbox_run_is_one_trace_of_its_phases(
     spans = exporter.get_finished_spans()
     server = one(spans, "POST /api/sandbox")
     run = one(spans, "sandbox.run")
-    assert run.parent is not None and server.context is not None
+    assert run.parent is not None
+    assert server.context is not None
     assert run.parent.span_id == server.context.span_id
     assert dict(run.attributes or {}) == {
         "sandbox.template": "code-interpreter-v1",
