@@ -71,11 +71,12 @@ def fake_provider(chunk_size: int, delay: float) -> Iterator[int]:
 
 @contextlib.contextmanager
 def service(
-    provider_port: int, workers: int, data_dir: Path
+    provider_port: int, workers: int, data_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[int, psutil.Process]]:
     """Run `fragments serve` against the fake provider; yields its port and process."""
     port = free_port()
     env = {
+        **(extra_env or {}),
         **os.environ,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{provider_port}/v1",
         "OPENAI_API_KEY": "bench-key",
