@@ -23,8 +23,8 @@ def main() -> None:
             "failover",
             "observability",
         ],
-        help="which benchmarks: overhead, sandbox, templates, capacity, cost, failover, observability "
-        "(egress: on request)",
+        help="which benchmarks: overhead, sandbox, templates, capacity, cost, failover, "
+        "observability (egress, tracing, fleet: on request)",
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
@@ -61,6 +61,10 @@ def main() -> None:
         from bench import observability
 
         observability.run()
+    if "tracing" in args.parts:
+        from bench import tracing
+
+        tracing.tracing()
     if "egress" in args.parts:
         from bench import egress
 

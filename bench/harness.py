@@ -77,6 +77,7 @@ def service(
     environment); yields its port and process."""
     port = free_port()
     env = {
+        **(extra_env or {}),
         **os.environ,
         # One provider unless the bench names a chain (bench/failover.py).
         "FRAGMENTS_FAILOVER_CHAIN": "",

@@ -25,6 +25,14 @@ from tests.databases import (
 from tests.modes import AUTH_MODES, AuthMode, mode_settings, sign_in_for_mode
 
 Backend = str  # "sqlite" | "postgresql"
+# A developer's own telemetry settings must not send a test's traces, errors or events anywhere.
+NO_TELEMETRY: dict[str, object] = {
+    "tracing": None,
+    "otel_exporter_otlp_endpoint": None,
+    "otel_exporter_otlp_traces_endpoint": None,
+    "sentry_dsn": None,
+    "posthog_api_key": None,
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -111,6 +119,7 @@ def db_settings(
         openai_base_url=None,
         anthropic_base_url=None,
         google_api_key=None,
+        **NO_TELEMETRY,  # type: ignore[arg-type]
         **database_settings(backend, pg_database),  # type: ignore[arg-type]
         **mode_settings(auth_mode),  # type: ignore[arg-type]
     )
@@ -127,6 +136,7 @@ def settings(data_dir: Path) -> Settings:
         openai_base_url=None,
         anthropic_base_url=None,
         google_api_key=None,
+        **NO_TELEMETRY,  # type: ignore[arg-type]
     )
 
 

@@ -28,9 +28,12 @@ from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
 from fragments.observability import metrics
+from fragments.observability.analytics import Analytics
+from fragments.observability.error_reports import start_error_reports, stop_error_reports
 from fragments.observability.exposition import gauges_kept_fresh, metrics_router
 from fragments.observability.logs import configure_logging, register_secrets
 from fragments.observability.requests import RequestObservabilityMiddleware
+from fragments.observability.tracing import Tracing, start_tracing
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
@@ -70,16 +73,20 @@ def create_app(
     sandboxes: SandboxService | None = None,
     llm: ModelStreamer | None = None,
     redis: SharedRedis | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the app; nothing connects until the lifespan runs. Services passed in (a sandbox
-    backend, a model streamer, a Redis client) are used instead of the ones built from the
-    settings; the app closes them at shutdown all the same."""
+    backend, a model streamer, a Redis client, tracing) are used instead of the ones built from
+    the settings; the app closes them at shutdown all the same."""
     settings = settings or Settings()
     settings.check_production()
     metrics.enabled = settings.observability
     # Off: warnings and errors only (no per-request or per-answer info lines).
     configure_logging(logging.INFO if settings.observability else logging.WARNING)
     register_secrets(settings)
+    # Both off (nothing imported) unless the environment configures them.
+    tracing = tracing or start_tracing(settings)
+    reporting_errors = start_error_reports(settings)
     domain = settings.resolved_preview_domain
     preview = PreviewProxy(
         domain, lambda: _sandboxes(app), max_body_bytes=settings.preview_max_body_bytes
@@ -91,6 +98,9 @@ def create_app(
         if settings.auto_migrate:
             await upgrade(settings.resolved_migration_url, app_role=settings.database_app_role)
         db = Database(settings.resolved_database_url)
+        if tracing is not None:
+            tracing.activate()
+            tracing.instrument_engine(db.engine)
         shared = redis
         if shared is None and settings.redis_url:
             shared = SharedRedis.connect(settings.redis_url)
@@ -121,6 +131,7 @@ def create_app(
             response_store=make_store(settings, shared),
             breakers=breakers,
             health=health,
+            analytics=Analytics.from_settings(settings),
         )
         metrics.monthly_budget(settings.monthly_llm_budget_usd)
         pool_slots = getattr(service, "pool_slots", None)
@@ -143,6 +154,11 @@ def create_app(
             await preview.aclose()
             await service.aclose()
             await db.aclose()
+            await app.state.fragments.analytics.aclose()
+            if tracing is not None:
+                tracing.shutdown()
+            if reporting_errors:
+                stop_error_reports()
 
     app = FastAPI(
         title="Fragments",
@@ -153,6 +169,8 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    if tracing is not None:
+        tracing.instrument_app(app)
 
     # Previews are one origin per sandbox under the preview (or E2B's) domain.
     app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_sources(settings))

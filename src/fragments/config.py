@@ -275,6 +275,26 @@ class Settings(BaseSettings):
         "http://127.0.0.1:11434/v1", validation_alias=_env("OLLAMA_BASE_URL")
     )
 
+    # Traces (OpenTelemetry): on when an OTLP endpoint is set (the standard variables; the SDK
+    # reads the other OTEL_* ones itself), or forced on/off by FRAGMENTS_TRACING.
+    tracing: bool | None = None
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, validation_alias=_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    # Errors (Sentry): on when SENTRY_DSN is set; the SDK's own variable names.
+    sentry_dsn: SecretStr | None = Field(None, validation_alias=_env("SENTRY_DSN"))
+    sentry_environment: str | None = Field(None, validation_alias=_env("SENTRY_ENVIRONMENT"))
+    sentry_release: str | None = Field(None, validation_alias=_env("SENTRY_RELEASE"))
+    sentry_traces_sample_rate: float = Field(
+        0.0, ge=0, le=1, validation_alias=_env("SENTRY_TRACES_SAMPLE_RATE")
+    )
+    # Product analytics (PostHog): on when POSTHOG_API_KEY is set.
+    posthog_api_key: SecretStr | None = Field(None, validation_alias=_env("POSTHOG_API_KEY"))
+    posthog_host: str = Field("https://us.i.posthog.com", validation_alias=_env("POSTHOG_HOST"))
+
     @field_validator("sandbox_registry_hosts")
     @classmethod
     def _registry_hosts(cls, value: str) -> str:

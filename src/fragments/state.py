@@ -6,7 +6,7 @@ lazily on first use. The services are typed by the seams they implement (`fragme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fragments.config import Settings
 from fragments.llm.health import HealthBoard
 from fragments.llm.types import ModelStreamer
+from fragments.observability.analytics import Analytics
 from fragments.ports import ResponseStore, SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
@@ -39,6 +40,8 @@ class State:
     breakers: BreakerRegistry
     # The providers' shared health checks (run in the background by the lifespan).
     health: HealthBoard
+    # Product analytics (PostHog); a no-op unless POSTHOG_API_KEY is set.
+    analytics: Analytics = field(default_factory=Analytics)
 
 
 def get_state(request: Request) -> State:

@@ -119,12 +119,20 @@ async def signup(
                 requested_by=client_ip(request, settings.trusted_proxies),
             )
         send_after_response(background, settings, mail)
+        _signed_up(request, user.id, guest_id)
         return ConfirmationPublic(confirmation_required=True, email=user.email or "")
     async with unit_of_work(request) as session:
         pair = await service.signup(
             session, settings, body.email, body.password, guest_user_id=guest_id
         )
+    _signed_up(request, pair.user_id, guest_id)
     return TokenPairPublic.of(pair)
+
+
+def _signed_up(request: Request, user_id: str | None, guest_id: str | None) -> None:
+    get_state(request).analytics.capture(
+        "signed up", user_id, None, method="password", from_guest=guest_id is not None
+    )
 
 
 @router.post("/login")

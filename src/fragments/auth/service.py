@@ -41,6 +41,8 @@ class TokenPair:
     access_token: str
     refresh_token: str
     token_type: str = "bearer"
+    # Whose session it is (product analytics names the account that signed up).
+    user_id: str | None = None
 
 
 def normalise_email(email: str) -> str:
@@ -85,7 +87,7 @@ async def start_session(
     )
     session.add(row)
     await session.flush()
-    return TokenPair(_access(settings, user, team_id, row.id), refresh)
+    return TokenPair(_access(settings, user, team_id, row.id), refresh, user_id=user.id)
 
 
 def _access(settings: Settings, user: User, team_id: str, session_id: str) -> str:

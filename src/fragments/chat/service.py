@@ -22,12 +22,13 @@ from fragments.chat.prompt import system_prompt, to_turns
 from fragments.chat.request import check_conversation
 from fragments.chat.response_cache import cached
 from fragments.chat.routing import route_model
-from fragments.chat.stream import chat_events
+from fragments.chat.stream import Answered, chat_events
 from fragments.chat.window import Window, message_text
 from fragments.config import Settings
 from fragments.conversations.turns import ChatTurn, open_chat_turn, save_chat_turn
 from fragments.llm.catalogue import CatalogueModel, resolve_model
 from fragments.llm.types import ModelCall, ModelStreamer, Sampling, StreamResult, Usage
+from fragments.observability.tracing import span
 from fragments.principal import Principal
 from fragments.quota.budget import UsageCache
 from fragments.quota.guest_budget import record_guest_tokens
@@ -67,13 +68,15 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
     checked = check(body, settings)
     # One short transaction before the stream (ownership, or a new conversation), one after it.
     db = get_db(request)
-    headers = await limit(request, state, db, who, body, checked.model)
+    with span("chat.rate_limit"):
+        headers = await limit(request, state, db, who, body, checked.model)
     user_content = body.messages[-1].model_dump(mode="json", exclude_none=True)["content"]
     turn = await authorise(db, who, body, checked.model, user_content, settings)
     call = checked.call
     if turn.api_key:
         call = dataclasses.replace(call, api_key=turn.api_key)
-    window = await context_window(settings, streamer, db, who, body, turn, call, checked.model)
+    with span("chat.history_window"):
+        window = await context_window(settings, streamer, db, who, body, turn, call, checked.model)
     # From here on `model` is the one that answers: the call, the provider event, pricing.
     model, call = route(settings, body, checked, window, call)
     ledger = Ledger(
@@ -238,6 +241,7 @@ def stream(
         interval=settings.partial_interval_seconds,
         save=ledger.save if accounted else None,
         charge=ledger.charge if accounted else None,
+        answered=ledger.answered,
     )
 
 
@@ -271,6 +275,7 @@ class Ledger:
         self._paid_by = paid_by
         # This instance counts what it records against the team's budget at once (see `budget`).
         self._spent: UsageCache = state.usage_cache
+        self._analytics = state.analytics
         self._team = who.team_id if not who.anonymous else None
         # Guests' platform-paid tokens also count against their IP's monthly guest budget.
         self.guest_from = guest_ip(request, settings, who) if settings.rate_limits else None
@@ -321,3 +326,24 @@ class Ledger:
             await record_guest_tokens(self._limiter, self.guest_from, tokens)
         except Exception:  # accounting must never fail a chat
             log.warning("guest_tokens_not_recorded", tokens=tokens)
+
+    def answered(self, done: Answered) -> None:
+        """The product-analytics event of a completed answer: figures only, no content."""
+        usage = done.result.usage
+        first = done.first_token_seconds
+        self._analytics.capture(
+            "chat answered",
+            self._who.user_id,
+            self._who.team_id,
+            conversation_id=self._turn.conversation_id if self._turn.persist else None,
+            fragment_id=done.fragment_id,
+            template=done.template,
+            provider=done.result.provider,
+            model=done.result.model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cost_usd=done.result.cost_usd,
+            duration_ms=round(done.seconds * 1000),
+            first_token_ms=None if first is None else round(first * 1000),
+        )

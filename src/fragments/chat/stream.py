@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -26,7 +27,7 @@ from fragments.llm.pricing import cost_usd
 from fragments.llm.providers import find_provider
 from fragments.llm.types import Attempt, Fallback, ModelCall, ModelStreamer, StreamResult, Usage
 from fragments.llm.wire import estimate_input_tokens
-from fragments.observability import metrics
+from fragments.observability import metrics, tracing
 from fragments.observability.context import note_secret
 from fragments.sandbox.templates import Template
 from fragments.schemas import Fragment
@@ -39,6 +40,23 @@ SaveTurn = Callable[[Fragment, StreamResult], Awaitable[tuple[str, bool]]]
 # Records the usage of an answer cut off before it completed, or of an attempt a failover chain
 # gave up: (usage, cost_usd, "provider/model" that consumed it).
 ChargeCut = Callable[[Usage, float, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What is known of a completed answer, for product analytics (no content)."""
+
+    fragment_id: str
+    template: str
+    result: StreamResult
+    seconds: float
+    # From the request to the model's first piece of text; None if it never streamed.
+    first_token_seconds: float | None
+
+
+# Told once an answer completed (after it was stored).
+OnAnswered = Callable[[Answered], None]
+
 _INTERNAL = "Something went wrong on our side; please try again."
 
 
@@ -63,11 +81,12 @@ class Answer:
         "notices",
         "parts",
         "provider",
+        "span",
         "spent",
         "wake",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, span: tracing.Span = tracing.INVALID_SPAN) -> None:
         self.parts: list[str] = []
         # The model answering now (a failover chain may change it) and the attempts it gave up.
         self.answering: tuple[str, str] | None = None
@@ -81,6 +100,8 @@ class Answer:
         self.provider: str | None = None
         self.model: str | None = None
         self.fallback = False
+        # The model call's span (a no-op while tracing is off).
+        self.span = span
 
     def _poke(self) -> None:
         wake = self.wake
@@ -91,6 +112,13 @@ class Answer:
         self, provider: str, model: str, fallback: bool, reason: Fallback | None = None
     ) -> None:
         self.answering = (provider, model)
+        self.span.set_attributes(
+            {
+                "gen_ai.provider.name": provider,
+                "gen_ai.request.model": model,
+                "llm.fallback": fallback,
+            }
+        )
         self.provider, self.model = provider, model
         self.fallback = self.fallback or fallback
         data: dict[str, Any] = {"provider": provider, "model": model, "fallback": fallback}
@@ -109,6 +137,7 @@ class Answer:
             if self.first_at is None:
                 self.first_at = time.monotonic()
             self._poke()
+            self.span.add_event("first_token")
 
     def reset(self, reason: str) -> None:
         self.parts.clear()
@@ -214,6 +243,7 @@ async def chat_events(
     interval: float,
     save: SaveTurn | None = None,
     charge: ChargeCut | None = None,
+    answered: OnAnswered | None = None,
 ) -> AsyncIterator[bytes]:
     """Every SSE event of one answer, ending with `done` or `error`. An answer cut off after
     it started streaming (the provider's stream broke, or the client left) is `charge`d with
@@ -221,9 +251,15 @@ async def chat_events(
     loop = asyncio.get_running_loop()
     # A caller's own key never reaches a log line (a provider's error may quote it).
     note_secret(call.api_key)
-    answer = Answer()
+    llm_span = tracing.start_span(
+        "chat.llm_stream",
+        {"gen_ai.provider.name": call.provider_id, "gen_ai.request.model": call.model_id},
+    )
+    answer = Answer(llm_span)
     began = time.monotonic()
-    task = loop.create_task(streamer.stream(call, answer))
+    # The model call's own spans (its HTTP request) are the LLM span's children.
+    with tracing.current(llm_span):
+        task = loop.create_task(streamer.stream(call, answer))
     task.add_done_callback(answer.finished)
     last_len = -1
     last_sent = b""
@@ -266,6 +302,7 @@ async def chat_events(
                 # An answer that arrived all at once still gets one partial, so clients see
                 # the same sequence whatever the provider's pace.
                 break
+        _end_llm_span(llm_span, task)
         try:
             result: StreamResult = task.result()
             fragment = finalize(answer.text(), result, pinned)
@@ -273,7 +310,7 @@ async def chat_events(
             cut_call = answer.answering_call(call)
             cut = cut_usage(cut_call, len(answer.text()), exc.usage) if exc.after_content else None
             if charge is not None and cut is not None:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True), tracing.span("chat.persist"):
                     await charge(*cut, _label(cut_call))
             bound.warning(
                 "chat_failed",
@@ -297,8 +334,9 @@ async def chat_events(
             yield fragment_bytes
             fragment_bytes = b""
             # Shielded: a client that leaves now does not cancel the save half-way.
-            saving = asyncio.ensure_future(save(fragment, result))
-            fragment_id, saved = await asyncio.shield(saving)
+            with tracing.span("chat.persist"):
+                saving = asyncio.ensure_future(save(fragment, result))
+                fragment_id, saved = await asyncio.shield(saving)
         else:
             fragment_id, saved = uuid.uuid4().hex, False
         usage_data = {
@@ -322,6 +360,17 @@ async def chat_events(
             chars=len(answer.text()),
             seconds=round(time.monotonic() - began, 3),
         )
+        if answered is not None:
+            first = answer.first_at
+            answered(
+                Answered(
+                    fragment_id,
+                    fragment.template,
+                    result,
+                    seconds=time.monotonic() - began,
+                    first_token_seconds=None if first is None else first - began,
+                )
+            )
     finally:
         if not task.done():
             # The client went away (or the server is stopping): close the provider call now so
@@ -347,7 +396,34 @@ async def chat_events(
             with anyio.CancelScope(shield=True):
                 for attempt in answer.spent:
                     await charge(attempt.usage, attempt.cost_usd, attempt.label)
+        tracing.end_span(llm_span, error="cancelled")  # only if the client left mid-stream
 
 
 def _label(call: ModelCall) -> str:
     return f"{call.provider_id}/{call.model_id}"
+
+
+def _end_llm_span(span: tracing.Span, task: asyncio.Task[StreamResult]) -> None:
+    """The model call's span ends with the call: its tokens, or the error code it failed with."""
+    if not span.is_recording():
+        return
+    error = task.exception() if not task.cancelled() else None
+    if task.cancelled() or error is not None:
+        code = error.code if isinstance(error, LLMError) else "internal"
+        tracing.end_span(span, error="cancelled" if task.cancelled() else code)
+        return
+    result = task.result()
+    usage = result.usage
+    tracing.end_span(
+        span,
+        attributes={
+            "gen_ai.provider.name": result.provider,
+            "gen_ai.response.model": result.model,
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "gen_ai.usage.cache_read_tokens": usage.cache_read_tokens,
+            "gen_ai.usage.cache_write_tokens": usage.cache_write_tokens,
+            "llm.usage_reported": usage.reported,
+            "llm.cost_usd": result.cost_usd,
+        },
+    )

@@ -86,6 +86,9 @@ async def publish(
         session, state.redis, url, user.user_id, body.sandbox_id, granted
     )
     short = str(request.base_url).rstrip("/") + f"/s/{link_id}"
+    state.analytics.capture(
+        "published", user.user_id, user.team_id, link_id=link_id, seconds=round(granted)
+    )
     return PublishPublic(id=link_id, url=short, expires_at=expires.isoformat())
 
 

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import httptools
 import httpx2
 
+from fragments.observability import tracing
+
 _MAX_ERROR_BODY = 65536
 Origin = tuple[str, str, int]
 Sink = Callable[[bytes], None]
@@ -260,8 +262,26 @@ class H1Transport:
         else:
             conn.close()
 
+    def stream(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        """POST `body` to `url`; yields once the response head arrived."""
+        if tracing.enabled():
+            return self._traced(url, headers, body)
+        return self._stream(url, headers, body)
+
     @asynccontextmanager
-    async def stream(
+    async def _traced(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> AsyncIterator[StreamResponse]:
+        # No instrumentation knows this client: a client span by hand, open until the body ends.
+        with tracing.client_span("POST", url) as span:
+            async with self._stream(url, headers, body) as response:
+                tracing.response_status(span, response.status)
+                yield response
+
+    @asynccontextmanager
+    async def _stream(
         self, url: str, headers: Mapping[str, str], body: bytes
     ) -> AsyncIterator[StreamResponse]:
         parts = urlsplit(url)

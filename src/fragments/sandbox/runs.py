@@ -9,13 +9,14 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from fastapi import Request
 from sse_starlette import ServerSentEvent
 
 from fragments.errors import FragmentsError
+from fragments.observability import tracing
 from fragments.principal import Principal
 from fragments.quota.limits import enforce_sandbox
 from fragments.sandbox.access import RunAccess, authorize_run, save_run
@@ -96,18 +97,73 @@ class Run:
         service, owner = self.state.sandboxes, self.access.owner
         clock = RunClock()
         backend = self.state.settings.sandbox_backend
-        try:
-            result = await service.execute(
-                fragment, owner=owner, restart=self.restart, on_phase=clock.track(on_phase)
-            )
-        except Exception as exc:  # recorded, then raised as before (a cancelled run is not)
-            run_ended(clock, fragment.template, backend, None, getattr(exc, "code", "internal"))
-            raise
-        run_ended(clock, fragment.template, backend, result)
-        await record_sandbox_time(self.db, self.who, fragment.template, time.monotonic() - began)
-        payload = result_body(result)
-        await save_run(self.db, self.who, self.access, payload)
+        attributes = {"sandbox.template": fragment.template, "sandbox.backend": backend}
+        with tracing.span("sandbox.run", attributes) as run_span:
+            # One span per phase the backend reports (acquire, install, start, execute).
+            stages = tracing.Stages(run_span, _PHASE_SPANS)
+            phases = clock.track(_traced_phases(stages, on_phase))
+            try:
+                result = await service.execute(
+                    fragment, owner=owner, restart=self.restart, on_phase=phases
+                )
+            except BaseException as exc:
+                stages.close(error=type(exc).__name__)
+                if isinstance(exc, Exception):  # a cancelled run is not a failure
+                    code = getattr(exc, "code", "internal")
+                    run_ended(clock, fragment.template, backend, None, code)
+                    self._count("error", began)
+                raise
+            stages.close()
+            run_ended(clock, fragment.template, backend, result)
+            outcome = run_outcome(result)
+            run_span.set_attribute("sandbox.outcome", outcome)
+            with tracing.span("sandbox.persist"):
+                seconds = time.monotonic() - began
+                await record_sandbox_time(self.db, self.who, fragment.template, seconds)
+                payload = result_body(result)
+                await save_run(self.db, self.who, self.access, payload)
+        self._count(outcome, began)
         return payload
+
+    def _count(self, outcome: RunOutcome, began: float) -> None:
+        self.state.analytics.capture(
+            "sandbox run",
+            self.who.user_id,
+            self.who.team_id,
+            template=self.fragment.template,
+            backend=self.state.settings.sandbox_backend,
+            outcome=outcome,
+            duration_ms=round((time.monotonic() - began) * 1000),
+        )
+
+
+RunOutcome = Literal["ok", "error", "no_preview"]
+_PHASE_SPANS = {
+    "acquiring": "sandbox.acquire",
+    "installing": "sandbox.install",
+    "starting": "sandbox.start",
+    "running": "sandbox.execute",
+}
+
+
+def run_outcome(result: InterpreterResult | WebResult) -> RunOutcome:
+    """`ok`, `error` (the code raised) or `no_preview` (a web app that could not be served)."""
+    if isinstance(result, WebResult):
+        return "no_preview" if result.url is None else "ok"
+    return "error" if result.error is not None else "ok"
+
+
+def _traced_phases(stages: tracing.Stages, on_phase: PhaseCallback | None) -> PhaseCallback | None:
+    """The phase callback that also opens each phase's span (the caller's, as is, untraced)."""
+    if not tracing.enabled():
+        return on_phase
+
+    async def phase(name: Phase) -> None:
+        stages.enter(name)
+        if on_phase is not None:
+            await on_phase(name)
+
+    return phase
 
 
 def _error(code: str, detail: str) -> ServerSentEvent:
