@@ -77,7 +77,8 @@ def test_every_alert_has_a_summary_description_and_runbook() -> None:
     assert len(alerts) >= 8
     for rule in alerts:
         notes = rule["annotations"]
-        assert notes["summary"].strip() and notes["description"].strip(), rule["alert"]
+        assert notes["summary"].strip(), rule["alert"]
+        assert notes["description"].strip(), rule["alert"]
         page, _, anchor = notes["runbook_url"].partition("#")
         assert page == "docs/runbook.md", rule["alert"]
         assert anchor in anchors, f"{rule['alert']}: no heading #{anchor} in docs/runbook.md"
@@ -87,7 +88,8 @@ def test_every_alert_has_a_summary_description_and_runbook() -> None:
 def test_the_rules_read_only_the_apps_metrics() -> None:
     recorded = recorded_names(RULES)
     for rule in _rules():
-        assert unknown_metrics(rule["expr"], recorded) == set(), rule.get("alert", rule.get("record"))
+        name = rule.get("alert", rule.get("record"))
+        assert unknown_metrics(rule["expr"], recorded) == set(), name
 
 
 def test_the_metric_check_catches_a_stranger() -> None:
