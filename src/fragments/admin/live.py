@@ -21,22 +21,24 @@ Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
 def app_registry() -> CollectorRegistry:
-    """Where the app's metrics are: every worker's files in multi-process mode, else the
-    registry the metrics module names (when it names one), else prometheus-client's default."""
+    """What a scrape of the app reads: the metrics module's `registry()` when it has one (every
+    worker's figures in multi-process mode), else every worker's files when
+    PROMETHEUS_MULTIPROC_DIR is set, else prometheus-client's default registry."""
+    try:
+        module = importlib.import_module("fragments.observability.metrics")
+    except ImportError:
+        module = None
+    make = getattr(module, "registry", None)
+    if callable(make):
+        made = make()
+        if isinstance(made, CollectorRegistry):
+            return made
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder and os.path.isdir(folder):
         registry = CollectorRegistry()
         # prometheus-client leaves this constructor unannotated.
         MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
         return registry
-    try:
-        module = importlib.import_module("fragments.observability.metrics")
-    except ImportError:
-        return REGISTRY
-    for name in ("REGISTRY", "registry"):
-        candidate = getattr(module, name, None)
-        if isinstance(candidate, CollectorRegistry):
-            return candidate
     return REGISTRY
 
 
