@@ -141,7 +141,7 @@ async def _seeded(client: httpx.AsyncClient, settings: Settings) -> dict[str, Pe
     people = {name: await _person(db, settings, name) for name in ("ops", "alice", "bob")}
     await set_operator(db, people["ops"].email, True)
     now = datetime.now(UTC)
-    today, yesterday, long_ago = now - timedelta(seconds=1), now - timedelta(days=1), now
+    today, yesterday = now - timedelta(seconds=1), now - timedelta(days=1)
     long_ago = now - timedelta(days=40)
     alice, bob = people["alice"], people["bob"]
     await _usage(db, alice, today, "gpt-4o", input_tokens=100, output_tokens=50, cost_usd=0.5)
@@ -296,3 +296,41 @@ async def test_the_admin_page_is_served(client: httpx.AsyncClient) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/static/js/admin.js">' in page.text
+
+
+async def test_no_usage_is_zeros(client: httpx.AsyncClient, overview_settings: Settings) -> None:
+    db = client_state(client).db
+    ops = await _person(db, overview_settings, "ops")
+    await set_operator(db, ops.email, True)
+    body = await _overview(client, ops.token, days=1)
+    assert body["totals"]["llm_calls"] == 0
+    assert body["totals"]["sandbox_p95_seconds"] is None
+    assert body["teams"] == []
+    assert body["models"] == []
+    assert [day["day"] for day in body["daily"]] == [datetime.now(UTC).date().isoformat()]
+
+
+async def test_the_live_figures_count_the_apps_own_requests(
+    client: httpx.AsyncClient, overview_settings: Settings
+) -> None:
+    import importlib
+
+    try:
+        importlib.import_module("fragments.observability.metrics")
+    except ImportError:
+        pytest.skip("fragments.observability.metrics (the app's Prometheus metrics) is missing")
+    db = client_state(client).db
+    ops = await _person(db, overview_settings, "ops")
+    await set_operator(db, ops.email, True)
+    before = (await _overview(client, ops.token))["live"]
+    for _ in range(3):
+        assert (await client.get("/api/models")).status_code == 200
+    after = (await _overview(client, ops.token))["live"]
+    assert after is not None
+    # The two overview calls and the three model lists at least (metrics are process-wide).
+    assert after["http_requests"] >= (before["http_requests"] if before else 0) + 4
+    assert {slo["name"] for slo in after["slos"]} == {
+        "availability",
+        "first_token",
+        "sandbox_create",
+    }
