@@ -29,6 +29,7 @@ from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
 from fragments.quota.limits import ChatLimiter
 from fragments.redis_client import SharedRedis
+from fragments.resilience import BreakerRegistry
 from fragments.sandbox.factory import create_sandbox_service
 from fragments.sandbox.proxy import PreviewProxy, PreviewProxyMiddleware
 from fragments.sandbox.public import TemplatePublic
@@ -100,6 +101,7 @@ def create_app(
             usage_cache=UsageCache(settings.token_budget_cache_seconds),
             prepare_credits=SharedPrepareCredits(shared, settings.sandbox_lifetime_seconds),
             response_store=make_store(settings, shared),
+            breakers=BreakerRegistry.from_settings(settings, shared),
         )
         try:
             async with retention_job(db, settings.retention_days):

@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     # Retries of a failed provider call (5xx, connection refused) before its first token only.
     provider_retries: int = 1
 
+    # Circuit breakers (providers, sandbox backends): `breaker_failures` failures within a
+    # sliding `breaker_window_seconds` open a breaker; it fails fast for `breaker_open_seconds`,
+    # then lets one probe through (one across all instances when Redis is configured).
+    breaker_failures: int = Field(5, ge=1)
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    breaker_open_seconds: float = Field(30.0, gt=0)
+
     # History windowing: the last `history_turns` exchanges verbatim, older ones condensed into a
     # running summary; the window moves `history_step` exchanges at a time (so the summary and
     # the cached prompt prefix change only every `history_step` turns). Off: the whole history.

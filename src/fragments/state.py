@@ -6,7 +6,7 @@ lazily on first use. The services are typed by the seams they implement (`fragme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +18,7 @@ from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
 from fragments.quota.limits import ChatLimiter
 from fragments.redis_client import SharedRedis
+from fragments.resilience import BreakerConfig, BreakerRegistry
 from fragments.store.db import Database
 
 
@@ -33,6 +34,8 @@ class State:
     usage_cache: UsageCache
     prepare_credits: SharedPrepareCredits
     response_store: ResponseStore
+    # Circuit breakers by name (providers, sandbox backends), on the same Redis client.
+    breakers: BreakerRegistry = field(default_factory=lambda: BreakerRegistry(BreakerConfig()))
 
 
 def get_state(request: Request) -> State:
