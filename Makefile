@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-APT_PACKAGES := bubblewrap chromium socat python3-seccomp python3-venv
+APT_PACKAGES := bubblewrap chromium socat python3-seccomp python3-venv prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .venv/.stamp
 
@@ -17,7 +17,8 @@ STAMP := .venv/.stamp
 
 install: system-packages $(STAMP) assets oidc-provider templates
 
-# Debian packages the sandbox, the browser test and the front-end need; skipped when present
+# Debian packages the sandbox, the browser test, the front-end and the alert rules' checks
+# (prometheus brings promtool) need; skipped when present
 # (Node.js only when no npm is on PATH: NodeSource's nodejs conflicts with Debian's npm).
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -221,6 +221,7 @@ def create_app(
     async def templates() -> dict[str, dict[str, object]]:
         return {tid: t.to_public() for tid, t in TEMPLATES.items()}
 
+    from fragments.admin.router import router as admin_router
     from fragments.auth.keys import router as keys_router
     from fragments.auth.oidc_router import router as oidc_router
     from fragments.auth.recovery_router import router as recovery_router
@@ -245,6 +246,7 @@ def create_app(
     app.include_router(sandbox_router)
     app.include_router(status_router)
     app.include_router(metrics_router(settings))
+    app.include_router(admin_router)
 
     static_dir = _static_dir()
     app.mount("/static", StaticFiles(directory=static_dir), name="static")

@@ -1,4 +1,5 @@
-"""Command line: `fragments serve | db upgrade | db purge | templates build | teams ...`."""
+"""Command line: `fragments serve | db upgrade | db purge | templates build | teams ... |
+operators ...`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fragments.cli_teams import teams_app
+from fragments.cli_teams import operators_app, teams_app
 
 app = typer.Typer(
     help="Fragments: chat with a model, get a running app in a sandbox.", no_args_is_help=True
@@ -17,6 +18,7 @@ app.add_typer(templates_app, name="templates")
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(teams_app, name="teams")
+app.add_typer(operators_app, name="operators")
 
 
 @db_app.command("upgrade")

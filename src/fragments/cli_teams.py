@@ -1,6 +1,8 @@
 """`fragments teams set-tier | show`: the operator sets a team's plan (tier, and an enterprise
 team's monthly token budget and daily limits) and sees it with the month's usage. Teams cannot
-set these themselves (see `auth.plans`). Uses FRAGMENTS_DATABASE_URL like the app."""
+set these themselves (see `auth.plans`). `fragments operators add | remove | list`: who is a
+platform operator (sees the operator page /admin; see `auth.operators`). Both use
+FRAGMENTS_DATABASE_URL like the app."""
 
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ if TYPE_CHECKING:
 
 teams_app = typer.Typer(
     help="Teams' plans: tier, token budget and limits (operator only).", no_args_is_help=True
+)
+
+operators_app = typer.Typer(
+    help="Platform operators: who sees the operator page /admin.", no_args_is_help=True
 )
 
 T = TypeVar("T")
@@ -57,6 +63,7 @@ def _run(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
 
     from sqlalchemy.exc import SQLAlchemyError
 
+    from fragments.auth.operators import OperatorError
     from fragments.auth.plans import TeamError
     from fragments.store.db import Database
 
@@ -69,7 +76,7 @@ def _run(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except TeamError as exc:
+    except (TeamError, OperatorError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     except SQLAlchemyError as exc:
@@ -137,3 +144,47 @@ def show_command(team: TeamArg, as_json: AsJson = False) -> None:
 
     info = _run(settings, work)
     typer.echo(json.dumps(info) if as_json else _text(info))
+
+
+Email = Annotated[str, typer.Argument(help="The account's e-mail address.")]
+
+
+@operators_app.command("add")
+def add_operator_command(email: Email) -> None:
+    """Make an account a platform operator (it must exist: sign up first)."""
+    from fragments.auth.operators import set_operator
+    from fragments.config import Settings
+
+    async def work(db: Database) -> str:
+        return await set_operator(db, email, True)
+
+    user_id = _run(Settings(), work)
+    typer.echo(f"{email.strip().lower()} ({user_id}) is an operator")
+
+
+@operators_app.command("remove")
+def remove_operator_command(email: Email) -> None:
+    """Make an account an ordinary user again (its sessions lose /admin at their next call)."""
+    from fragments.auth.operators import set_operator
+    from fragments.config import Settings
+
+    async def work(db: Database) -> str:
+        return await set_operator(db, email, False)
+
+    user_id = _run(Settings(), work)
+    typer.echo(f"{email.strip().lower()} ({user_id}) is no longer an operator")
+
+
+@operators_app.command("list")
+def list_operators_command(as_json: AsJson = False) -> None:
+    """The operators' e-mail addresses and ids."""
+    from fragments.auth.operators import list_operators
+    from fragments.config import Settings
+
+    found = _run(Settings(), list_operators)
+    if as_json:
+        typer.echo(json.dumps([{"id": uid, "email": email} for uid, email in found]))
+    elif not found:
+        typer.echo("no operators (add one: fragments operators add EMAIL)")
+    else:
+        typer.echo("\n".join(f"{email}  {uid}" for uid, email in found))

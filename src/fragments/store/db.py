@@ -30,9 +30,16 @@ class Identity:
 
     user_id: str = ""
     team_id: str = ""
+    # Asks for an operator's read access to every team's usage (PostgreSQL's policy also checks
+    # that the user is an operator); set by the operator routes only.
+    operator: bool = False
 
 
 SYSTEM = Identity()
+
+
+def _flag(on: bool) -> str:
+    return "on" if on else "off"
 
 
 def aware(value: datetime) -> datetime:
@@ -83,9 +90,10 @@ class Database:
                 await session.execute(
                     text(
                         "SELECT set_config('app.user_id', :u, true), "
-                        "set_config('app.team_id', :t, true)"
+                        "set_config('app.team_id', :t, true), "
+                        "set_config('app.operator', :o, true)"
                     ),
-                    {"u": identity.user_id, "t": identity.team_id},
+                    {"u": identity.user_id, "t": identity.team_id, "o": _flag(identity.operator)},
                 )
             yield session
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -77,6 +78,8 @@ class User(Base):
     # When the address was confirmed by a mailed link; None blocks sign-in only while
     # FRAGMENTS_REQUIRE_EMAIL_CONFIRMATION is on (accounts from before it count as confirmed).
     email_confirmed_at: Mapped[datetime | None] = mapped_column()
+    # A platform operator (`fragments operators add EMAIL`): sees the operator page /admin.
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = _created()
 
 

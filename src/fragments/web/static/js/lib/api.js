@@ -192,3 +192,8 @@ export const resendTurn = (id, turn) =>
 export const getUsage = () => getJSON("/api/usage?days=1");
 /** A team's budget, used and remaining (team admins only). */
 export const getBudget = (teamId) => getJSON(`/api/teams/${encodeURIComponent(teamId)}/budget`);
+
+// ---- operators ------------------------------------------------------------------------------
+
+/** The operator view's figures (GET /api/admin/overview): 401 nobody, 403 not an operator. */
+export const getAdminOverview = (days) => getJSON(`/api/admin/overview?days=${days}`);
