@@ -24,6 +24,7 @@ from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
 from fragments.observability import configure_logging
+from fragments.once import once_guard
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
@@ -102,7 +103,8 @@ def create_app(
             response_store=make_store(settings, shared),
         )
         try:
-            async with retention_job(db, settings.retention_days):
+            guard = once_guard(shared, settings.data_dir)
+            async with retention_job(db, settings.retention_days, guard=guard):
                 yield
         finally:
             # Everything the State holds is closed here, and only here.
