@@ -84,7 +84,9 @@ def create_app(
         shared = redis
         if shared is None and settings.redis_url:
             shared = SharedRedis.connect(settings.redis_url)
-        service = sandboxes if sandboxes is not None else await create_sandbox_service(settings)
+        service = sandboxes
+        if service is None:
+            service = await create_sandbox_service(settings, shared)
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fragments.config import Settings
+from fragments.redis_client import SharedRedis
 from fragments.sandbox.service import SandboxService
 
 
@@ -16,13 +17,16 @@ def check_backend(settings: Settings) -> None:
         )
 
 
-async def create_sandbox_service(settings: Settings) -> SandboxService:
-    """The sandbox backend the settings ask for: `local` (default) or `e2b`."""
+async def create_sandbox_service(
+    settings: Settings, redis: SharedRedis | None = None
+) -> SandboxService:
+    """The sandbox backend the settings ask for: `local` (default) or `e2b` (which shares its
+    sandboxes' ownership with the fleet through `redis`)."""
     check_backend(settings)
     if settings.sandbox_backend == "e2b":
         from fragments.sandbox.e2b import E2BSandboxService
 
-        return E2BSandboxService(settings)
+        return E2BSandboxService(settings, redis=redis)
     from fragments.sandbox.local.service import LocalSandboxService
 
     return LocalSandboxService(settings)
