@@ -77,6 +77,10 @@ lint: $(STAMP)
 	.venv/bin/ruff format --check src tests bench
 	.venv/bin/mypy
 	.venv/bin/lint-imports
+	.venv/bin/hadolint deploy/Dockerfile
+	.venv/bin/yamllint --strict -c deploy/.yamllint.yaml deploy
+	find deploy/kubernetes -name '*.yaml' ! -name kustomization.yaml -print0 | \
+	  xargs -0 .venv/bin/kubernetes-validate --strict --quiet
 
 bench: install
 	.venv/bin/python -m bench

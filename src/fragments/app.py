@@ -34,6 +34,7 @@ from fragments.observability.exposition import gauges_kept_fresh, metrics_router
 from fragments.observability.logs import configure_logging, register_secrets
 from fragments.observability.requests import RequestObservabilityMiddleware
 from fragments.observability.tracing import Tracing, start_tracing
+from fragments.once import once_guard
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
@@ -106,7 +107,7 @@ def create_app(
             shared = SharedRedis.connect(settings.redis_url)
         breakers = BreakerRegistry.from_settings(settings, shared)
         if sandboxes is None:
-            service = await create_sandbox_service(settings, breakers)
+            service = await create_sandbox_service(settings, breakers, shared)
         else:
             service = sandboxes
         health = HealthBoard(settings, shared)
@@ -137,8 +138,9 @@ def create_app(
         pool_slots = getattr(service, "pool_slots", None)
         unwatch = metrics.watch_pool(pool_slots) if callable(pool_slots) else None
         try:
+            guard = once_guard(shared, settings.data_dir)
             async with (
-                retention_job(db, settings.retention_days),
+                retention_job(db, settings.retention_days, guard=guard),
                 health.running(),
                 gauges_kept_fresh(),
             ):

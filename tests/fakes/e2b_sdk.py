@@ -162,6 +162,9 @@ class FakeSandboxState:
     cells: list[str] = field(default_factory=list)
     alive: bool = True
     worker: asyncio.subprocess.Process | None = None
+    # The kernel runs one cell at a time, whichever connection (app instance) sent it, and
+    # answers each on its own stream, as E2B's kernel does: cells from two connections queue.
+    cell_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def stop_worker(self) -> None:
         worker, self.worker = self.worker, None
@@ -180,6 +183,8 @@ class FakeCloud:
         self.sandboxes: dict[str, FakeSandboxState] = {}
         self.creates = 0
         self.fail_creates = 0
+        # Seconds a create takes (E2B takes about one): lets concurrent creates overlap.
+        self.create_delay = 0.0
         self.broken_packages: set[str] = set()
         self.domains: list[str | None] = []
         self._offset = 0.0
@@ -359,6 +364,8 @@ class FakeAsyncSandbox:
     ) -> FakeAsyncSandbox:
         cls.cloud._check_key(api_key)
         cls.cloud.domains.append(domain)
+        if cls.cloud.create_delay:
+            await asyncio.sleep(cls.cloud.create_delay)
         state = cls.cloud.create(template or "code-interpreter-v1", timeout or 300, metadata or {})
         return cls(state.sandbox_id, domain)
 
@@ -451,6 +458,21 @@ class FakeAsyncSandbox:
         request_timeout: float | None = None,
     ) -> Execution:
         state = self.state()
+        async with state.cell_lock:
+            return await self._run_cell(
+                state, code, on_stdout, on_stderr, on_result, on_error, timeout
+            )
+
+    async def _run_cell(
+        self,
+        state: FakeSandboxState,
+        code: str,
+        on_stdout: Any,
+        on_stderr: Any,
+        on_result: Any,
+        on_error: Any,
+        timeout: float | None,
+    ) -> Execution:
         state.cells.append(code)
         if state.worker is None or state.worker.returncode is not None:
             state.worker = await asyncio.create_subprocess_exec(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fragments.config import Settings
+from fragments.redis_client import SharedRedis
 from fragments.resilience import BreakerRegistry
 from fragments.sandbox.service import SandboxService
 
@@ -18,17 +19,20 @@ def check_backend(settings: Settings) -> None:
 
 
 async def create_sandbox_service(
-    settings: Settings, breakers: BreakerRegistry | None = None
+    settings: Settings,
+    breakers: BreakerRegistry | None = None,
+    redis: SharedRedis | None = None,
 ) -> SandboxService:
-    """The sandbox backend the settings ask for: `local` (default) or `e2b`; its creation
-    breaker (`sandbox:<backend>`) comes from the app's registry when given."""
+    """The sandbox backend the settings ask for: `local` (default) or `e2b` (which shares its
+    sandboxes' ownership with the fleet through `redis`); its creation breaker
+    (`sandbox:<backend>`) comes from the app's registry when given."""
     check_backend(settings)
     name = f"sandbox:{settings.sandbox_backend}"
     breaker = breakers.breaker(name) if breakers is not None else None
     if settings.sandbox_backend == "e2b":
         from fragments.sandbox.e2b import E2BSandboxService
 
-        return E2BSandboxService(settings, breaker=breaker)
+        return E2BSandboxService(settings, breaker=breaker, redis=redis)
     from fragments.sandbox.local.service import LocalSandboxService
 
     return LocalSandboxService(settings, breaker=breaker)

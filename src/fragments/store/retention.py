@@ -1,12 +1,15 @@
 """Retention: conversations not updated for `retention_days` are deleted (their messages,
-fragments and results go with them), by a job the app runs daily and `fragments db purge`."""
+fragments and results go with them), by a job the app runs daily and `fragments db purge`.
+In a fleet the daily job runs on one instance a day: every instance checks hourly, through a
+guard (fragments.once) that lets the first one run and the others skip."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import structlog
 from sqlalchemy import delete, select
@@ -17,6 +20,13 @@ from fragments.store.models import Conversation, Membership, Team, User
 log = structlog.get_logger(__name__)
 
 DAY = 24 * 3600.0
+HOUR = 3600.0
+
+
+class Guard(Protocol):
+    """What the purge needs of fragments.once's guards (kept here: storage sits below them)."""
+
+    async def run(self, name: str, period: float, job: Callable[[], Awaitable[object]]) -> str: ...
 
 
 async def purge_expired(db: Database, retention_days: int, *, now: datetime | None = None) -> int:
@@ -55,25 +65,42 @@ async def purge_expired(db: Database, retention_days: int, *, now: datetime | No
 
 
 async def retention_loop(
-    db: Database, retention_days: int, *, every: float = DAY, first_delay: float = 300.0
+    db: Database,
+    retention_days: int,
+    *,
+    every: float = DAY,
+    first_delay: float = 300.0,
+    guard: Guard | None = None,
 ) -> None:
     """Run the purge after `first_delay` (start-up stays quick), then every `every` seconds
-    until cancelled; failures are logged, never raised."""
+    until cancelled; failures are logged, never raised. With a guard, the purge runs once per
+    `every` across every instance sharing it: each checks every `every / 24` seconds."""
     await asyncio.sleep(first_delay)
+    check = every if guard is None else max(1.0, min(HOUR, every / 24))
+
+    async def purge() -> None:
+        purged = await purge_expired(db, retention_days)
+        if purged:
+            log.info("retention_purged", conversations=purged, days=retention_days)
+
     while True:
         try:
-            purged = await purge_expired(db, retention_days)
-            if purged:
-                log.info("retention_purged", conversations=purged, days=retention_days)
+            if guard is None:
+                await purge()
+            else:
+                outcome = await guard.run("retention", every, purge)
+                log.debug("retention_checked", outcome=outcome)
         except Exception:
             log.exception("retention_failed")
-        await asyncio.sleep(every)
+        await asyncio.sleep(check)
 
 
 @contextlib.asynccontextmanager
-async def retention_job(db: Database, retention_days: int) -> AsyncIterator[asyncio.Task[None]]:
+async def retention_job(
+    db: Database, retention_days: int, *, guard: Guard | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
     """The daily purge as a background task of the app's lifespan."""
-    task = asyncio.create_task(retention_loop(db, retention_days))
+    task = asyncio.create_task(retention_loop(db, retention_days, guard=guard))
     try:
         yield task
     finally:

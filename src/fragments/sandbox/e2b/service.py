@@ -11,13 +11,20 @@ one. A request without an owner gets a sandbox that is killed after its run. Cre
 with backoff (1, 2, 4 s); when it still fails, a web template answers "no live preview" and the
 interpreter a 503, as with the local backend. Previews are served by E2B itself
 (`https://<port>-<sandbox id>.<E2B domain>`), never through the app's proxy.
+
+In a fleet (FRAGMENTS_REDIS_URL set) the instances share, through Redis (e2b/fleet.py), a lock
+per owner (two processes never create two sandboxes for one conversation), the owner's current
+sandbox, and who created and who uses each one: a graceful shutdown kills only the sandboxes
+this instance created and no other live instance uses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +32,9 @@ import structlog
 from e2b import SandboxQuery, SandboxState
 
 from fragments.config import Settings
+from fragments.redis_client import SharedRedis
 from fragments.resilience import BreakerConfig, BreakerOpen, CircuitBreaker
+from fragments.sandbox.e2b.fleet import KEY_PREFIX, FleetRecords
 from fragments.sandbox.e2b.runs import run_cell, serve_app
 from fragments.sandbox.e2b.sandboxes import (
     E2BSandbox,
@@ -60,6 +69,8 @@ class E2BSandboxService:
         sdk: SandboxSDK | None = None,
         *,
         breaker: CircuitBreaker | None = None,
+        redis: SharedRedis | None = None,
+        fleet_prefix: str = KEY_PREFIX,
     ) -> None:
         self.settings = settings
         self._sdk = sdk
@@ -67,6 +78,8 @@ class E2BSandboxService:
         self.breaker = breaker or CircuitBreaker(
             "sandbox:e2b", BreakerConfig.from_settings(settings)
         )
+        # The records shared with the fleet's other instances; None: this process is alone.
+        self.fleet = FleetRecords(redis, prefix=fleet_prefix) if redis is not None else None
         self._by_id: dict[str, E2BSandbox] = {}
         self._by_owner: dict[str, E2BSandbox] = {}
         # One acquisition at a time per owner, so two requests never make two sandboxes.
@@ -116,6 +129,22 @@ class E2BSandboxService:
         except Exception as exc:  # a sandbox that cannot be killed now expires on its own
             log.warning("e2b_kill_failed", sandbox_id=sandbox.id, error=str(exc)[:300])
             return False
+        finally:
+            if self.fleet is not None:
+                await self.fleet.forget(sandbox.id, sandbox.owner)
+
+    async def _record(self, sandbox: E2BSandbox, *, created: bool) -> E2BSandbox:
+        if self.fleet is not None:
+            await self.fleet.record(sandbox.id, sandbox.template.id, sandbox.owner, created=created)
+        return sandbox
+
+    @contextlib.asynccontextmanager
+    async def _fleet_lock(self, owner: str) -> AsyncIterator[None]:
+        if self.fleet is None:
+            yield
+            return
+        async with self.fleet.owner_lock(owner):
+            yield
 
     # ---- acquiring a sandbox -----------------------------------------------------------------
 
@@ -159,21 +188,57 @@ class E2BSandboxService:
             return self._register(E2BSandbox(connected, template, owner, lifetime))
         return None
 
+    async def _connect_recorded(
+        self, owner: str, sandbox_id: str, template_id: str, key: str
+    ) -> E2BSandbox | None:
+        """The owner's sandbox another instance recorded, connected; None when it is gone."""
+        s = self.settings
+        try:
+            template = get_template(template_id)
+            connected = await self.sdk.connect(
+                sandbox_id,
+                timeout=timeout_seconds(s.sandbox_lifetime_seconds),
+                api_key=key,
+                domain=s.e2b_domain,
+            )
+        except Exception as exc:
+            log.info("e2b_recorded_sandbox_gone", sandbox_id=sandbox_id, error=str(exc)[:200])
+            if self.fleet is not None:
+                await self.fleet.forget(sandbox_id, owner)
+            return None
+        return self._register(E2BSandbox(connected, template, owner, s.sandbox_lifetime_seconds))
+
+    async def _current(self, owner: str, key: str) -> E2BSandbox | None:
+        """The owner's sandbox: the fleet's record wins over this process's memory (another
+        instance may have replaced it), then E2B's own list (a restart without Redis)."""
+        local = self._by_owner.get(owner)
+        recorded = await self.fleet.sandbox_of(owner) if self.fleet is not None else None
+        if recorded is not None:
+            sandbox_id, template_id = recorded
+            if local is not None and local.id == sandbox_id:
+                return local
+            if local is not None:
+                self._forget(local)  # replaced elsewhere: not ours to kill
+            return await self._connect_recorded(owner, sandbox_id, template_id, key)
+        return local or await self._reconnect(owner, key)
+
     async def _acquire(
         self, owner: str | None, template: Template, restart: bool, key: str, phase: PhaseCallback
     ) -> E2BSandbox:
         if self._closed:
             raise SandboxUnavailable("The sandbox service is shutting down.")
         if owner is not None:
-            async with self._owner_lock(owner):
-                current = self._by_owner.get(owner) or await self._reconnect(owner, key)
+            # This process's lock first: its other requests wait here, not polling Redis.
+            async with self._owner_lock(owner), self._fleet_lock(owner):
+                current = await self._current(owner, key)
                 if current is not None and (restart or current.template.id != template.id):
                     await self._kill(current)
                     current = None
                 if current is not None and await self._refresh(current):
-                    return current
+                    return await self._record(current, created=False)
                 await phase("starting")
-                return self._register(await self._create(template, owner, key))
+                created = await self._create(template, owner, key)
+                return await self._record(self._register(created), created=True)
         await phase("starting")
         return self._register(await self._create(template, None, key))
 
@@ -298,7 +363,10 @@ class E2BSandboxService:
             if not is_gone(exc):
                 raise
             return False
-        return await connected.kill()
+        killed = await connected.kill()
+        if self.fleet is not None:
+            await self.fleet.forget(sandbox_id, None)
+        return killed
 
     def preview_socket(self, sandbox_id: str, port: int) -> Path | None:
         """None: E2B serves previews on its own hosts; the app's proxy never relays them."""
@@ -329,10 +397,19 @@ class E2BSandboxService:
             raise SandboxUnavailable(self._checked[1], headers={"Retry-After": "5"})
 
     async def aclose(self) -> None:
-        """Kill every sandbox this process made or reconnected."""
+        """Kill the sandboxes this process is done with: alone, every one it made or
+        reconnected; in a fleet, only those it made that no other live instance uses."""
         self._closed = True
         sandboxes = list(self._by_id.values())
+        if self.fleet is not None:
+            doomed = [s for s in sandboxes if await self.fleet.release(s.id)]
+            for sandbox in sandboxes:
+                if sandbox not in doomed:
+                    self._forget(sandbox)
+            sandboxes = doomed
         await asyncio.gather(*(self._kill(s) for s in sandboxes), return_exceptions=True)
+        if self.fleet is not None:
+            await self.fleet.aclose()
 
     # ---- introspection (tests) ---------------------------------------------------------------
 

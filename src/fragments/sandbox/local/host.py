@@ -5,6 +5,7 @@ egress proxies, the package installer, seccomp and resource limits, and the Zero
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -62,7 +63,7 @@ def set_up_host(settings: Settings, instance: str) -> HostSetup:
     root.chmod(0o755)
     for sub in ("run", "slots"):
         (root / sub).mkdir(mode=0o711, exist_ok=True)
-    remove_stale(root / "run")
+    remove_stale_once(root)
     run_root = root / "run" / instance
     run_root.mkdir(mode=0o711)
     etc = prepare_etc(root)
@@ -145,6 +146,24 @@ def _unmount_below(path: Path) -> None:
         points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
     for point in sorted(points, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def remove_stale_once(root: Path) -> bool:
+    """`remove_stale` under an exclusive `flock` on `<root>/.cleanup.lock`: one process of the
+    machine cleans at a time, the others skip (False). The orphans are this machine's own
+    folders, mounts and cgroups, so the lock is the machine's, not the fleet's; the kernel drops
+    it when its holder dies, so a crashed cleaner never blocks the next start."""
+    fd = os.open(root / ".cleanup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("sandbox_cleanup_skipped", reason="another process is cleaning")
+            return False
+        remove_stale(root / "run")
+        return True
+    finally:
+        os.close(fd)
 
 
 def remove_stale(run_root: Path) -> None:
