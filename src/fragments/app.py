@@ -83,7 +83,15 @@ def create_app(
         shared = redis
         if shared is None and settings.redis_url:
             shared = SharedRedis.connect(settings.redis_url)
-        service = sandboxes if sandboxes is not None else await create_sandbox_service(settings)
+        if sandboxes is not None:
+            service = sandboxes
+        elif not settings.embedded_node:
+            # An API process of a fleet: sandboxes run on `fragments node` processes.
+            from fragments.jobs.fleet import FleetSandboxService
+
+            service = FleetSandboxService.connect(settings)
+        else:
+            service = await create_sandbox_service(settings)
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()

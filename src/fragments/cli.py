@@ -1,4 +1,4 @@
-"""Command line: `fragments serve | db upgrade | db purge | templates build | teams ...`."""
+"""Command line: `fragments serve | node | db upgrade | db purge | templates build | teams ...`."""
 
 from __future__ import annotations
 
@@ -69,6 +69,19 @@ def serve(
         # own handling would trust any local peer's header and rewrite the client address.
         proxy_headers=False,
     )
+
+
+@app.command()
+def node(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port serving health and previews.")] = 8100,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run a sandbox node of a fleet: it takes sandbox jobs from Redis (FRAGMENTS_REDIS_URL)."""
+    from fragments.config import Settings
+    from fragments.jobs.node import run_node
+
+    run_node(Settings(), host=host, port=port, log_level=log_level)
 
 
 @db_app.command("purge")
