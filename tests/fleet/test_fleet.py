@@ -65,6 +65,11 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+async def get(url: str, **kwargs: object) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.get(url, **kwargs)  # type: ignore[arg-type]
+
+
 def apis(fleet: Fleet) -> list[str]:
     return [p.url for p in fleet.procs if p.kind == "serve" and p.popen.poll() is None]
 
@@ -98,7 +103,7 @@ async def test_a_conversation_keeps_its_kernel_whichever_api_process_answers(
 ) -> None:
     first, second = apis(fleet)
     for api in (first, second):
-        ready = httpx.get(f"{api}/readyz", timeout=5)
+        ready = await get(f"{api}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
     conversation_id = await conversation(first, account)
     one = await run(first, account, conversation_id, "x = 1")
@@ -107,8 +112,9 @@ async def test_a_conversation_keeps_its_kernel_whichever_api_process_answers(
     assert two["sandbox_id"] == one["sandbox_id"]
     assert "notice" not in two
     # Phases reach an SSE client of the other API process too.
-    async with httpx.AsyncClient(base_url=first, headers=account.headers, timeout=60) as client:
-        async with client.stream(
+    async with (
+        httpx.AsyncClient(base_url=first, headers=account.headers, timeout=60) as client,
+        client.stream(
             "POST",
             "/api/sandbox",
             json={
@@ -116,10 +122,12 @@ async def test_a_conversation_keeps_its_kernel_whichever_api_process_answers(
                 "conversation_id": conversation_id,
             },
             headers={"Accept": "text/event-stream"},
-        ) as response:
-            text = "".join([chunk async for chunk in response.aiter_text()])
+        ) as response,
+    ):
+        text = "".join([chunk async for chunk in response.aiter_text()])
     events = [line.removeprefix("event: ").strip() for line in text.splitlines()]
-    assert "phase" in events and "result" in events
+    assert "phase" in events
+    assert "result" in events
     result_line = text.split("event: result", 1)[1].split("data: ", 1)[1].splitlines()[0]
     assert json.loads(result_line)["stdout"] == ["20\n"]
     # The conversation's stored result is the last one, whichever process stored it.
@@ -134,14 +142,12 @@ async def test_a_preview_is_served_through_either_api_process(
     first, second = apis(fleet)
     conversation_id = await conversation(first, account)
     code = 'import streamlit as st\nst.write("hello from the fleet")'
-    body = await run(
-        first, account, conversation_id, code, template=STREAMLIT, file_path="app.py"
-    )
+    body = await run(first, account, conversation_id, code, template=STREAMLIT, file_path="app.py")
     assert body["url"], body
     host = httpx.URL(body["url"]).host
     assert host.endswith("." + PREVIEW_DOMAIN)
     for api in (first, second):
-        page = httpx.get(api, headers={"Host": host}, timeout=30)
+        page = await get(api, headers={"Host": host}, timeout=30)
         assert page.status_code == 200, page.text
         assert "<html" in page.text.lower()
         # Streamlit's session socket, through this API process and on to the node.
@@ -154,20 +160,20 @@ async def test_a_preview_is_served_through_either_api_process(
             origin=f"http://{host}",  # type: ignore[arg-type]
         ) as ws:
             assert ws.subprotocol == "streamlit"
-    unknown = httpx.get(first, headers={"Host": f"8501-{'0' * 16}.{PREVIEW_DOMAIN}"})
+    unknown = await get(first, headers={"Host": f"8501-{'0' * 16}.{PREVIEW_DOMAIN}"})
     assert unknown.status_code == 404
     # The node's port serves the API tier only.
     for node in (p for p in fleet.procs if p.kind == "node"):
-        refused = httpx.get(
+        refused = await get(
             node.url, headers={"Host": host, "x-fragments-preview": host.split(".")[0]}
         )
         assert refused.status_code == 403
-        forged = httpx.get(
+        forged = await get(
             node.url,
             headers={"x-fragments-preview": host.split(".")[0], "x-fragments-node-key": "guess"},
         )
         assert forged.status_code == 403
-        assert httpx.get(f"{node.url}/healthz").status_code == 200
+        assert (await get(f"{node.url}/healthz")).status_code == 200
 
 
 async def test_a_node_killed_mid_job_loses_no_job(
@@ -180,7 +186,8 @@ async def test_a_node_killed_mid_job_loses_no_job(
     holder_id = await redis_client.get(f"{prefix}sandbox:{before['sandbox_id']}")
     assert holder_id
     nodes = [p for p in fleet.procs if p.kind == "node"]
-    holder = next(p for p in nodes if httpx.get(f"{p.url}/healthz").json()["node"] == holder_id)
+    ids = [(await get(f"{p.url}/healthz")).json()["node"] for p in nodes]
+    holder = nodes[ids.index(holder_id)]
 
     slow = asyncio.create_task(
         run(second, account, conversation_id, "import time\ntime.sleep(3)\nprint('finished')")
