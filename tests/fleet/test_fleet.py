@@ -16,6 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
+from fragments.config import Settings
+from fragments.jobs.fleet import FleetSandboxService
 from tests.accounts import Account, sign_up
 from tests.databases import APP_ROLE, PgDatabase
 from tests.fleet.processes import PREVIEW_DOMAIN, Fleet, fleet_env
@@ -142,7 +144,24 @@ async def test_a_preview_is_served_through_either_api_process(
     first, second = apis(fleet)
     conversation_id = await conversation(first, account)
     code = 'import streamlit as st\nst.write("hello from the fleet")'
-    body = await run(first, account, conversation_id, code, template=STREAMLIT, file_path="app.py")
+    fragment = {"template": STREAMLIT, "code": code, "file_path": "app.py"}
+    async with httpx.AsyncClient(base_url=first, headers=account.headers, timeout=60) as client:
+        # A stored fragment (a turn re-sent as the UI does), so its run is stored and publishable.
+        saved = await client.post(
+            f"/api/conversations/{conversation_id}/turns",
+            json={
+                "turn_id": secrets.token_hex(4),
+                "message": {"role": "user", "content": "an app"},
+                "fragment": fragment,
+            },
+        )
+        assert saved.status_code in (200, 201), saved.text
+        ran = await client.post(
+            "/api/sandbox",
+            json={"conversation_id": conversation_id, "fragment_id": saved.json()["fragment_id"]},
+        )
+    assert ran.status_code == 200, ran.text
+    body = ran.json()
     assert body["url"], body
     host = httpx.URL(body["url"]).host
     assert host.endswith("." + PREVIEW_DOMAIN)
@@ -160,6 +179,31 @@ async def test_a_preview_is_served_through_either_api_process(
             origin=f"http://{host}",  # type: ignore[arg-type]
         ) as ws:
             assert ws.subprotocol == "streamlit"
+    # Published from the other API process: the node holding the sandbox extends it.
+    async with httpx.AsyncClient(base_url=second, headers=account.headers) as client:
+        published = await client.post(
+            "/api/publish", json={"sandbox_id": body["sandbox_id"], "duration": "1h"}
+        )
+    assert published.status_code == 201, published.text
+    link = await get(f"{first}/s/{published.json()['id']}")
+    assert link.status_code == 307
+    assert link.headers["location"] == body["url"]
+    # Killed from a process that is neither: its preview then says it has expired.
+    service = FleetSandboxService.connect(
+        Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            redis_url=fleet.env["FRAGMENTS_REDIS_URL"],
+            fleet_prefix=fleet.env["FRAGMENTS_FLEET_PREFIX"],
+            secret_key=fleet.env["FRAGMENTS_SECRET_KEY"],  # type: ignore[arg-type]
+        )
+    )
+    try:
+        assert await service.kill(body["sandbox_id"])
+        assert not await service.kill(body["sandbox_id"])
+    finally:
+        await service.aclose()
+    gone = await get(second, headers={"Host": host})
+    assert gone.status_code == 410
     unknown = await get(first, headers={"Host": f"8501-{'0' * 16}.{PREVIEW_DOMAIN}"})
     assert unknown.status_code == 404
     # The node's port serves the API tier only.
