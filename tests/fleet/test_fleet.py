@@ -132,6 +132,16 @@ async def test_a_conversation_keeps_its_kernel_whichever_api_process_answers(
     assert "result" in events
     result_line = text.split("event: result", 1)[1].split("data: ", 1)[1].splitlines()[0]
     assert json.loads(result_line)["stdout"] == ["20\n"]
+    # A prepare through one API process, its run through the other: one sandbox.
+    other = await conversation(first, account)
+    async with httpx.AsyncClient(base_url=first, headers=account.headers, timeout=60) as client:
+        prepared = await client.post(
+            "/api/sandbox/prepare", json={"template": INTERPRETER, "conversation_id": other}
+        )
+    assert prepared.status_code == 200, prepared.text
+    after_prepare = await run(second, account, other, "print('prepared')")
+    assert after_prepare["sandbox_id"] == prepared.json()["sandbox_id"]
+    assert after_prepare["stdout"] == ["prepared\n"]
     # The conversation's stored result is the last one, whichever process stored it.
     async with httpx.AsyncClient(base_url=second, headers=account.headers) as client:
         stored = (await client.get(f"/api/conversations/{conversation_id}")).json()
