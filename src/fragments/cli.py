@@ -46,17 +46,29 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
-            help="Worker processes (1 keeps sandboxes in one "
-            "process; more raise streaming capacity)."
+            help="Worker processes (more raise streaming capacity; with "
+            "FRAGMENTS_REDIS_URL they share one sandbox node)."
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the app (UI and API)."""
-    import uvicorn
-
     # Preview URLs are built from the app's own port unless a preview domain is configured.
     os.environ.setdefault("FRAGMENTS_PORT", str(port))
+    from fragments.jobs.node import shared_node_for_workers
+
+    node = shared_node_for_workers(workers)
+    try:
+        _serve(host, port, workers, log_level)
+    finally:
+        if node is not None:
+            node.terminate()
+            node.wait(timeout=30)
+
+
+def _serve(host: str, port: int, workers: int, log_level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         "fragments.app:create_app",
         factory=True,

@@ -43,16 +43,17 @@ class Fleet:
     env: dict[str, str]
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, kind: str, **settings: str) -> Proc:
-        """Start an API process (`serve`) or a node (`node`) and wait for its /healthz."""
+    def start(self, kind: str, *args: str, embedded: bool = False, **settings: str) -> Proc:
+        """Start an API process (`serve`, as part of a fleet unless `embedded`) or a node
+        (`node`), with extra command-line `args`, and wait for its /healthz."""
         port = free_port()
         data = self.root / f"{kind}-{port}"
         data.mkdir()
         env = {**self.env, "FRAGMENTS_DATA_DIR": str(data), **settings}
-        if kind == "serve":
+        if kind == "serve" and not embedded:
             env["FRAGMENTS_EMBEDDED_NODE"] = "false"
         log_path = data / "process.log"
-        command = [sys.executable, "-m", "fragments.cli", kind, "--port", str(port)]
+        command = [sys.executable, "-m", "fragments.cli", kind, "--port", str(port), *args]
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
                 [*command, "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT

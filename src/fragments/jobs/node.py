@@ -13,6 +13,9 @@ import hmac
 import os
 import secrets
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
@@ -131,3 +134,38 @@ def run_node(settings: Settings, *, host: str, port: int, log_level: str) -> Non
         timeout_graceful_shutdown=5,
         proxy_headers=False,
     )
+
+
+def start_local_node(port: int, *, wait: float = 60.0) -> subprocess.Popen[bytes]:
+    """`fragments node` on 127.0.0.1:`port` beside this process (for `serve --workers N`
+    with Redis: the workers are API processes sharing this one node); waits for its health."""
+    import httpx
+
+    command = [sys.executable, "-m", "fragments.cli", "node", "--host", "127.0.0.1"]
+    proc = subprocess.Popen([*command, "--port", str(port)], env=dict(os.environ))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"the sandbox node on port {port} did not start")
+
+
+def shared_node_for_workers(workers: int) -> subprocess.Popen[bytes] | None:
+    """`fragments serve --workers N` with Redis: one sandbox node beside the workers, each of
+    them an API process of that small fleet (FRAGMENTS_EMBEDDED_NODE=false in their
+    environment), so a conversation keeps its sandbox whichever worker answers. Without Redis,
+    with one worker, or with FRAGMENTS_EMBEDDED_NODE=false already: nothing changes (None)."""
+    settings = Settings()
+    if workers < 2 or not settings.redis_url or not settings.embedded_node:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    node = start_local_node(port)
+    os.environ["FRAGMENTS_EMBEDDED_NODE"] = "false"
+    return node
