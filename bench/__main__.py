@@ -15,7 +15,10 @@ def main() -> None:
         "parts",
         nargs="*",
         default=["overhead", "sandbox", "templates", "capacity", "cost"],
-        help="which benchmarks: overhead, sandbox, templates, capacity, cost (egress: on request)",
+        help=(
+            "which benchmarks: overhead, sandbox, templates, capacity, cost "
+            "(egress, fleet: on request)"
+        ),
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
@@ -44,6 +47,10 @@ def main() -> None:
         from bench import cost
 
         cost.run()
+    if "fleet" in args.parts:
+        from bench import fleet
+
+        fleet.run()
     if "egress" in args.parts:
         from bench import egress
 

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from fragments.app import create_app
 from fragments.config import Settings
+from fragments.jobs.fleet import pick_node
 from fragments.jobs.keys import FleetKeys
 from fragments.jobs.registry import FleetRegistry, NodeInfo
 from tests.modes import AuthMode, a_conversation, sign_in_for_mode
@@ -58,23 +59,25 @@ async def test_a_full_queue_answers_503_with_retry_after(
             "redis_url": "redis://127.0.0.1:6379/0",
             "fleet_prefix": prefix,
             "job_queue_max": 2,
+            "job_wait_seconds": 5.0,
             "rate_limits": False,
         }
     )
     keys = FleetKeys(prefix)
     redis = Redis(decode_responses=True)
-    # A node that is alive, has a warm slot, and is busy: its stream holds two jobs already.
+    # A node that is alive and busy: no warm slot, and the shared stream of new sandboxes
+    # already holds two jobs.
     registry = FleetRegistry(redis, keys, heartbeat_seconds=30)
-    await registry.heartbeat(NodeInfo("busy", "http://127.0.0.1:1", {"code-interpreter-v1": 1}))
+    await registry.heartbeat(NodeInfo("busy", "http://127.0.0.1:1", {"code-interpreter-v1": 0}))
     for _ in range(2):
-        await redis.xadd(keys.node_jobs("busy"), {"job": "{}"})
+        await redis.xadd(keys.new_sandboxes, {"job": "{}"})
     try:
         async for client in _client(settings, auth_mode):
             refused = await _run(client)
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"] == "queue_full"
             assert int(refused.headers["Retry-After"]) > 0
-            assert await redis.xlen(keys.node_jobs("busy")) == 2
+            assert await redis.xlen(keys.new_sandboxes) == 2
     finally:
         await redis.aclose()
 
@@ -139,3 +142,15 @@ async def test_an_embedded_app_runs_sandboxes_with_redis_down(
         ran = await _run(client)
         assert ran.status_code == 200, ran.text
         assert ran.json()["stdout"] == ["1\n"]
+
+
+def test_new_sandboxes_go_to_the_node_with_the_most_spare_warm_slots() -> None:
+    a = NodeInfo("a", "http://a", {"code-interpreter-v1": 2})
+    b = NodeInfo("b", "http://b", {"code-interpreter-v1": 1, "streamlit-developer": 1})
+    assert pick_node([a, b], [0, 0], "code-interpreter-v1") is a
+    # Jobs already in a node's stream use its slots up: b has one to spare, a none.
+    assert pick_node([a, b], [2, 0], "code-interpreter-v1") is b
+    assert pick_node([a, b], [0, 0], "streamlit-developer") is b
+    # No node with a slot to spare: the shared stream (None).
+    assert pick_node([a, b], [2, 1], "code-interpreter-v1") is None
+    assert pick_node([], [], "code-interpreter-v1") is None

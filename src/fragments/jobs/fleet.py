@@ -12,6 +12,7 @@ FRAGMENTS_JOB_WAIT_SECONDS. Redis unreachable: 503 `fleet_unavailable`; no live 
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -57,13 +58,17 @@ class FleetUnavailable(FragmentsError):
     code = "fleet_unavailable"
 
 
-def pick_node(nodes: list[NodeInfo], template: str) -> NodeInfo | None:
-    """The node with the most free warm slots of `template` (fewest sandboxes breaks ties);
-    None when no node has one."""
-    warm = [n for n in nodes if n.free.get(template, 0) > 0]
-    if not warm:
+def pick_node(nodes: list[NodeInfo], depths: list[int], template: str) -> NodeInfo | None:
+    """The node with the most warm slots of `template` still free once the jobs already in its
+    stream are counted (heartbeats are seconds old); a tie is broken at random, so a burst of
+    new sandboxes arriving together spreads over the nodes instead of all landing on the one
+    that looked freest. None when no node has a slot to spare: the job then goes to the shared
+    stream, taken by whichever node is free first."""
+    spare = [node.free.get(template, 0) - depth for node, depth in zip(nodes, depths, strict=True)]
+    most = max(spare, default=0)
+    if most <= 0:
         return None
-    return max(warm, key=lambda n: (n.free.get(template, 0), -n.sandboxes, n.id))
+    return random.choice([n for n, s in zip(nodes, spare, strict=True) if s == most])
 
 
 class FleetSandboxService:
@@ -106,7 +111,9 @@ class FleetSandboxService:
             placed = await self.registry.owned(owner)
             if placed is not None and await self.registry.node(placed.node_id) is not None:
                 return self.keys.node_jobs(placed.node_id)
-        node = pick_node(await self._live_nodes(), template)
+        nodes = await self._live_nodes()
+        depths = [await self.queue.depth(self.keys.node_jobs(n.id)) for n in nodes]
+        node = pick_node(nodes, depths, template)
         return self.keys.node_jobs(node.id) if node is not None else self.keys.new_sandboxes
 
     async def _submit_and_wait(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -132,13 +133,30 @@ class NodeWorker:
 
     # ---- the loops ---------------------------------------------------------------------------
 
+    def shared_room(self) -> int:
+        """How many more jobs of the shared stream this node takes now: its free warm slots
+        plus a cold start per two CPUs, less those it is running. A node never grabs a burst
+        of new sandboxes it can only start cold one after another while another node idles."""
+        pool = self.service.pool
+        warm = sum(pool.ready(template) for template in pool.sizes)
+        limit = warm + max(1, (os.cpu_count() or 2) // 2)
+        shared = self.keys.new_sandboxes
+        return limit - sum(1 for d in self.running.values() if d.stream == shared)
+
     async def _consume(self) -> None:
         free = self.max_running - len(self.running)
         if free <= 0:
             await asyncio.sleep(0.05)
             return
-        for delivery in await self.queue.read(self.id, self.streams, count=free, block=2.0):
+        room = self.shared_room()
+        if room > 0:
+            streams, count, block = self.streams, min(free, room), 2.0
+        else:
+            # Only its own stream for now; the shared one again as soon as a job ends.
+            streams, count, block = self.streams[:1], free, 0.25
+        for delivery in await self.queue.read(self.id, streams, count=count, block=block):
             self.spawn(delivery)
+        await asyncio.sleep(0)  # the jobs register as running before the next read
 
     async def beat(self) -> None:
         pool = self.service.pool
@@ -183,11 +201,13 @@ class NodeWorker:
             return
         self.running[job.id] = delivery
         try:
-            if await self.events.finished(job.id):
+            ttl = self.settings.job_events_ttl_seconds
+            finished, attempt = await asyncio.gather(
+                self.events.finished(job.id), self.queue.begin_attempt(job.id, ttl)
+            )
+            if finished:
                 await self.queue.ack(delivery)
                 return
-            ttl = self.settings.job_events_ttl_seconds
-            attempt = await self.queue.begin_attempt(job.id, ttl)
             if attempt > self.settings.job_max_attempts:
                 tries = attempt - 1
                 await self.events.publish(
@@ -251,7 +271,11 @@ class NodeWorker:
         result: InterpreterResult | WebResult = await self.service.execute(
             fragment, owner=job.owner, restart=job.restart, on_phase=on_phase
         )
-        if result.sandbox_id is not None and job.owner is not None:
+        moved = previous is None or (previous.sandbox_id, previous.node_id) != (
+            result.sandbox_id,
+            self.id,
+        )
+        if result.sandbox_id is not None and job.owner is not None and moved:
             await self.registry.place(
                 result.sandbox_id,
                 self.id,
