@@ -65,6 +65,10 @@ def main() -> None:
         from bench import tracing
 
         tracing.tracing()
+    if "fleet" in args.parts:
+        from bench import fleet
+
+        fleet.run()
     if "egress" in args.parts:
         from bench import egress
 

@@ -106,10 +106,15 @@ def create_app(
         if shared is None and settings.redis_url:
             shared = SharedRedis.connect(settings.redis_url)
         breakers = BreakerRegistry.from_settings(settings, shared)
-        if sandboxes is None:
-            service = await create_sandbox_service(settings, breakers, shared)
-        else:
+        if sandboxes is not None:
             service = sandboxes
+        elif not settings.embedded_node:
+            # An API process of a fleet: sandboxes run on `fragments node` processes.
+            from fragments.jobs.fleet import FleetSandboxService
+
+            service = FleetSandboxService.connect(settings)
+        else:
+            service = await create_sandbox_service(settings, breakers, shared)
         health = HealthBoard(settings, shared)
         if llm is None:
             streamer = DirectStreamer(settings)

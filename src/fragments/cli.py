@@ -1,4 +1,4 @@
-"""Command line: `fragments serve | db upgrade | db purge | templates build | teams ... |
+"""Command line: `fragments serve | node | db upgrade | db purge | templates build | teams ... |
 operators ...`."""
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
-            help="Worker processes (1 keeps sandboxes in one "
-            "process; more raise streaming capacity)."
+            help="Worker processes (more raise streaming capacity; with "
+            "FRAGMENTS_REDIS_URL they share one sandbox node)."
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
@@ -62,10 +62,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the app (UI and API)."""
-    import uvicorn
-
     from fragments.config import Settings
-    from fragments.observability.logs import stdlib_logging_config
 
     # Preview URLs are built from the app's own port unless a preview domain is configured.
     os.environ.setdefault("FRAGMENTS_PORT", str(port))
@@ -75,6 +72,22 @@ def serve(
     from fragments.observability.exposition import serve_metrics_port
 
     serve_metrics_port(Settings())
+    from fragments.jobs.node import shared_node_for_workers
+
+    node = shared_node_for_workers(workers)
+    try:
+        _serve(host, port, workers, log_level, access_log)
+    finally:
+        if node is not None:
+            node.terminate()
+            node.wait(timeout=30)
+
+
+def _serve(host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
+    import uvicorn
+
+    from fragments.observability.logs import stdlib_logging_config
+
     uvicorn.run(
         "fragments.app:create_app",
         factory=True,
@@ -113,6 +126,19 @@ def _share_metrics_between_workers() -> None:
     import atexit
 
     atexit.register(shutil.rmtree, path, ignore_errors=True)
+
+
+@app.command()
+def node(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port serving health and previews.")] = 8100,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run a sandbox node of a fleet: it takes sandbox jobs from Redis (FRAGMENTS_REDIS_URL)."""
+    from fragments.config import Settings
+    from fragments.jobs.node import run_node
+
+    run_node(Settings(), host=host, port=port, log_level=log_level)
 
 
 @db_app.command("purge")

@@ -247,6 +247,25 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # The month's model spending budget in US dollars, exported for alerts (0 = none).
     monthly_llm_budget_usd: float = Field(0.0, ge=0)
+    # Fleet (see the README's "Running a fleet"): false = this API process runs no sandboxes
+    # and sends them as jobs over Redis Streams to `fragments node` processes.
+    embedded_node: bool = True
+    # Every fleet key in Redis starts with this (streams, heartbeats, placements, job events).
+    fleet_prefix: str = "fragments:"
+    # Jobs waiting or running per stream before a new one is refused (503 with Retry-After).
+    job_queue_max: int = 100
+    # A job delivered to a node that stopped heart-beating it is taken over after this long.
+    job_reclaim_idle_seconds: float = 15.0
+    # Deliveries of one job before it goes to the dead-letter stream (and its caller gets an error).
+    job_max_attempts: int = 3
+    # How long a job's event stream (phases, result) is kept for replay.
+    job_events_ttl_seconds: float = 3600.0
+    # The longest an API process waits for a job's result.
+    job_wait_seconds: float = 600.0
+    # A node heart-beats this often; it counts as gone after three missed beats.
+    node_heartbeat_seconds: float = 2.0
+    # The URL the API tier reaches a node on (its previews); default http://<host>:<port>.
+    node_url: str | None = None
 
     # Providers: keys and platform base URLs, under their usual names (`<env>_API_KEY`,
     # `<env>_BASE_URL`, as each ProviderSpec in llm/providers.py names them; a test holds the two

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from fragments.schemas import Fragment, InterpreterResult, WebResult
 from fragments.templates import Template
@@ -67,6 +67,27 @@ class SandboxService(Protocol):
 
     async def aclose(self) -> None:
         """Kill every sandbox and release resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePreview:
+    """Where another process serves a sandbox's preview: its base URL and the headers that
+    name the preview and prove the caller is the API tier."""
+
+    base_url: str
+    headers: tuple[tuple[str, str], ...]
+
+
+@runtime_checkable
+class RemotePreviews(Protocol):
+    """A sandbox service whose previews live in other processes (the fleet's nodes)."""
+
+    async def preview_target(
+        self, sandbox_id: str, port: int
+    ) -> RemotePreview | Literal["expired"] | None:
+        """Where the preview is served; "expired" when its sandbox is gone (closed, or lost
+        with its node); None when no sandbox has this id."""
         ...
 
 

@@ -167,6 +167,15 @@ class RichResult(BaseModel):
     is_main_result: bool = False
 
 
+class Notice(BaseModel):
+    """Something the user should know about a run that is not an error of their code."""
+
+    # sandbox_restarted: the conversation's sandbox was lost (its node stopped) and this run
+    # started a new one, so variables and files of earlier runs are gone.
+    code: Literal["sandbox_restarted"]
+    detail: str
+
+
 class InterpreterResult(BaseModel):
     sandbox_id: str
     template: str
@@ -174,6 +183,8 @@ class InterpreterResult(BaseModel):
     stderr: list[str] = Field(default_factory=list)
     error: ExecutionError | None = None
     results: list[RichResult] = Field(default_factory=list)
+    # Only on the wire when set (see `sandbox.runs.result_body`).
+    notice: Notice | None = None
 
 
 class WebResult(BaseModel):
@@ -181,6 +192,7 @@ class WebResult(BaseModel):
     template: str
     url: str | None
     error: ExecutionError | None = None
+    notice: Notice | None = None
 
 
 class SandboxRequest(BaseModel):

@@ -7,6 +7,10 @@ page frames from another origin). HTTP (streamed both ways) and WebSocket (hot r
 Streamlit's session, Gradio's queue) are relayed to the sandbox's unix socket, with Host and
 Origin rewritten to what the dev server inside expects. An unknown or expired sandbox gets a
 short HTML page (404 / 410), a sandbox whose server does not answer a 502 page.
+
+In a fleet the sandbox lives on a node: the service says where (`RemotePreviews`) and the
+request is forwarded, HTTP and WebSocket alike, to the node's port with the headers the node
+asks for; the node's own proxy then serves it as above.
 """
 
 from __future__ import annotations
@@ -16,17 +20,19 @@ import contextlib
 import html
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import httpx
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from websockets.asyncio.client import ClientConnection, unix_connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from fragments.ports import RemotePreview, RemotePreviews
 from fragments.sandbox.service import SandboxService
 
 log = structlog.get_logger(__name__)
@@ -46,6 +52,8 @@ _HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+# Headers only an API process may send to a node: never passed on from a client.
+_FLEET_ONLY = (b"x-fragments-node-key", b"x-fragments-preview")
 # Headers a browser sends on a WebSocket handshake that the dev server may care about.
 _WS_FORWARDED = (b"cookie", b"user-agent", b"accept-language", b"authorization")
 _MAX_CLIENTS = 64
@@ -109,8 +117,27 @@ async def _page(send: Send, status: int, title: str, text: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+Connector = Callable[[str, list[tuple[str, str]], list[Subprotocol]], Awaitable[ClientConnection]]
+
+
+@dataclass(frozen=True)
+class _Upstream:
+    """Where a preview request goes: a sandbox's unix socket here, or a node's port."""
+
+    client: httpx.AsyncClient
+    # The URL's scheme and authority (`http://127.0.0.1:<port>` for a socket, the node's URL).
+    base: str
+    # Host and Origin sent upstream; None keeps the client's (a node rewrites them itself).
+    host: str | None
+    origin: str | None
+    extra: tuple[tuple[str, str], ...]
+    connect_ws: Connector
+    forget: Callable[[], None]
+    label: str
+
+
 class PreviewProxy:
-    """Pooled HTTP clients, one per sandbox socket; closed with the app."""
+    """Pooled HTTP clients, one per sandbox socket or node; closed with the app."""
 
     def __init__(
         self,
@@ -122,38 +149,123 @@ class PreviewProxy:
         self.services = services
         # The app's body limit sits inside this middleware, so previews need their own.
         self.max_body_bytes = max_body_bytes
-        self._clients: OrderedDict[Path, httpx.AsyncClient] = OrderedDict()
+        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
 
-    def client(self, socket: Path) -> httpx.AsyncClient:
-        client = self._clients.get(socket)
+    def _pooled(self, key: str, transport: httpx.AsyncHTTPTransport) -> httpx.AsyncClient:
+        client = self._clients.get(key)
         if client is not None:
-            self._clients.move_to_end(socket)
+            self._clients.move_to_end(key)
             return client
-        transport = httpx.AsyncHTTPTransport(uds=str(socket), retries=0)
         # No read timeout: a preview may stream (server-sent events, long polls) for as long
         # as its sandbox lives.
         timeout = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=10.0)
         client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
-        self._clients[socket] = client
+        self._clients[key] = client
         while len(self._clients) > _MAX_CLIENTS:
             _, old = self._clients.popitem(last=False)
-            task = asyncio.create_task(old.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_later(old)
         return client
 
-    def forget(self, socket: Path) -> None:
-        client = self._clients.pop(socket, None)
+    def client(self, socket: Path) -> httpx.AsyncClient:
+        """The client for a sandbox's unix socket."""
+        return self._pooled(str(socket), httpx.AsyncHTTPTransport(uds=str(socket), retries=0))
+
+    def node_client(self, base_url: str) -> httpx.AsyncClient:
+        """The client for a node's port."""
+        return self._pooled(base_url, httpx.AsyncHTTPTransport(retries=0))
+
+    def _close_later(self, client: httpx.AsyncClient) -> None:
+        task = asyncio.create_task(client.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def forget(self, key: Path | str) -> None:
+        client = self._clients.pop(str(key), None)
         if client is not None:
-            task = asyncio.create_task(client.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_later(client)
+
+    def socket_upstream(self, socket: Path, port: int) -> _Upstream:
+        """A sandbox served by this process, through its unix socket."""
+        local = f"127.0.0.1:{port}"
+
+        async def connect_ws(
+            uri: str, headers: list[tuple[str, str]], subprotocols: list[Subprotocol]
+        ) -> ClientConnection:
+            return await unix_connect(
+                str(socket),
+                uri,
+                subprotocols=subprotocols or None,
+                additional_headers=headers,
+                max_size=_WS_MAX_MESSAGE,
+                open_timeout=10,
+                user_agent_header=None,
+            )
+
+        return _Upstream(
+            client=self.client(socket),
+            base=f"http://{local}",
+            host=local,
+            origin=f"http://{local}",
+            extra=(),
+            connect_ws=connect_ws,
+            forget=lambda: self.forget(socket),
+            label=str(socket),
+        )
+
+    def node_upstream(self, target: RemotePreview) -> _Upstream:
+        """A sandbox served by a node: its port, with the headers it asks for."""
+        base = target.base_url.rstrip("/")
+
+        async def connect_ws(
+            uri: str, headers: list[tuple[str, str]], subprotocols: list[Subprotocol]
+        ) -> ClientConnection:
+            return await connect(
+                uri,
+                subprotocols=subprotocols or None,
+                additional_headers=headers,
+                max_size=_WS_MAX_MESSAGE,
+                open_timeout=10,
+                user_agent_header=None,
+                proxy=None,
+            )
+
+        return _Upstream(
+            client=self.node_client(base),
+            base=base,
+            host=None,
+            origin=None,
+            extra=target.headers,
+            connect_ws=connect_ws,
+            forget=lambda: self.forget(base),
+            label=base,
+        )
 
     async def aclose(self) -> None:
         clients = list(self._clients.values())
         self._clients.clear()
         await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
+
+
+async def _refuse(scope: Scope, send: Send, *, expired: bool) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+    elif expired:
+        await _page(
+            send,
+            410,
+            "This preview has expired",
+            "The sandbox that served it was stopped after a period without use. "
+            "Run the fragment again to get a new preview.",
+        )
+    else:
+        await _page(
+            send,
+            404,
+            "No such preview",
+            "No sandbox serves this address. Previews are only reachable while their "
+            "sandbox is running; run the fragment again to get a new preview.",
+        )
 
 
 class PreviewProxyMiddleware:
@@ -173,51 +285,44 @@ class PreviewProxyMiddleware:
             return
         port, sandbox_id = target
         service = self.proxy.services()
-        socket = service.preview_socket(sandbox_id, port) if service is not None else None
-        if socket is None:
-            expired = service is not None and service.preview_expired(sandbox_id)
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-            elif expired:
-                await _page(
-                    send,
-                    410,
-                    "This preview has expired",
-                    "The sandbox that served it was stopped after a period without use. "
-                    "Run the fragment again to get a new preview.",
-                )
-            else:
-                await _page(
-                    send,
-                    404,
-                    "No such preview",
-                    "No sandbox serves this address. Previews are only reachable while their "
-                    "sandbox is running; run the fragment again to get a new preview.",
-                )
-            return
-        if scope["type"] == "http":
-            await self._http(scope, receive, send, socket, port)
+        if isinstance(service, RemotePreviews):
+            remote = await service.preview_target(sandbox_id, port)
+            if remote is None or remote == "expired":
+                await _refuse(scope, send, expired=remote == "expired")
+                return
+            upstream = self.proxy.node_upstream(remote)
+
+            def touch() -> None:
+                return None  # the node counts the traffic it relays
+
         else:
+            socket = service.preview_socket(sandbox_id, port) if service is not None else None
+            if socket is None:
+                expired = service is not None and service.preview_expired(sandbox_id)
+                await _refuse(scope, send, expired=expired)
+                return
+            upstream = self.proxy.socket_upstream(socket, port)
+
             # An open session (Streamlit's, a dev server's hot reload) keeps its sandbox alive.
             def touch() -> None:
                 if service is not None:
                     service.preview_socket(sandbox_id, port)
 
-            await self._websocket(scope, receive, send, socket, port, touch)
+        if scope["type"] == "http":
+            await self._http(scope, receive, send, upstream)
+        else:
+            await self._websocket(scope, receive, send, upstream, touch)
 
-    async def _http(
-        self, scope: Scope, receive: Receive, send: Send, socket: Path, port: int
-    ) -> None:
-        upstream_host = f"127.0.0.1:{port}"
+    async def _http(self, scope: Scope, receive: Receive, send: Send, upstream: _Upstream) -> None:
         limit = self.proxy.max_body_bytes
         headers: list[tuple[bytes, bytes]] = []
         has_body = False
         for key, value in scope["headers"]:
             name = key.lower()
-            if name in _HOP_BY_HOP:
+            if name in _HOP_BY_HOP or name in _FLEET_ONLY:
                 continue
-            if name == b"origin":
-                value = f"http://{upstream_host}".encode()
+            if name == b"origin" and upstream.origin is not None:
+                value = upstream.origin.encode()
             if name == b"content-length":
                 has_body = value != b"0"
                 if not value.isdigit():
@@ -229,10 +334,12 @@ class PreviewProxyMiddleware:
             headers.append((name, value))
         if _header(scope, b"transfer-encoding"):
             has_body = True
-        headers.append((b"host", upstream_host.encode()))
+        if upstream.host is not None:
+            headers.append((b"host", upstream.host.encode()))
+        headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in upstream.extra)
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
-        url = f"http://{upstream_host}{path.decode('latin-1')}"
+        url = f"{upstream.base}{path.decode('latin-1')}"
         if query:
             url += "?" + query.decode("latin-1")
 
@@ -251,7 +358,7 @@ class PreviewProxyMiddleware:
                 if not message.get("more_body", False):
                     return
 
-        client = self.proxy.client(socket)
+        client = upstream.client
         request = client.build_request(
             scope["method"], url, headers=headers, content=body() if has_body else None
         )
@@ -261,8 +368,8 @@ class PreviewProxyMiddleware:
             await _too_large(send, limit)
             return
         except httpx.HTTPError as exc:
-            log.info("preview_upstream_failed", socket=str(socket), error=type(exc).__name__)
-            self.proxy.forget(socket)
+            log.info("preview_upstream_failed", upstream=upstream.label, error=type(exc).__name__)
+            upstream.forget()
             await _page(
                 send,
                 502,
@@ -296,44 +403,38 @@ class PreviewProxyMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
-        socket: Path,
-        port: int,
+        upstream: _Upstream,
         touch: Callable[[], None],
     ) -> None:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        upstream_host = f"127.0.0.1:{port}"
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
             if k.lower() in _WS_FORWARDED
         ]
-        if _header(scope, b"origin"):
-            headers.append(("Origin", f"http://{upstream_host}"))
+        origin = _header(scope, b"origin")
+        if origin:
+            headers.append(("Origin", upstream.origin or origin))
+        headers.extend(upstream.extra)
         path = scope.get("raw_path") or scope["path"].encode()
-        uri = f"ws://{upstream_host}{path.decode('latin-1')}"
+        uri = "ws" + upstream.base.removeprefix("http") + path.decode("latin-1")
         query = scope.get("query_string", b"")
         if query:
             uri += "?" + query.decode("latin-1")
         subprotocols = [Subprotocol(p) for p in scope.get("subprotocols", [])]
         try:
-            upstream = await unix_connect(
-                str(socket),
-                uri,
-                subprotocols=subprotocols or None,
-                additional_headers=headers,
-                max_size=_WS_MAX_MESSAGE,
-                open_timeout=10,
-                user_agent_header=None,
-            )
+            connection = await upstream.connect_ws(uri, headers, subprotocols)
         except (OSError, TimeoutError, Exception) as exc:
-            log.info("preview_ws_upstream_failed", socket=str(socket), error=type(exc).__name__)
+            log.info(
+                "preview_ws_upstream_failed", upstream=upstream.label, error=type(exc).__name__
+            )
             await send({"type": "websocket.close", "code": 1011})
             return
-        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-        async with upstream:
-            await _relay(upstream, receive, send, touch)
+        await send({"type": "websocket.accept", "subprotocol": connection.subprotocol})
+        async with connection:
+            await _relay(connection, receive, send, touch)
 
 
 async def _relay(

@@ -36,6 +36,8 @@ _INTERNAL = "Something went wrong on our side; please try again."
 def result_body(result: InterpreterResult | WebResult) -> dict[str, Any]:
     """The wire shape: `json` (not `json_`) as the key, and only the formats a result has."""
     body = result.model_dump(mode="json", by_alias=True)
+    if body.get("notice") is None:
+        body.pop("notice", None)
     if isinstance(result, InterpreterResult):
         body["results"] = [
             {k: v for k, v in item.items() if v is not None} for item in body["results"]
