@@ -93,11 +93,14 @@ class Run:
         began = time.monotonic()
         fragment = self.fragment
         service, owner = self.state.sandboxes, self.access.owner
+        data = self.access.data_files
         if on_phase is None:
-            result = await service.execute(fragment, owner=owner, restart=self.restart)
+            result = await service.execute(
+                fragment, owner=owner, restart=self.restart, data_files=data
+            )
         else:
             result = await service.execute(
-                fragment, owner=owner, restart=self.restart, on_phase=on_phase
+                fragment, owner=owner, restart=self.restart, on_phase=on_phase, data_files=data
             )
         await record_sandbox_time(self.db, self.who, fragment.template, time.monotonic() - began)
         payload = result_body(result)
@@ -119,6 +122,7 @@ async def start_run(request: Request, state: State, who: Principal, body: Sandbo
         conversation_id=body.conversation_id or None,
         fragment_id=body.fragment_id or None,
         need_fragment=body.fragment is None,
+        with_data=True,
     )
     fragment = body.fragment or access.fragment
     assert fragment is not None

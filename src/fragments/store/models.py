@@ -206,9 +206,7 @@ class WorkspaceFile(Base):
     """A data file uploaded into a conversation, written into its sandbox's working folder."""
 
     __tablename__ = "workspace_files"
-    __table_args__ = (
-        UniqueConstraint("conversation_id", "name", name="uq_workspace_files_name"),
-    )
+    __table_args__ = (UniqueConstraint("conversation_id", "name", name="uq_workspace_files_name"),)
     id: Mapped[str] = _id()
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     # A sanitised file name (no folder): the code reads it by this relative path.
