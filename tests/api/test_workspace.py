@@ -81,7 +81,11 @@ async def test_undo_and_restore_keep_every_version(api: httpx.AsyncClient) -> No
         f"/api/conversations/{cid}/undo", json={"fragment_id": ids[2]}, headers=alice.headers
     )
     assert undone.status_code == 200, undone.text
-    assert undone.json() == {"removed_messages": 2, "removed_fragment_id": ids[2], "current": ids[1]}
+    assert undone.json() == {
+        "removed_messages": 2,
+        "removed_fragment_id": ids[2],
+        "current": ids[1],
+    }
     detail = (await api.get(f"/api/conversations/{cid}", headers=alice.headers)).json()
     assert [m["content"][0]["text"] for m in detail["messages"] if m["role"] == "user"] == [
         "ask 1",
@@ -234,7 +238,9 @@ async def test_the_zip_holds_the_fragment_its_manifest_data_and_a_readme(
     assert "pandas" in archive.read("requirements.txt").decode().split()
     assert "python script.py" in archive.read("README.md").decode()
     error_of(
-        await api.get(f"/api/conversations/{cid}/versions/{'0' * 32}/download", headers=alice.headers),
+        await api.get(
+            f"/api/conversations/{cid}/versions/{'0' * 32}/download", headers=alice.headers
+        ),
         404,
     )
 
