@@ -58,7 +58,8 @@ async def turn(api: httpx.AsyncClient, who: Account, cid: str, n: int) -> str:
 def error_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
-    assert set(body) == {"error", "detail"} and isinstance(body["detail"], str), body
+    assert set(body) == {"error", "detail"}, body
+    assert isinstance(body["detail"], str), body
     if code is not None:
         assert body["error"] == code, body
     return body
@@ -130,7 +131,8 @@ async def test_undo_and_restore_keep_every_version(api: httpx.AsyncClient) -> No
         "nothing_to_undo",
     )
     listed = (await api.get(f"/api/conversations/{cid}/versions", headers=alice.headers)).json()
-    assert len(listed["items"]) == 5 and listed["current"] is None
+    assert len(listed["items"]) == 5
+    assert listed["current"] is None
 
 
 async def test_another_tenants_versions_files_and_zips_are_404(api: httpx.AsyncClient) -> None:
@@ -209,7 +211,9 @@ async def test_uploads_refuse_bad_input_and_lose_nothing(api: httpx.AsyncClient)
 
     listed = (await api.get(url, headers=alice.headers)).json()
     names = [f["name"] for f in listed["items"]]
-    assert len(names) == 10 and "one-too-many.txt" not in names and "big.csv" not in names
+    assert len(names) == 10
+    assert "one-too-many.txt" not in names
+    assert "big.csv" not in names
     assert listed["max_files"] == 10
     deleted = await api.delete(f"{url}/f0.json", headers=alice.headers)
     assert deleted.status_code == 204

@@ -300,9 +300,7 @@ class KernelSandbox(ConfinedSandbox):
         bytes (data files) travel as base64."""
         payload = json.dumps(
             [
-                (path, base64.b64encode(c).decode(), True)
-                if isinstance(c, bytes)
-                else (path, c, False)
+                (path, base64.b64encode(c).decode(), 1) if isinstance(c, bytes) else (path, c, 0)
                 for path, c in files
             ],
             ensure_ascii=True,
