@@ -32,6 +32,12 @@ router = APIRouter(tags=["export"])
 _ZIP: dict[int | str, dict[str, Any]] = {
     200: {"description": "The project as a ZIP file.", "content": {"application/zip": {}}}
 }
+
+
+class ZipResponse(Response):
+    media_type = "application/zip"
+
+
 _SCAFFOLDS = Path(template_files.__file__).parent / "node"
 # Scaffold files the fragment's own package list would contradict, or that only matter inside
 # our sandboxes.
@@ -138,16 +144,15 @@ def build_zip(fragment: Fragment, data_files: list[tuple[str, bytes]]) -> bytes:
 def _attachment(fragment: Fragment, suffix: str, body: bytes) -> Response:
     slug = re.sub(r"[^a-z0-9]+", "-", (fragment.title or "fragment").lower()).strip("-")
     name = f"{slug or 'fragment'}{suffix}.zip"
-    return Response(
+    return ZipResponse(
         body,
-        media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
 @router.get(
     "/api/conversations/{conversation_id}/versions/{fragment_id}/download",
-    response_class=Response,
+    response_class=ZipResponse,
     responses=_ZIP,
 )
 async def download_version(
@@ -169,7 +174,7 @@ class ExportRequest(BaseModel):
     fragment: Fragment
 
 
-@router.post("/api/export", response_class=Response, responses=_ZIP)
+@router.post("/api/export", response_class=ZipResponse, responses=_ZIP)
 async def export_fragment(body: ExportRequest, who: CurrentUser) -> Response:
     """A fragment sent in the body as a ZIP (nothing stored is read)."""
     del who  # resolved so a bad token is refused as everywhere; anyone may zip their own code
