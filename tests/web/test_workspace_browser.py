@@ -1,10 +1,14 @@
 """The workspace features in Chromium against the real app and the local sandbox: upload a CSV
 and see a chart of it; undo and restore; download the ZIP and compare it with the fragment;
-the history on a narrow viewport. (Publishing a web app is tested in the same way below.)"""
+publish a Streamlit app, open its link, and see the page a visitor gets once it expired; the
+history on a narrow viewport."""
 
 from __future__ import annotations
 
 import io
+import re
+import secrets
+import sqlite3
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,9 +65,14 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def app_url(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def app_url(fake_openai: FakeOpenAI, data_dir: Path) -> Iterator[str]:
     with serve_app(
-        tmp_path_factory.mktemp("data"),
+        data_dir,
         **provider_env(fake_openai),
         **GUEST_LIMITS_OFF,
         FRAGMENTS_SANDBOX_POOL_SIZES=POOLS,
@@ -167,5 +176,67 @@ def test_history_is_reachable_on_a_narrow_viewport(
         item.locator(".history-open").click()
         expect(history).to_be_hidden()
         expect(page.get_by_test_id("message-user")).to_have_text("Something small")
+    finally:
+        context.close()
+
+
+def test_publish_a_web_app_open_the_link_and_see_it_expire(
+    browser: Any, app_url: str, fake_openai: FakeOpenAI, data_dir: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    marker = f"Published {secrets.token_hex(3)}"
+    app = {
+        **interpreter("Published app", f"import streamlit as st\nst.title({marker!r})\n"),
+        "template": "streamlit-developer",
+        "port": 8501,
+        "file_path": "app.py",
+    }
+    fake_openai.reset()
+    fake_openai.script(FragmentReply(app))
+    errors: list[str] = []
+    context, page = probed_page(browser, errors)
+    try:
+        open_app(page, app_url, openai_model_id(app_url))
+        send_prompt(page, "A tiny Streamlit app")
+        inner = page.frame_locator('[data-testid="preview-iframe"]')
+        expect(inner.get_by_text(marker)).to_be_visible(timeout=90_000)
+
+        durations = page.get_by_test_id("publish-duration").locator("option")
+        expect(durations).to_have_text(["30 minutes", "1 hour", "3 hours", "6 hours", "1 day"])
+        page.get_by_test_id("publish-duration").select_option("30m")
+        page.get_by_test_id("publish-button").click()
+        link = page.get_by_test_id("published-url")
+        expect(link).to_have_attribute("href", re.compile(r"/s/[\w-]+$"), timeout=15_000)
+        url = str(link.get_attribute("href"))
+
+        # A visitor (another browser context, nobody signed in) opens the link: the app.
+        visitor = browser.new_context(viewport={"width": 1000, "height": 700})
+        try:
+            seen = visitor.new_page()
+            seen.goto(url)
+            expect(seen.get_by_text(marker)).to_be_visible(timeout=60_000)
+
+            # Once the link's time is over, the visitor gets a clear page, not a bare 404.
+            link_id = url.rsplit("/", 1)[1]
+            with sqlite3.connect(data_dir / "fragments.db") as db:
+                db.execute(
+                    "UPDATE short_links SET expires_at = '2000-01-01 00:00:00.000000' WHERE id = ?",
+                    (link_id,),
+                )
+            response = seen.goto(url)
+            assert response is not None
+            assert response.status == 410
+            expect(seen.get_by_test_id("link-expired")).to_contain_text("This link has expired")
+            expect(
+                seen.get_by_role("link", name="Make your own app with Fragments")
+            ).to_be_visible()
+            unknown = seen.goto(url.rsplit("/", 1)[0] + "/nope")
+            assert unknown is not None
+            assert unknown.status == 404
+            expect(seen.get_by_test_id("link-not-found")).to_be_visible()
+        finally:
+            visitor.close()
+        assert errors == []
     finally:
         context.close()

@@ -83,6 +83,7 @@ async def serve_app(
             if error is None:
                 error = await sandbox.write_files(files)
         if error is not None:
+            sandbox.data_digests.clear()  # written or not: written again next run
             return WebResult(sandbox_id=sandbox.id, template=template.id, url=None, error=error)
         # Every dev server reloads a rewritten file by itself; some reloads are waited for, so
         # that the URL answered serves the new code (or its error).
