@@ -237,6 +237,7 @@ def create_app(
     from fragments.chat.router import router as chat_router
     from fragments.conversations.publish import router as publish_router
     from fragments.conversations.router import router as conversations_router
+    from fragments.conversations.workspace_routes import workspace_routers
     from fragments.quota.router import router as quota_router
     from fragments.sandbox.router import router as sandbox_router
     from fragments.status import router as status_router
@@ -248,6 +249,8 @@ def create_app(
     app.include_router(teams_router)
     app.include_router(conversations_router)
     app.include_router(publish_router)
+    for workspace_router in workspace_routers:
+        app.include_router(workspace_router)
     app.include_router(chat_router)
     app.include_router(quota_router)
     app.include_router(sandbox_router)

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     preview_max_body_bytes: int = 50 * 1024 * 1024
     max_json_bytes: int = 1024 * 1024
     max_image_bytes: int = 5 * 1024 * 1024
+    # Data files uploaded into a conversation: the largest one, and how many a conversation keeps.
+    upload_max_bytes: int = 10 * 1024 * 1024
+    upload_max_files: int = 10
     max_messages: int = 500
     max_message_parts: int = 100
 

@@ -13,6 +13,9 @@ from fragments.schemas import Fragment, InterpreterResult, WebResult
 from fragments.templates import Template
 
 Phase = Literal["acquiring", "installing", "starting", "running"]
+# A data file uploaded into the conversation: (plain file name, bytes), written into the
+# sandbox's working folder before the fragment runs.
+DataFile = tuple[str, bytes]
 PhaseCallback = Callable[[Phase], Awaitable[None]]
 
 
@@ -35,8 +38,10 @@ class SandboxService(Protocol):
         owner: str | None,
         restart: bool = False,
         on_phase: PhaseCallback | None = None,
+        data_files: tuple[DataFile, ...] = (),
     ) -> InterpreterResult | WebResult:
-        """Run a fragment in the owner's sandbox (a conversation keeps its sandbox)."""
+        """Run a fragment in the owner's sandbox (a conversation keeps its sandbox), with the
+        conversation's data files in its working folder."""
         ...
 
     async def prepare(self, template: Template, owner: str) -> PreparedSandbox | None:

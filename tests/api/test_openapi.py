@@ -36,6 +36,8 @@ def _undescribed(document: dict[str, Any]) -> list[str]:
                 content = response.get("content", {})
                 if set(content) == {"text/event-stream"}:
                     continue
+                if content and "application/json" not in content:
+                    continue  # a file (a ZIP download): not a JSON body
                 schema = content.get("application/json", {}).get("schema", {})
                 if not _described(schema):
                     missing.append(f"{method.upper()} {path} {status}")

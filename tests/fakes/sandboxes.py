@@ -39,6 +39,8 @@ class FakeSandboxes:
     release_prepare: asyncio.Event | None = None
     preparing: asyncio.Event = field(default_factory=asyncio.Event)
     runs: list[tuple[Fragment, str | None]] = field(default_factory=list)
+    # The data files each run was given, in the order of `runs`.
+    data_files: list[tuple[tuple[str, bytes], ...]] = field(default_factory=list)
     prepared: list[tuple[str, str]] = field(default_factory=list)
     extended: list[tuple[str, float]] = field(default_factory=list)
     closed: bool = False
@@ -50,8 +52,10 @@ class FakeSandboxes:
         owner: str | None,
         restart: bool = False,
         on_phase: PhaseCallback | None = None,
+        data_files: tuple[tuple[str, bytes], ...] = (),
     ) -> InterpreterResult | WebResult:
         self.runs.append((fragment, owner))
+        self.data_files.append(data_files)
         # The phases a real backend reports for a warm sandbox.
         if on_phase is not None:
             await on_phase("acquiring")

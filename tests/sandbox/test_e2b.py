@@ -620,3 +620,13 @@ async def test_the_real_sdk_accepts_the_calls_we_make(
         assert cell.stdout == []
     finally:
         await svc.aclose()
+
+
+async def test_data_files_are_written_for_the_cell(service: E2BSandboxService) -> None:
+    data = (("sales.csv", b"city,sales\nParis,120\n"), ("raw.bin", bytes(range(256))))
+    code = (
+        "print(open('sales.csv').read().splitlines()[1]); print(len(open('raw.bin','rb').read()))"
+    )
+    result = await run(service, fragment(code), data_files=data)
+    assert result.error is None, result.error
+    assert "".join(result.stdout) == "Paris,120\n256\n"

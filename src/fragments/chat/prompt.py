@@ -7,6 +7,7 @@ import base64
 import binascii
 import re
 
+from fragments.conversations.data_files import TEXT_KINDS, FileNote, human_size
 from fragments.errors import BadRequest, PayloadTooLarge
 from fragments.llm.types import ImageInput, Part, Turn
 from fragments.sandbox.templates import Template
@@ -120,3 +121,20 @@ def parse_image(url: str, max_bytes: int) -> ImageInput:
     except (binascii.Error, ValueError):
         raise BadRequest("An image's base64 data is not valid.", code="invalid_image") from None
     return ImageInput(media_type=media_type, data=data)
+
+
+def describe_data_files(notes: list[FileNote]) -> str:
+    """The system prompt's paragraph on the conversation's data files ('' when none)."""
+    if not notes:
+        return ""
+    parts = [
+        "Data files the user uploaded, in the app's working folder (read them by these "
+        "relative paths; never invent their contents):"
+    ]
+    for note in notes:
+        head = f"- {note.name} ({human_size(note.size)}, {note.kind})"
+        if note.kind in TEXT_KINDS:
+            parts.append(f"{head}, first lines:\n{note.preview}")
+        else:
+            parts.append(f"{head}: {note.preview}")
+    return "\n".join(parts)

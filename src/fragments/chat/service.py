@@ -18,7 +18,7 @@ from fastapi import Request
 from fragments.chat.accounting import billed_to, record_usage
 from fragments.chat.fallbacks import fallback_steps
 from fragments.chat.history import windowed
-from fragments.chat.prompt import system_prompt, to_turns
+from fragments.chat.prompt import describe_data_files, system_prompt, to_turns
 from fragments.chat.request import check_conversation
 from fragments.chat.response_cache import cached
 from fragments.chat.routing import route_model
@@ -26,6 +26,7 @@ from fragments.chat.stream import Answered, chat_events
 from fragments.chat.window import Window, message_text
 from fragments.config import Settings
 from fragments.conversations.turns import ChatTurn, open_chat_turn, save_chat_turn
+from fragments.conversations.uploads import file_notes
 from fragments.llm.catalogue import CatalogueModel, resolve_model
 from fragments.llm.types import ModelCall, ModelStreamer, Sampling, StreamResult, Usage
 from fragments.observability.tracing import span
@@ -79,6 +80,12 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
         window = await context_window(settings, streamer, db, who, body, turn, call, checked.model)
     # From here on `model` is the one that answers: the call, the provider event, pricing.
     model, call = route(settings, body, checked, window, call)
+    # The conversation's uploaded data files: their names, sizes and first lines.
+    files = (
+        describe_data_files(await file_notes(db, who, turn.conversation_id)) if turn.persist else ""
+    )
+    if files:
+        call = dataclasses.replace(call, system=f"{call.system}\n{files}")
     ledger = Ledger(
         request,
         state,

@@ -145,19 +145,28 @@ async def _store_link(
     return link_id, expires
 
 
-def _page(title: str, text: str, status: int) -> HTMLResponse:
+def _page(title: str, text: str, status: int, kind: str) -> HTMLResponse:
+    """A small page in the app's style for a visitor (who may never have used the app)."""
     t, p = html.escape(title), html.escape(text)
     body = (
-        f"<!doctype html><meta charset=utf-8><title>{t}</title>"
-        f"<h1>{t}</h1><p>{p}</p><p><a href='/'>Open Fragments</a></p>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        f"<title>{t} · Fragments</title><link rel=stylesheet href='/static/styles.css'>"
+        "<link rel=icon href='/static/favicon.svg' type='image/svg+xml'></head>"
+        f"<body><main class=notice-page data-testid='link-{kind}'>"
+        f"<h1>{t}</h1><p>{p}</p>"
+        "<p><a class='btn btn-primary' href='/'>Make your own app with Fragments</a></p>"
+        "</main></body></html>"
     )
     return HTMLResponse(body, status_code=status)
 
 
 _EXPIRED = (
     "This link has expired",
-    "The app published here was only kept for a while, and that time is over.",
+    "The app published here was only kept online for a while, and that time is over. "
+    "Ask whoever shared it to publish it again.",
     410,
+    "expired",
 )
 
 
@@ -177,7 +186,9 @@ async def follow(link_id: str, request: Request, state: StateDep) -> Response:
     async with get_db(request).transaction() as session:
         link = await session.get(ShortLink, link_id)
     if link is None:
-        return _page("Link not found", "There is no published app at this address.", 404)
+        return _page(
+            "Link not found", "There is no published app at this address.", 404, "not-found"
+        )
     if aware(link.expires_at) <= datetime.now(UTC):
         return _page(*_EXPIRED)
     return RedirectResponse(link.url, status_code=307)

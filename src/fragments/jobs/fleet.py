@@ -12,6 +12,7 @@ FRAGMENTS_JOB_WAIT_SECONDS. Redis unreachable: 503 `fleet_unavailable`; no live 
 
 from __future__ import annotations
 
+import base64
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ from fragments.jobs.connection import (
 from fragments.jobs.events import RedisJobEvents, follow
 from fragments.jobs.queue import Job, JobQueue
 from fragments.jobs.registry import FleetRegistry, NodeInfo
-from fragments.ports import RemotePreview
+from fragments.ports import DataFile, RemotePreview
 from fragments.sandbox.service import (
     PhaseCallback,
     PreparedSandbox,
@@ -158,6 +159,7 @@ class FleetSandboxService:
         owner: str | None,
         restart: bool = False,
         on_phase: PhaseCallback | None = None,
+        data_files: tuple[DataFile, ...] = (),
     ) -> InterpreterResult | WebResult:
         """Run a fragment on the node holding the owner's sandbox, or on a new one."""
         prepare_program(fragment)  # caller mistakes are answered here, not by a node
@@ -167,6 +169,7 @@ class FleetSandboxService:
             fragment=fragment.model_dump(mode="json"),
             restart=restart,
             template=fragment.template,
+            data_files=[[name, base64.b64encode(data).decode()] for name, data in data_files],
         )
         async with self._fleet():
             stream = await self._stream_for(owner, fragment.template, restart)

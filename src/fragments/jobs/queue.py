@@ -75,6 +75,8 @@ class Job:
     template: str = ""
     sandbox_id: str = ""
     seconds: float = 0.0
+    # The conversation's data files for a run: [name, base64 of the bytes] pairs.
+    data_files: list[list[str]] = field(default_factory=list)
 
     def dump(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -7,6 +7,7 @@ of the jobs it is running) and a reclaimer (jobs a dead node left: pending ones 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
@@ -268,8 +269,9 @@ class NodeWorker:
             with contextlib.suppress(RedisError, OSError):
                 await self.events.publish(job.id, "phase", {"phase": phase})
 
+        data = tuple((name, base64.b64decode(encoded)) for name, encoded in job.data_files)
         result: InterpreterResult | WebResult = await self.service.execute(
-            fragment, owner=job.owner, restart=job.restart, on_phase=on_phase
+            fragment, owner=job.owner, restart=job.restart, on_phase=on_phase, data_files=data
         )
         moved = previous is None or (previous.sandbox_id, previous.node_id) != (
             result.sandbox_id,

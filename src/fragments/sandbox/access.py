@@ -10,9 +10,10 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from fragments.errors import NotFound
+from fragments.ports import DataFile
 from fragments.principal import Principal
 from fragments.schemas import Fragment
-from fragments.store import repos
+from fragments.store import repos, workspace
 from fragments.store.db import Database
 from fragments.store.errors import DB_DOWN, DatabaseUnavailable
 
@@ -28,6 +29,8 @@ class RunAccess:
     owner: str | None
     fragment: Fragment | None
     fragment_id: str | None
+    # The conversation's uploaded data files, for its sandbox's working folder.
+    data_files: tuple[DataFile, ...] = ()
 
 
 async def authorize_run(
@@ -37,6 +40,7 @@ async def authorize_run(
     conversation_id: str | None,
     fragment_id: str | None,
     need_fragment: bool,
+    with_data: bool = False,
 ) -> RunAccess:
     """Only the owner runs a conversation or a stored fragment; anything else is 404."""
     # Sandboxes are keyed by caller too, so even an unverified id never reaches another's.
@@ -60,12 +64,16 @@ async def authorize_run(
                 await repos.own_conversation(session, who.identity, conversation_id) is None
             ):
                 raise NotFound(_MISSING)
+            data: tuple[DataFile, ...] = ()
+            if with_data and conversation_id:
+                rows = await workspace.files(session, conversation_id, with_content=True)
+                data = tuple((f.name, f.content) for f in rows)
     except DB_DOWN as exc:
         if fragment_id and need_fragment:
             raise DatabaseUnavailable() from exc
         owner = f"{prefix}:{conversation_id}" if conversation_id else None
         return RunAccess(owner, None, None)
-    return RunAccess(f"{prefix}:{conversation_id}", stored, fragment_id)
+    return RunAccess(f"{prefix}:{conversation_id}", stored, fragment_id, data)
 
 
 async def save_run(db: Database, who: Principal, access: RunAccess, result: dict[str, Any]) -> bool:

@@ -106,7 +106,11 @@ class Run:
             phases = clock.track(_traced_phases(stages, on_phase))
             try:
                 result = await service.execute(
-                    fragment, owner=owner, restart=self.restart, on_phase=phases
+                    fragment,
+                    owner=owner,
+                    restart=self.restart,
+                    on_phase=phases,
+                    data_files=self.access.data_files,
                 )
             except BaseException as exc:
                 stages.close(error=type(exc).__name__)
@@ -182,6 +186,7 @@ async def start_run(request: Request, state: State, who: Principal, body: Sandbo
         conversation_id=body.conversation_id or None,
         fragment_id=body.fragment_id or None,
         need_fragment=body.fragment is None,
+        with_data=True,
     )
     fragment = body.fragment or access.fragment
     assert fragment is not None

@@ -5,10 +5,12 @@ re-exported here for the backends."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from fragments.errors import FragmentsError
 from fragments.fragment_rules import fragment_files
+from fragments.ports import DataFile as DataFile
 from fragments.ports import Phase as Phase
 from fragments.ports import PhaseCallback as PhaseCallback
 from fragments.ports import PreparedSandbox as PreparedSandbox
@@ -35,9 +37,23 @@ class Program:
     entry: str
     # Validated additional_dependencies the template does not already provide.
     dependencies: tuple[str, ...] = ()
+    # The conversation's data files (plain names, checked on upload).
+    data: tuple[DataFile, ...] = ()
 
 
-def prepare_program(fragment: Fragment) -> Program:
+def unwritten_data(program: Program, written: dict[str, str]) -> list[tuple[str, bytes]]:
+    """The program's data files a sandbox does not hold yet (by content digest), recorded in
+    `written` as written: a 10 MB file is copied once per sandbox, not once per run."""
+    fresh: list[tuple[str, bytes]] = []
+    for name, content in program.data:
+        digest = hashlib.sha256(content).hexdigest()
+        if written.get(name) != digest:
+            fresh.append((name, content))
+            written[name] = digest
+    return fresh
+
+
+def prepare_program(fragment: Fragment, data: tuple[DataFile, ...] = ()) -> Program:
     """Validate a fragment (template, paths, dependencies) and pick what to run; BadRequest."""
     template = get_template(fragment.template)
     provided = {normalize_pip_name(p) for p in template.packages} | set(template.packages)
@@ -49,9 +65,9 @@ def prepare_program(fragment: Fragment) -> Program:
     files = fragment_files(fragment)
     if not files:
         main = fragment.file_path or template.file
-        return Program(template, (), fragment.code, main, dependencies)
+        return Program(template, (), fragment.code, main, dependencies, data)
     contents = dict(files)
     entry_path = fragment.file_path if fragment.file_path in contents else ""
     if not entry_path:
         entry_path = template.file if template.file in contents else files[0][0]
-    return Program(template, tuple(files), contents[entry_path], entry_path, dependencies)
+    return Program(template, tuple(files), contents[entry_path], entry_path, dependencies, data)

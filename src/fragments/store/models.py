@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -198,6 +199,28 @@ class FragmentRow(Base):
     files: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # The whole fragment as the model wrote it (commentary, dependencies, port, ...).
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Who made this version: the model, or a restore of an old version (`restored_from`).
+    source: Mapped[str] = mapped_column(String(20), default="model", server_default="model")
+    restored_from: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created()
+
+
+class WorkspaceFile(Base):
+    """A data file uploaded into a conversation, written into its sandbox's working folder."""
+
+    __tablename__ = "workspace_files"
+    __table_args__ = (UniqueConstraint("conversation_id", "name", name="uq_workspace_files_name"),)
+    id: Mapped[str] = _id()
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    # A sanitised file name (no folder): the code reads it by this relative path.
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    media_type: Mapped[str] = mapped_column(String(100))
+    # csv | tsv | json | text | excel | parquet
+    kind: Mapped[str] = mapped_column(String(20))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    # The first lines (text kinds) or a short description (binary kinds), told to the model.
+    preview: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
 
 

@@ -61,7 +61,7 @@ async def _install(
     return error
 
 
-async def _write(sandbox: E2BSandbox, files: list[tuple[str, str]]) -> None:
+async def _write(sandbox: E2BSandbox, files: list[tuple[str, str | bytes]]) -> None:
     for path, content in files:
         # Paths were checked by prepare_program: relative, inside the workspace.
         await sandbox.sdk.files.write(str(PurePosixPath(WORKDIR, path)), content)
@@ -78,8 +78,8 @@ async def run_cell(
         if error is not None:
             return InterpreterResult(sandbox_id=sandbox.id, template=template_id, error=error)
         await phase("running")
-        if program.files:
-            await _write(sandbox, list(program.files))
+        if program.files or program.data:
+            await _write(sandbox, [*program.files, *program.data])
         execution = await sandbox.sdk.run_code(
             program.code,
             on_stdout=output.on_stdout,
@@ -108,7 +108,8 @@ async def serve_app(
         error = await _install(sandbox, program, settings, phase)
         if error is None:
             await phase("running")
-            await _write(sandbox, list(program.files) or [(program.entry, program.code)])
+            files = list(program.files) or [(program.entry, program.code)]
+            await _write(sandbox, [*files, *program.data])
     except Exception as exc:
         error = failure(exc, settings)
     if error is not None:

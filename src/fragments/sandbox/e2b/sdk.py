@@ -64,7 +64,7 @@ class CommandResult(Protocol):
 
 
 class Files(Protocol):
-    async def write(self, path: str, data: str) -> object: ...
+    async def write(self, path: str, data: str | bytes) -> object: ...
 
 
 class Commands(Protocol):

@@ -44,6 +44,7 @@ from fragments.sandbox.e2b.sandboxes import (
 )
 from fragments.sandbox.e2b.sdk import SandboxSDK, real_sdk
 from fragments.sandbox.service import (
+    DataFile,
     Phase,
     PhaseCallback,
     PreparedSandbox,
@@ -257,9 +258,10 @@ class E2BSandboxService:
         owner: str | None,
         restart: bool = False,
         on_phase: PhaseCallback | None = None,
+        data_files: tuple[DataFile, ...] = (),
     ) -> InterpreterResult | WebResult:
         """Run a fragment in the owner's E2B sandbox (see the module docstring)."""
-        program = prepare_program(fragment)
+        program = prepare_program(fragment, data_files)
         template = program.template
 
         async def phase(name: Phase) -> None:

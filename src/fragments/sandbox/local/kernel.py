@@ -9,6 +9,7 @@ no network at all, unless the operator allows egress (`egress/`: HTTP(S) via the
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -294,15 +295,26 @@ class KernelSandbox(ConfinedSandbox):
         msg = client.session.msg("interrupt_request", content={})
         client.control_channel.send(msg)
 
-    async def write_files(self, files: list[tuple[str, str]]) -> ExecutionError | None:
-        """Write files into the workspace from inside the sandbox (so no host path is trusted)."""
-        payload = json.dumps(files, ensure_ascii=True)
+    async def write_files(self, files: list[tuple[str, str | bytes]]) -> ExecutionError | None:
+        """Write files into the workspace from inside the sandbox (so no host path is trusted);
+        bytes (data files) travel as base64."""
+        payload = json.dumps(
+            [
+                (path, base64.b64encode(c).decode(), 1) if isinstance(c, bytes) else (path, c, 0)
+                for path, c in files
+            ],
+            ensure_ascii=True,
+        )
         code = (
             "def __fragments_write(files):\n"
-            "    import os\n"
-            "    for path, content in files:\n"
+            "    import base64, os\n"
+            "    for path, content, binary in files:\n"
             f"        path = os.path.join({HOME!r}, path)\n"
             "        os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+            "        if binary:\n"
+            "            with open(path, 'wb') as f:\n"
+            "                f.write(base64.b64decode(content))\n"
+            "            continue\n"
             "        with open(path, 'w', encoding='utf-8') as f:\n"
             "            f.write(content)\n"
             f"__fragments_write({payload})\n"

@@ -13,7 +13,7 @@ from fragments.config import Settings
 from fragments.sandbox.local.runs import SandboxHooks, check_open
 from fragments.sandbox.local.sandbox_base import SandboxStartError
 from fragments.sandbox.local.web import WebSandbox
-from fragments.sandbox.service import PhaseCallback, Program
+from fragments.sandbox.service import PhaseCallback, Program, unwritten_data
 from fragments.sandbox.templates import Template
 from fragments.sandbox.templates.runtimes import runtime_of
 from fragments.schemas import ExecutionError, WebResult
@@ -62,7 +62,10 @@ async def serve_app(
     template = program.template
     async with sandbox.lock:
         check_open(sandbox, "the run waited")
-        files = list(program.files) or [(program.entry, program.code)]
+        files: list[tuple[str, str | bytes]] = [
+            *(program.files or [(program.entry, program.code)]),
+            *unwritten_data(program, sandbox.data_digests),
+        ]
         if sandbox.alive and sandbox.entry != program.entry:
             await sandbox.stop()  # the server runs another file
         sandbox.entry = program.entry
@@ -80,6 +83,7 @@ async def serve_app(
             if error is None:
                 error = await sandbox.write_files(files)
         if error is not None:
+            sandbox.data_digests.clear()  # written or not: written again next run
             return WebResult(sandbox_id=sandbox.id, template=template.id, url=None, error=error)
         # Every dev server reloads a rewritten file by itself; some reloads are waited for, so
         # that the URL answered serves the new code (or its error).

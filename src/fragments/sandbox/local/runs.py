@@ -20,7 +20,12 @@ from fragments.sandbox.local.kernel import KernelSandbox
 from fragments.sandbox.local.registry import Sandbox
 from fragments.sandbox.local.sandbox_base import SandboxStartError
 from fragments.sandbox.local.web import WebSandbox
-from fragments.sandbox.service import PhaseCallback, Program, SandboxUnavailable
+from fragments.sandbox.service import (
+    PhaseCallback,
+    Program,
+    SandboxUnavailable,
+    unwritten_data,
+)
 from fragments.schemas import ExecutionError, InterpreterResult
 
 log = structlog.get_logger(__name__)
@@ -93,9 +98,14 @@ async def run_in_kernel(
                 sandbox_id=sandbox.id, template=program.template.id, error=error
             )
         await phase("running")
-        if program.files:
-            error = await sandbox.write_files(list(program.files))
+        files: list[tuple[str, str | bytes]] = [
+            *program.files,
+            *unwritten_data(program, sandbox.data_digests),
+        ]
+        if files:
+            error = await sandbox.write_files(files)
             if error is not None:
+                sandbox.data_digests.clear()  # written or not: written again next run
                 return InterpreterResult(
                     sandbox_id=sandbox.id, template=program.template.id, error=error
                 )

@@ -127,6 +127,8 @@ class ConfinedSandbox:
         self.home = self.root / "home"
         self.deps = self.root / "deps"
         self.starts = 0
+        # Data files written into the workspace: name -> content digest (see unwritten_data).
+        self.data_digests: dict[str, str] = {}
         self._limits: Limits | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None

@@ -52,6 +52,7 @@ from fragments.sandbox.local.sandbox_base import KernelConfig, SandboxStartError
 from fragments.sandbox.local.slots import SlotLocks
 from fragments.sandbox.local.web import WebSandbox
 from fragments.sandbox.service import (
+    DataFile,
     Phase,
     PhaseCallback,
     PreparedSandbox,
@@ -288,9 +289,10 @@ class LocalSandboxService:
         owner: str | None,
         restart: bool = False,
         on_phase: PhaseCallback | None = None,
+        data_files: tuple[DataFile, ...] = (),
     ) -> InterpreterResult | WebResult:
         """Run a fragment in the owner's sandbox (see the module docstring)."""
-        program = prepare_program(fragment)
+        program = prepare_program(fragment, data_files)
         if not runnable(program.template):
             return web_unavailable(program.template)
 

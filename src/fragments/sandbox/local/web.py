@@ -94,7 +94,7 @@ def _open_dir(parent: int, name: str, uid: int) -> int:
     return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
 
 
-def write_workspace(home: Path, uid: int, files: list[tuple[str, str]]) -> None:
+def write_workspace(home: Path, uid: int, files: list[tuple[str, str | bytes]]) -> None:
     """Write (relative path, content) pairs under `home`, owned by `uid`; never follows links."""
     root = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
@@ -119,7 +119,7 @@ def write_workspace(home: Path, uid: int, files: list[tuple[str, str]]) -> None:
                 out = os.open(tmp, flags, 0o644, dir_fd=fd)
                 try:
                     os.fchown(out, uid, uid)
-                    data = content.encode()
+                    data = content.encode() if isinstance(content, str) else content
                     view = memoryview(data)
                     while view:
                         view = view[os.write(out, view) :]
@@ -211,7 +211,7 @@ class WebSandbox(ConfinedSandbox):
             subprocess.run(["umount", "-l", str(self.merged)], capture_output=True, check=False)
             self._mounted = False
 
-    async def write_files(self, files: list[tuple[str, str]]) -> ExecutionError | None:
+    async def write_files(self, files: list[tuple[str, str | bytes]]) -> ExecutionError | None:
         """Write the fragment's files into the workspace; an error result instead of a raise."""
         self.last_used = time.monotonic()
         await asyncio.to_thread(self.prepare)

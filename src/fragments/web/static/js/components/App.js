@@ -3,21 +3,29 @@ import {
   ApiError,
   createConversation,
   deleteConversation,
+  deleteFile,
+  downloadZip,
   getConversation,
   getMe,
   getModels,
   getTemplates,
   listConversations,
+  listFiles,
+  listVersions,
   logIn,
   logOut,
   patchConversation,
   prepareSandbox,
+  publish,
   resendTurn,
+  restoreVersion,
   runSandbox,
   signUp,
   startGuest,
   streamChat,
   switchTeam,
+  undoLast,
+  uploadFile,
 } from "../lib/api.js";
 import {
   html,
@@ -48,6 +56,7 @@ import { Header, modelKey } from "./Header.js";
 import { Panel } from "./Panel.js";
 import { ProviderBanner } from "./ProviderStatus.js";
 import { SettingsDialog } from "./SettingsDialog.js";
+import { DataFiles, WorkspaceBar } from "./Workspace.js";
 
 const DRAFT = "fragments.draft";
 
@@ -143,6 +152,12 @@ export function App() {
   const [currentId, setCurrentId] = useState(null);
   // Bumped after every answer: the month's usage in the top bar is fetched again.
   const [usageTick, setUsageTick] = useState(0);
+  // The conversation's uploaded data files; an upload or a workspace action in flight.
+  const [dataFiles, setDataFiles] = useState([]);
+  const [uploading, setUploading] = useState(false);
+  const [workspaceBusy, setWorkspaceBusy] = useState(false);
+  // Below 900 px the history is a drawer the header's button opens.
+  const [historyOpen, setHistoryOpen] = useState(false);
 
   // Refs hold what async handlers must read fresh: the messages, the conversation, aborts, and a
   // generation number that "New chat" bumps so late events of an old stream are ignored.
@@ -545,6 +560,7 @@ export function App() {
     setError(null);
     setSelectedId(null);
     setInput("");
+    setDataFiles([]);
     document.getElementById("chat-input")?.focus();
   }, [setMessages]);
 
@@ -571,9 +587,14 @@ export function App() {
       return;
     }
     newChat();
+    setHistoryOpen(false);
     conversationRef.current = detail.id;
     setCurrentId(detail.id);
     saveCurrentConversation(detail.id);
+    // The data files come back with the conversation (and go into its next sandbox).
+    listFiles(detail.id).then((list) => {
+      if (conversationRef.current === detail.id) setDataFiles(list.items);
+    }).catch(() => {});
     const restored = detail.messages.map((m) => (m.role === "user"
       ? { id: newId("u"), role: "user", content: m.content }
       : {
@@ -715,7 +736,130 @@ export function App() {
     refreshHistory();
   }, [refreshHistory, newChat]);
 
+  // ---- workspace: data files, undo, versions, ZIP, publish ------------------------------------
+
+  /** The conversation to upload into: the current one, or a new (stored) one. */
+  const ensureConversation = useCallback(async () => {
+    if (conversationRef.current) return conversationRef.current;
+    const id = (await createConversation("")).id;
+    conversationRef.current = id;
+    setCurrentId(id);
+    saveCurrentConversation(id);
+    return id;
+  }, []);
+
+  const uploadData = useCallback(async (files) => {
+    setUploading(true);
+    try {
+      const id = await ensureConversation();
+      for (const file of files) {
+        try {
+          const row = await uploadFile(id, file);
+          setDataFiles((list) => [...list.filter((f) => f.name !== row.name), row]);
+        } catch (e) {
+          setError({ detail: `${file.name}: ${e.detail || e.message}`, kind: "warning" });
+        }
+      }
+    } catch (e) {
+      setError({ detail: e.detail || "The files could not be uploaded." });
+    } finally {
+      setUploading(false);
+    }
+  }, [ensureConversation]);
+
+  const removeData = useCallback(async (name) => {
+    try {
+      await deleteFile(conversationRef.current, name);
+      setDataFiles((list) => list.filter((f) => f.name !== name));
+    } catch (e) {
+      setError({ detail: e.detail || "The file was not removed." });
+    }
+  }, []);
+
+  const undo = useCallback(async () => {
+    const list = messagesRef.current;
+    let cut = list.length;
+    if (cut && list[cut - 1].role === "assistant") cut--;
+    if (cut && list[cut - 1].role === "user") cut--;
+    if (cut === list.length) return;
+    const last = list[list.length - 1];
+    if (conversationRef.current && me) {
+      setWorkspaceBusy(true);
+      try {
+        await undoLast(conversationRef.current, last.fragmentId || undefined);
+      } catch (e) {
+        if (e.code !== "nothing_to_undo") {
+          setError({ detail: e.detail || "Nothing was undone." });
+          return;
+        }
+      } finally {
+        setWorkspaceBusy(false);
+      }
+    }
+    const kept = list.slice(0, cut);
+    setMessages(() => kept);
+    const previous = [...kept].reverse().find((m) => m.object);
+    setSelectedId(previous ? previous.id : null);
+    if (previous && !previous.sandbox) {
+      startSandbox(previous.id, previous.object, { fragmentId: previous.fragmentId });
+    }
+  }, [me, setMessages, startSandbox]);
+
+  const loadVersions = useCallback(() => listVersions(conversationRef.current), []);
+
+  const restore = useCallback(async (fragmentId) => {
+    setWorkspaceBusy(true);
+    try {
+      const restored = await restoreVersion(conversationRef.current, fragmentId);
+      const user = { id: newId("u"), role: "user", content: restored.message.content };
+      const answer = {
+        id: newId("a"), role: "assistant",
+        content: [{ type: "text", text: restored.fragment.commentary || "" }],
+        object: restored.fragment, streaming: false, final: true, provider: null, usage: null,
+        sandbox: null, fragmentId: restored.fragment_id,
+      };
+      setMessages((list) => [...list, user, answer]);
+      setSelectedId(answer.id);
+      setTab("preview");
+      startSandbox(answer.id, restored.fragment, { fragmentId: restored.fragment_id });
+    } catch (e) {
+      setError({ detail: e.detail || "The version was not restored." });
+    } finally {
+      setWorkspaceBusy(false);
+    }
+  }, [setMessages, startSandbox]);
+
+  const download = useCallback(async (message) => {
+    try {
+      const { blob, name } = await downloadZip({
+        conversationId: conversationRef.current,
+        fragmentId: message.fragmentId,
+        fragment: message.object,
+      });
+      const url = URL.createObjectURL(blob);
+      const link = document.createElement("a");
+      link.href = url;
+      link.download = name;
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 30000);
+    } catch (e) {
+      setError({ detail: e.detail || "The ZIP could not be made." });
+    }
+  }, []);
+
+  const publishApp = useCallback(async (sandboxId, duration) => {
+    try {
+      return await publish(sandboxId, duration);
+    } catch (e) {
+      setError({ detail: e.detail || "The app was not published." });
+      return null;
+    }
+  }, []);
+
   const selected = messages.find((m) => m.id === selectedId && m.object) || null;
+  const lastFragment = [...messages].reverse().find((m) => m.object && m.final) || null;
 
   return html`
     <${ThemeContext.Provider} value=${theme}>
@@ -727,10 +871,13 @@ export function App() {
           onSignOut=${signOut}
           onSwitchTeam=${changeTeam} />`}
         onPrefs=${updatePrefs} onNewChat=${newChat}
+        onToggleHistory=${me ? () => setHistoryOpen((open) => !open) : null}
+        historyOpen=${historyOpen}
         onOpenSettings=${() => setSettingsOpen(true)}
         onToggleTheme=${() => updatePrefs({ theme: theme === "dark" ? "light" : "dark" })} />
       <main class=${`layout${selected ? " with-panel" : ""}`}>
         <${History} open=${Boolean(me)} items=${history} currentId=${currentId}
+          drawer=${historyOpen} onClose=${() => setHistoryOpen(false)}
           onOpen=${openConversation} onShare=${share} onDelete=${remove} />
         <section class="chat" aria-label="Chat">
           <${MessageList} messages=${messages} models=${models} selectedId=${selectedId} streaming=${streaming}
@@ -743,6 +890,12 @@ export function App() {
             <${ProviderBanner} providerId=${customModel ? null : model?.providerId}
               providerName=${model?.provider} />
             <${ErrorBanner} error=${error} onRetry=${retry} onDismiss=${() => setError(null)} />
+            ${messages.length > 0 && html`<${WorkspaceBar} stored=${Boolean(me && currentId)}
+              canUndo=${!streaming && messages.length > 0} message=${selected || lastFragment}
+              busy=${workspaceBusy} onUndo=${undo} loadVersions=${loadVersions}
+              onRestore=${restore} onDownload=${download} onPublish=${publishApp} />`}
+            ${me && html`<${DataFiles} files=${dataFiles} busy=${uploading} disabled=${streaming}
+              onUpload=${uploadData} onRemove=${removeData} />`}
             <${ChatInput} value=${input} onChange=${setInput} onSubmit=${send} onStop=${stop}
               streaming=${streaming} multiModal=${multiModal}
               onError=${(detail) => setError({ detail, kind: "warning" })} />

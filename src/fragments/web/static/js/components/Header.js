@@ -65,6 +65,9 @@ export function Header(props) {
           onChange=${(model) => props.onPrefs({ model })} />
       </div>
       <div class="header-actions">
+        ${props.onToggleHistory && html`<button type="button" class="btn btn-ghost show-narrow"
+          data-testid="history-toggle" aria-expanded=${props.historyOpen ? "true" : "false"}
+          aria-controls="history" onClick=${props.onToggleHistory}>History</button>`}
         ${props.account}
         <button type="button" class="btn btn-ghost" data-testid="new-chat" aria-label="New chat"
           onClick=${props.onNewChat}>

@@ -1,10 +1,12 @@
 // The history sidebar: the caller's conversations and their team's shared ones, newest first.
 import { html } from "../lib/html.js";
 
-export function History({ items, currentId, onOpen, onShare, onDelete, open }) {
+export function History({ items, currentId, onOpen, onShare, onDelete, open, drawer, onClose }) {
   if (!open) return null;
   return html`
-    <aside class="history" aria-label="History" data-testid="history">
+    <aside id="history" class=${`history${drawer ? " open" : ""}`} aria-label="History" data-testid="history">
+      ${drawer && html`<button type="button" class="btn btn-icon history-close"
+        data-testid="history-close" aria-label="Close the history" onClick=${onClose}>×</button>`}
       <h2 class="history-title small muted">History</h2>
       ${items.length === 0 && html`<p class="muted small" data-testid="history-empty">
         Your conversations will appear here.</p>`}

@@ -197,3 +197,53 @@ export const getBudget = (teamId) => getJSON(`/api/teams/${encodeURIComponent(te
 
 /** The operator view's figures (GET /api/admin/overview): 401 nobody, 403 not an operator. */
 export const getAdminOverview = (days) => getJSON(`/api/admin/overview?days=${days}`);
+
+// ---- workspace: versions, data files, ZIP, publish -------------------------------------------
+
+const conv = (id) => `/api/conversations/${encodeURIComponent(id)}`;
+export const listVersions = (id) => getJSON(`${conv(id)}/versions`);
+export const undoLast = (id, fragmentId) =>
+  call("POST", `${conv(id)}/undo`, fragmentId ? { fragment_id: fragmentId } : {});
+export const restoreVersion = (id, fragmentId) =>
+  call("POST", `${conv(id)}/versions/${encodeURIComponent(fragmentId)}/restore`, {});
+export const listFiles = (id) => getJSON(`${conv(id)}/files`);
+export const deleteFile = (id, name) =>
+  call("DELETE", `${conv(id)}/files/${encodeURIComponent(name)}`);
+export const publish = (sandboxId, duration) =>
+  call("POST", "/api/publish", { sandbox_id: sandboxId, duration });
+
+/** POST a data file's bytes (a File) into the conversation; resolves with its listing. */
+export async function uploadFile(id, file) {
+  let response;
+  try {
+    response = await authFetch(`${conv(id)}/files?name=${encodeURIComponent(file.name)}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream", Accept: "application/json" },
+      body: file,
+    });
+  } catch {
+    throw new ApiError("Could not reach the server.");
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response.json();
+}
+
+/** The project as a ZIP Blob and its file name: a stored version, or the fragment itself. */
+export async function downloadZip({ conversationId, fragmentId, fragment }) {
+  let response;
+  try {
+    response = conversationId && fragmentId
+      ? await authFetch(`${conv(conversationId)}/versions/${encodeURIComponent(fragmentId)}/download`)
+      : await authFetch("/api/export", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ fragment }),
+      });
+  } catch {
+    throw new ApiError("Could not reach the server.");
+  }
+  if (!response.ok) throw await errorFrom(response);
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = /filename="([^"]+)"/.exec(disposition)?.[1] || "fragment.zip";
+  return { blob: await response.blob(), name };
+}
