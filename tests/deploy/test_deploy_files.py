@@ -18,10 +18,6 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 # Settings of the fleet's job queue (`fragments node`), pinned for the fleet and added to
 # config.py by that work; until both are merged these may be named before config.py has them.
-PENDING_SETTINGS = {"FRAGMENTS_EMBEDDED_NODE", "FRAGMENTS_NODE_URL"}
-PENDING_COMMANDS = {"node"}
-
-
 def known_settings() -> set[str]:
     names: set[str] = set()
     for name, field in Settings.model_fields.items():
@@ -73,7 +69,7 @@ def test_every_setting_named_exists_in_config(where: str) -> None:
     names = env_names_in_compose() if where == "compose" else env_names_in_kubernetes()
     named = app_settings(names) - {"POSTGRES_APP_PASSWORD"}
     assert named, "no setting found: the parser lost its way"
-    unknown = named - known_settings() - PENDING_SETTINGS
+    unknown = named - known_settings()
     assert not unknown, f"{where} sets settings config.py does not have: {sorted(unknown)}"
 
 
@@ -117,7 +113,7 @@ def test_the_commands_the_files_run_exist() -> None:
         used |= set(re.findall(r'"fragments",\s*"([a-z][a-z-]*)"', text))
         used |= set(re.findall(r"fragments ([a-z][a-z-]*) ", text))
     assert used >= {"serve", "db", "templates", "node"}
-    unknown = used - commands - groups - PENDING_COMMANDS
+    unknown = used - commands - groups
     assert not unknown, f"unknown CLI commands: {sorted(unknown)}"
 
 
