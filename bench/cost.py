@@ -363,6 +363,9 @@ async def conversation(
         provider_retries=0,
         rate_limits=False,
         response_cache=False,
+        # One provider, its costs: no failover steps and no health probes to the counting fake.
+        failover_chain="",
+        health_interval_seconds=0,
     )
     app = create_app(settings)
     fake.reset([answer(t) for t in range(1, TURNS + 1)])

@@ -21,6 +21,7 @@ import psutil
 
 from bench.harness import cpu_seconds, fake_provider, service
 from bench.sse_client import chat_body, percentile, stream_chat
+from bench.tracing import otlp_sink
 
 MODEL = "gpt-4.1-mini"
 ROUNDS = 4
@@ -74,7 +75,8 @@ def _timed_run(client: httpx.Client, body: dict[str, object]) -> float:
 
 def run() -> None:
     print(
-        "\n(g) observability cost: logs + metrics (+ traces if configured) on vs off; "
+        "\n(g) observability cost: logs + metrics + traces (OTLP/HTTP to a local endpoint) on vs "
+        "all off; "
         f"{ROUNDS} alternating rounds of {ANSWERS_PER_ROUND} paced answers "
         f"({CONCURRENCY} at a time), then {WARM_RUNS} warm interpreter runs each"
     )
@@ -82,11 +84,14 @@ def run() -> None:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         fport = stack.enter_context(fake_provider(24, 0.02))
+        endpoint = stack.enter_context(otlp_sink())
         services = {}
         for name, switch in (("on", "true"), ("off", "false")):
             data = tmp / name
             data.mkdir()
             env = {**common, "FRAGMENTS_OBSERVABILITY": switch}
+            if name == "on":
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
             services[name] = stack.enter_context(service(fport, 1, data, env))
         body = chat_body(MODEL)
         for port, _ in services.values():

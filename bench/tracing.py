@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,16 +41,21 @@ def _cpu_per_answer(provider_port: int, extra_env: dict[str, str], answers: int)
         return (cpu_seconds(p) - before) / answers
 
 
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """A local OTLP/HTTP endpoint that drops what it gets; yields its base URL."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{sink.server_address[1]}"
+    finally:
+        sink.shutdown()
+
+
 def tracing(answers: int = 200) -> None:
     """CPU of the service per streamed answer (24-char chunks), traces off versus on."""
     print("\n(obs) streaming CPU per answer: traces off vs on (OTLP/HTTP to a local endpoint)")
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
-    try:
-        with fake_provider(24, 0.0) as fport:
-            off = _cpu_per_answer(fport, {}, answers)
-            on = _cpu_per_answer(fport, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, answers)
-    finally:
-        sink.shutdown()
+    with otlp_sink() as endpoint, fake_provider(24, 0.0) as fport:
+        off = _cpu_per_answer(fport, {}, answers)
+        on = _cpu_per_answer(fport, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, answers)
     print(f"  off {off * 1000:6.1f} ms   on {on * 1000:6.1f} ms   on/off {on / off:5.2f}x")

@@ -16,6 +16,8 @@ from fragments.config import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
+
+
 # Settings of the fleet's job queue (`fragments node`), pinned for the fleet and added to
 # config.py by that work; until both are merged these may be named before config.py has them.
 def known_settings() -> set[str]:

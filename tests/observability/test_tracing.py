@@ -26,7 +26,7 @@ from fragments.app import create_app
 from fragments.config import Settings
 from fragments.observability import tracing
 from fragments.observability.tracing import start_tracing, tracing_wanted
-from fragments.ports import PhaseCallback
+from fragments.ports import DataFile, PhaseCallback
 from fragments.schemas import Fragment, InterpreterResult, WebResult
 from tests.chat.test_rate_limits import _wait_redis, private_redis
 from tests.fakes import FakeOpenAI, FragmentReply
@@ -59,6 +59,8 @@ def traced_settings(settings: Settings, fake: FakeOpenAI, **extra: Any) -> Setti
             "openai_base_url": fake.base_url,
             "provider_retries": 0,
             "partial_interval_seconds": 0.02,
+            # Health probes would be traces of their own beside the request's.
+            "health_interval_seconds": 0,
             **extra,
         }
     )
@@ -74,11 +76,12 @@ class PhasedSandboxes(FakeSandboxes):
         owner: str | None,
         restart: bool = False,
         on_phase: PhaseCallback | None = None,
+        data_files: tuple[DataFile, ...] = (),
     ) -> InterpreterResult | WebResult:
         for phase in ("acquiring", "installing", "starting", "running"):
             if on_phase is not None:
                 await on_phase(phase)  # type: ignore[arg-type]
-        return await super().execute(fragment, owner=owner, restart=restart)
+        return await super().execute(fragment, owner=owner, restart=restart, data_files=data_files)
 
 
 @asynccontextmanager
