@@ -265,26 +265,33 @@ class HealthBoard:
         await self.check()
         return True
 
-    async def _loop(self) -> None:
-        while True:
+    async def _loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             try:
                 await self.tick()
             except Exception as exc:  # a bad round must not end the checks
                 log.warning("health_check_failed", error=repr(exc))
             # Wake just past the next slot's start, so instances race for it together.
             wait = self.interval - (time.time() % self.interval) + 0.01
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[HealthBoard]:
         """Check in the background while the block runs (nothing to do without providers with
-        a platform key, or with the interval at 0)."""
+        a platform key, or with the interval at 0).
+
+        The loop ends on `stop` as well as on cancellation: a cancel that lands inside a Redis
+        or HTTP call can be swallowed by the client library, and a loop relying on it alone
+        then never ends (seen as a hung shutdown)."""
         task = None
+        stop = asyncio.Event()
         if self._targets and self.interval > 0:
-            task = asyncio.create_task(self._loop(), name="provider-health")
+            task = asyncio.create_task(self._loop(stop), name="provider-health")
         try:
             yield self
         finally:
+            stop.set()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
