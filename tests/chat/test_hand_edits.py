@@ -64,7 +64,8 @@ def error_of(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error", "detail"}, body
-    assert isinstance(body["detail"], str) and body["detail"], body
+    assert isinstance(body["detail"], str), body
+    assert body["detail"], body
     assert body["error"] == code, body
 
 
