@@ -182,3 +182,57 @@ def test_edit_by_hand_run_and_the_next_turn_keeps_the_edit(
         assert errors == []
     finally:
         context.close()
+
+
+# One small file per language the templates write; a plain-text file gets no highlighting.
+SAMPLES = {
+    "app.py": "import os\n\ndef main():\n    return os.getcwd()  # where\n",
+    "index.js": "export function add(a, b) {\n  return a + b; // sum\n}\n",
+    "page.tsx": "type P = { n: number };\nexport default function Page({ n }: P) {\n"
+    '  return <div className="n">{n}</div>;\n}\n',
+    "App.jsx": "export const App = () => <main id=\"app\">{'hi'}</main>;\n",
+    "App.vue": '<template>\n  <div :class="box">{{ count }}</div>\n</template>\n'
+    "<script setup>\nconst count = 1\n</script>\n<style>\n.box { color: red; }\n</style>\n",
+    "index.html": '<!doctype html>\n<html><body class="x"><!-- c --><p>Hi</p></body></html>\n',
+    "styles.css": "/* a card */\n.card { color: #333; margin: 0 auto; }\n",
+    "data.json": '{"a": 1, "b": [true, null, "s"]}\n',
+    "notes.txt": "just words here\n",
+}
+
+
+def test_the_editor_highlights_each_templates_language(browser: Any, app: tuple[str, str]) -> None:
+    """The vendored CodeMirror bundle loads under the app's CSP and colours every language
+    the templates write (distinct token colours per file); unknown files stay plain."""
+    app_url, _ = app
+    errors: list[str] = []
+    context, page = probed_page(browser, errors)
+    try:
+        page.goto(app_url)
+        colours = page.evaluate(
+            """async (samples) => {
+              const { createEditor, loadEditor } = await import("/static/js/lib/editor.js");
+              const loaded = await loadEditor();
+              const out = {};
+              for (const [path, doc] of Object.entries(samples)) {
+                const host = document.createElement("div");
+                document.body.appendChild(host);
+                const editor = createEditor(loaded, host, { doc, path, dark: false,
+                  onChange: () => {} });
+                const spans = host.querySelectorAll(".cm-content .cm-line span");
+                out[path] = new Set([...spans].map((s) => getComputedStyle(s).color)).size;
+                editor.destroy();
+                host.remove();
+              }
+              return out;
+            }""",
+            SAMPLES,
+        )
+        for path, count in colours.items():
+            if path == "notes.txt":
+                assert count == 0, colours
+            else:
+                assert count >= 3, (path, colours)
+        assert page.evaluate("window.__csp") == []
+        assert errors == []
+    finally:
+        context.close()

@@ -60,7 +60,7 @@ function withTheme(cm) {
       color: "var(--hl-keyword)",
     },
     { tag: [t.string, t.special(t.string), t.regexp, t.docString], color: "var(--hl-string)" },
-    { tag: [t.number, t.integer, t.float, t.atom], color: "var(--hl-number)" },
+    { tag: [t.number, t.integer, t.float, t.atom, t.color, t.unit], color: "var(--hl-number)" },
     { tag: [t.comment, t.lineComment, t.blockComment], color: "var(--hl-comment)", fontStyle: "italic" },
     {
       tag: [t.function(t.variableName), t.function(t.definition(t.variableName)),
