@@ -1,6 +1,6 @@
 // The CodeMirror 6 API the code view's editor uses, bundled once by copy-vendor.mjs into
 // static/vendor/codemirror.js (see the comment there for why it is bundled, not copied).
-export { Compartment, EditorState } from "@codemirror/state";
+export { Compartment, EditorState, Prec } from "@codemirror/state";
 export { EditorView, keymap } from "@codemirror/view";
 export { basicSetup } from "codemirror";
 export { indentWithTab } from "@codemirror/commands";

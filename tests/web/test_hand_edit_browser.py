@@ -150,8 +150,10 @@ def test_edit_by_hand_run_and_the_next_turn_keeps_the_edit(
         page.get_by_test_id("theme-toggle").click()
         expect(page.locator(".cm-editor")).to_have_css("background-color", light)
 
-        # Run: the edit is saved as a new version and the sandbox runs it.
-        page.get_by_test_id("run-edit").click()
+        # Run (Ctrl+Enter in the editor, as the Run button): the edit is saved as a new version
+        # and the sandbox runs it.
+        page.locator('[data-testid="code-editor"] .cm-content').click()
+        page.keyboard.press("Control+Enter")
         expect(page.get_by_test_id("stdout")).to_contain_text("edited by hand 42", timeout=90_000)
         expect(page.get_by_test_id("error-banner")).to_have_count(0)
         expect(page.get_by_test_id("message-user").last).to_contain_text(

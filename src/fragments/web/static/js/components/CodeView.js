@@ -74,12 +74,14 @@ export function editedFragment(fragment, drafts) {
 }
 
 /** One file in CodeMirror; `onChange(text)` after each edit. Remounted per file (`key`). */
-function CodeEditor({ file, text, onChange }) {
+function CodeEditor({ file, text, onChange, onRun }) {
   const theme = useContext(ThemeContext);
   const host = useRef(null);
   const editor = useRef(null);
   const latest = useRef(onChange);
   latest.current = onChange;
+  const run = useRef(onRun);
+  run.current = onRun;
   const [failed, setFailed] = useState(null);
   const [ready, setReady] = useState(false);
   useEffect(() => {
@@ -92,6 +94,7 @@ function CodeEditor({ file, text, onChange }) {
           path: file.path,
           dark: theme === "dark",
           onChange: (next) => latest.current(next),
+          onRun: () => run.current?.(),
         });
         setReady(true);
         editor.current.view.focus();
@@ -114,7 +117,7 @@ function CodeEditor({ file, text, onChange }) {
     </div>`;
 }
 
-export function CodeView({ files, active, onActive, streaming, drafts, onDraft }) {
+export function CodeView({ files, active, onActive, streaming, drafts, onDraft, onRun }) {
   const file = files[Math.min(active, files.length - 1)];
   const code = file ? file.code : "";
   const language = languageFor(file?.path);
@@ -154,7 +157,8 @@ export function CodeView({ files, active, onActive, streaming, drafts, onDraft }
             </button>`)}
         </nav>`}
       ${drafts ? html`<${CodeEditor} key=${file.path} file=${file}
-        text=${drafts[file.path] ?? file.code} onChange=${(text) => onDraft(file.path, text)} />`
+        text=${drafts[file.path] ?? file.code} onChange=${(text) => onDraft(file.path, text)}
+        onRun=${onRun} />`
       : html`<div class="code-scroll" ref=${scroller} tabindex="0" aria-label=${`Code of ${file.path}`}
         onScroll=${(e) => {
           const el = e.currentTarget;

@@ -61,7 +61,7 @@ function EditBar({ changed, saving, onRun, onCancel }) {
         onClick=${onCancel}>Cancel</button>
       <button type="button" class="btn btn-small btn-primary" data-testid="run-edit"
         disabled=${!changed || saving} onClick=${onRun}
-        title="Save the edited code as a new version and run it">
+        title="Save the edited code as a new version and run it (Ctrl+Enter)">
         ${saving ? html`<span class="spinner" />` : html`<${Play} size=${14} />`} Run
       </button>
     </div>`;
@@ -138,7 +138,8 @@ export function Panel({ message, tab, onTab, onClose, onRerun, onSaveEdit }) {
         style=${{ position: "relative" }}>
         ${tab === "code" && html`<${CodeView} files=${files} active=${active}
           onActive=${setActive} streaming=${streaming} drafts=${drafts}
-          onDraft=${(path, text) => setDrafts((d) => ({ ...d, [path]: text }))} />`}
+          onDraft=${(path, text) => setDrafts((d) => ({ ...d, [path]: text }))}
+          onRun=${() => changed && !saving && runEdit()} />`}
         ${(tab === "preview" || keepPreview) && html`<div
           class=${tab === "preview" ? "preview-pane" : "preview-pane behind"}
           style=${tab === "preview" ? PANE : { ...PANE, ...BEHIND }}

@@ -108,10 +108,10 @@ function languageFor(cm, path) {
 }
 
 /**
- * An editor in `parent` holding `doc`; `onChange(text)` after every edit. Returns
- * `{view, setDark(dark), destroy()}`.
+ * An editor in `parent` holding `doc`; `onChange(text)` after every edit, `onRun()` on
+ * Ctrl/Cmd+Enter. Returns `{view, setDark(dark), destroy()}`.
  */
-export function createEditor(loaded, parent, { doc, path, dark, onChange }) {
+export function createEditor(loaded, parent, { doc, path, dark, onChange, onRun }) {
   const { cm, extensions } = loaded;
   const darkness = new cm.Compartment();
   const view = new cm.EditorView({
@@ -121,7 +121,11 @@ export function createEditor(loaded, parent, { doc, path, dark, onChange }) {
       extensions: [
         cm.basicSetup,
         // Tab indents (Escape, then Tab, moves the focus on: CodeMirror's tab-focus mode).
-        cm.keymap.of([cm.indentWithTab]),
+        // Ctrl/Cmd+Enter runs, ahead of the default keymap's binding (insert a blank line).
+        cm.Prec.highest(cm.keymap.of([
+          cm.indentWithTab,
+          { key: "Mod-Enter", preventDefault: true, run: () => (onRun ? (onRun(), true) : false) },
+        ])),
         languageFor(cm, path),
         extensions,
         darkness.of(cm.EditorView.darkTheme.of(Boolean(dark))),
