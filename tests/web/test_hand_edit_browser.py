@@ -150,6 +150,13 @@ def test_edit_by_hand_run_and_the_next_turn_keeps_the_edit(
         page.get_by_test_id("theme-toggle").click()
         expect(page.locator(".cm-editor")).to_have_css("background-color", light)
 
+        # Looking at the preview and coming back loses nothing typed.
+        page.get_by_test_id("tab-preview").click()
+        expect(page.get_by_test_id("code-editor")).to_have_count(0)
+        page.get_by_test_id("tab-code").click()
+        expect(editor).to_have_attribute("data-state", "ready")
+        assert editor_text(page).strip() == EDITED
+
         # Run (Ctrl+Enter in the editor, as the Run button): the edit is saved as a new version
         # and the sandbox runs it.
         page.locator('[data-testid="code-editor"] .cm-content').click()

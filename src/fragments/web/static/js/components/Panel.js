@@ -72,13 +72,18 @@ export function Panel({ message, tab, onTab, onClose, onRerun, onSaveEdit }) {
   const files = fragmentFiles(fragment);
   const [active, setActive] = useState(0);
   const [reloadKey, setReloadKey] = useState(0);
-  // Edit mode: `drafts` maps a file path to its edited text (null when not editing).
-  const [drafts, setDrafts] = useState(null);
+  // Edit mode: `drafts` maps a file path to its edited text (null when not editing). Kept per
+  // message, so looking at another fragment and coming back loses no unsaved edit.
+  const [draftsByMessage, setDraftsByMessage] = useState({});
+  const drafts = draftsByMessage[message?.id] ?? null;
+  const setDrafts = (next) => {
+    const id = message?.id;
+    setDraftsByMessage((all) => ({
+      ...all, [id]: typeof next === "function" ? next(all[id] ?? null) : next,
+    }));
+  };
   const [saving, setSaving] = useState(false);
-  useEffect(() => {
-    setActive(0);
-    setDrafts(null);
-  }, [message?.id]);
+  useEffect(() => setActive(0), [message?.id]);
   const file = files[Math.min(active, files.length - 1)];
   const streaming = Boolean(message?.streaming && !message?.final);
   const sandbox = message?.sandbox;
