@@ -40,8 +40,9 @@ $(STAMP): pyproject.toml uv.lock
 
 assets: src/fragments/web/static/vendor/.stamp
 
-src/fragments/web/static/vendor/.stamp: frontend/package.json frontend/package-lock.json frontend/copy-vendor.mjs
-	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+src/fragments/web/static/vendor/.stamp: frontend/package.json frontend/package-lock.json frontend/copy-vendor.mjs \
+  frontend/codemirror-entry.mjs
+	cd frontend && npm ci --include=dev --no-audit --no-fund --loglevel=error
 	node frontend/copy-vendor.mjs
 	@touch $@
 

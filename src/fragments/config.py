@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # Data files uploaded into a conversation: the largest one, and how many a conversation keeps.
     upload_max_bytes: int = 10 * 1024 * 1024
     upload_max_files: int = 10
+    # A version the user edited by hand in the code view: its code and files together (UTF-8),
+    # kept well under `max_json_bytes` so the next chat request that carries it still fits.
+    edit_max_bytes: int = 512 * 1024
     max_messages: int = 500
     max_message_parts: int = 100
 

@@ -1,5 +1,7 @@
 """Fragment versions of a conversation: list them, undo the last exchange, restore an old one.
 
+A version can also be the user's own: code edited by hand in the code view (`hand_edits`).
+
 Undo removes the last exchange (the user's message and its answer) from the chat, as the
 original app's undo did; the version it made stays listed, marked as no longer in the chat, so
 it can still be restored. Restore never rewrites history: it adds an exchange whose answer is a
@@ -34,9 +36,11 @@ class VersionPublic(BaseModel):
     version: int
     title: str
     template: str
-    # "model", or "restore" (a copy of version `restored_from`).
+    # "model", "restore" (a copy of version `restored_from`) or "user" (edited by hand in the
+    # code view, from version `edited_from`).
     source: str
     restored_from: int | None
+    edited_from: int | None
     created_at: str
     # False once undone: listed (and restorable), no longer part of the chat.
     in_chat: bool
@@ -50,13 +54,15 @@ class VersionsPublic(BaseModel):
 
 
 def _public(row: FragmentRow, found: workspace.Versions) -> VersionPublic:
+    source = row.source or "model"
     return VersionPublic(
         id=row.id,
         version=row.version,
         title=row.title,
         template=row.template,
-        source=row.source or "model",
-        restored_from=row.restored_from,
+        source=source,
+        restored_from=row.restored_from if source == "restore" else None,
+        edited_from=row.restored_from if source == "user" else None,
         created_at=aware(row.created_at).isoformat(),
         in_chat=row.id in found.in_chat,
         current=row.id == found.current,

@@ -199,7 +199,8 @@ class FragmentRow(Base):
     files: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # The whole fragment as the model wrote it (commentary, dependencies, port, ...).
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # Who made this version: the model, or a restore of an old version (`restored_from`).
+    # Who made this version: "model"; "restore", a copy of version `restored_from`; or "user",
+    # edited by hand in the code view, starting from version `restored_from` (when known).
     source: Mapped[str] = mapped_column(String(20), default="model", server_default="model")
     restored_from: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created()

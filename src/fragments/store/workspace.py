@@ -116,6 +116,41 @@ async def restore(
     return saved, row
 
 
+async def save_hand_edit(
+    session: AsyncSession,
+    conversation: Conversation,
+    fragment: dict[str, Any],
+    *,
+    note: str,
+    based_on: FragmentRow | None,
+    turn_id: str | None,
+) -> tuple[repos.SavedTurn, FragmentRow] | None:
+    """Store code the user edited by hand as the new current version: an exchange whose user
+    message is `note` and whose answer is the edited fragment, marked as the user's (and as
+    edited from `based_on`). Idempotent on `turn_id`: a retried save returns the first one;
+    None when `turn_id` already names a turn that is not a hand edit."""
+    if turn_id:
+        existing = await repos.turn_saved(session, conversation.id, turn_id)
+        if existing:
+            first = await session.get(FragmentRow, existing)
+            if first is None or first.source != "user":
+                return None
+            return repos.SavedTurn(first.id, first.version), first
+    saved = await repos.save_turn(
+        session,
+        conversation,
+        user_content=[{"type": "text", "text": note}],
+        fragment=fragment,
+        turn_id=turn_id,
+    )
+    row = await session.get(FragmentRow, saved.fragment_id)
+    assert row is not None
+    row.source = "user"
+    row.restored_from = based_on.version if based_on is not None else None
+    await session.flush()
+    return saved, row
+
+
 # ---- data files --------------------------------------------------------------------------------
 
 

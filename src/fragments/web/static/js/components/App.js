@@ -20,6 +20,7 @@ import {
   resendTurn,
   restoreVersion,
   runSandbox,
+  saveHandEdit,
   signUp,
   startGuest,
   streamChat,
@@ -829,6 +830,40 @@ export function App() {
     }
   }, [setMessages, startSandbox]);
 
+  // Code edited by hand becomes the current version (stored when the conversation is), shown
+  // as an exchange like a restore, and runs; the next turn's history carries it. Resolves true
+  // when saved; on failure the editor keeps the edits.
+  const saveEdit = useCallback(async (message, fragment) => {
+    let note = "Edited the code by hand";
+    let fragmentId = null;
+    let saved = fragment;
+    if (me && conversationRef.current) {
+      try {
+        const stored = await saveHandEdit(conversationRef.current, {
+          fragment, based_on: message.fragmentId || undefined, turn_id: newId("e"),
+        });
+        note = stored.message.content[0].text;
+        fragmentId = stored.fragment_id;
+        saved = stored.fragment;
+      } catch (e) {
+        setError({ detail: e.detail || "The edited code was not saved." });
+        return false;
+      }
+    }
+    const user = { id: newId("u"), role: "user", content: [{ type: "text", text: note }] };
+    const answer = {
+      id: newId("a"), role: "assistant", content: [{ type: "text", text: saved.commentary || "" }],
+      object: saved, streaming: false, final: true, provider: null, usage: null, sandbox: null,
+      fragmentId,
+    };
+    setError(null);
+    setMessages((list) => [...list, user, answer]);
+    setSelectedId(answer.id);
+    setTab("preview");
+    startSandbox(answer.id, saved, fragmentId ? { fragmentId } : {});
+    return true;
+  }, [me, setMessages, startSandbox]);
+
   const download = useCallback(async (message) => {
     try {
       const { blob, name } = await downloadZip({
@@ -902,7 +937,8 @@ export function App() {
           </div>
         </section>
         ${selected && html`<${Panel} message=${selected} tab=${tab} onTab=${setTab}
-          onClose=${() => setSelectedId(null)} onRerun=${rerun} />`}
+          onClose=${() => setSelectedId(null)} onRerun=${rerun}
+          onSaveEdit=${streaming ? null : saveEdit} />`}
       </main>
       <${AuthDialog} mode=${authMode} onMode=${setAuthMode} onClose=${() => setAuthMode(null)}
         onSubmit=${submitAuth} onForgot=${openForgot} />

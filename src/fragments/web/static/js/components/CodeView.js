@@ -1,6 +1,17 @@
-// Highlighted code with line numbers, a file list for multi-file fragments, copy and download.
-import { html, useEffect, useLayoutEffect, useMemo, useRef, useState } from "../lib/html.js";
+// Highlighted code with line numbers, a file list for multi-file fragments, copy and download;
+// in edit mode, the same layout with an editor (CodeMirror) in place of the highlighted code.
+import {
+  html,
+  ThemeContext,
+  useContext,
+  useEffect,
+  useLayoutEffect,
+  useMemo,
+  useRef,
+  useState,
+} from "../lib/html.js";
 import { copyText } from "../lib/clipboard.js";
+import { createEditor, loadEditor } from "../lib/editor.js";
 import { highlight, languageFor } from "../lib/highlight.js";
 import { Check, Copy, Download, File } from "./icons.js";
 
@@ -44,7 +55,69 @@ export function CodeActions({ file }) {
       onClick=${() => download(file.path, file.code)}><${Download} /></button>`;
 }
 
-export function CodeView({ files, active, onActive, streaming }) {
+/**
+ * The fragment's files as the user edited them: `drafts` maps a path to its edited text (the
+ * files not in it are unchanged). `files` wins over `code`, as in `fragmentFiles`.
+ */
+export function editedFragment(fragment, drafts) {
+  const edited = { ...fragment, commentary: "Edited by hand." };
+  if (Array.isArray(fragment.files) && fragment.files.length > 0) {
+    edited.files = fragment.files.map((f) => {
+      const text = drafts[f.file_path || "untitled"];
+      return text === undefined ? f : { ...f, file_content: text };
+    });
+  } else {
+    const text = drafts[fragment.file_path || "untitled"];
+    if (text !== undefined) edited.code = text;
+  }
+  return edited;
+}
+
+/** One file in CodeMirror; `onChange(text)` after each edit. Remounted per file (`key`). */
+function CodeEditor({ file, text, onChange, onRun }) {
+  const theme = useContext(ThemeContext);
+  const host = useRef(null);
+  const editor = useRef(null);
+  const latest = useRef(onChange);
+  latest.current = onChange;
+  const run = useRef(onRun);
+  run.current = onRun;
+  const [failed, setFailed] = useState(null);
+  const [ready, setReady] = useState(false);
+  useEffect(() => {
+    let cancelled = false;
+    loadEditor()
+      .then((loaded) => {
+        if (cancelled || !host.current) return;
+        editor.current = createEditor(loaded, host.current, {
+          doc: text,
+          path: file.path,
+          dark: theme === "dark",
+          onChange: (next) => latest.current(next),
+          onRun: () => run.current?.(),
+        });
+        setReady(true);
+        editor.current.view.focus();
+      })
+      .catch(() => setFailed("The editor could not be loaded; reload the page and try again."));
+    return () => {
+      cancelled = true;
+      editor.current?.destroy();
+      editor.current = null;
+    };
+  }, []);
+  useEffect(() => editor.current?.setDark(theme === "dark"), [theme]);
+  return html`
+    <div class="code-editor" data-testid="code-editor" data-path=${file.path}
+      data-state=${failed ? "failed" : ready ? "ready" : "loading"}>
+      ${failed && html`<div class="panel-empty muted" role="alert">${failed}</div>`}
+      ${!ready && !failed && html`<div class="panel-empty muted"><span class="spinner" />
+        Loading the editor…</div>`}
+      <div class="code-editor-host" ref=${host} />
+    </div>`;
+}
+
+export function CodeView({ files, active, onActive, streaming, drafts, onDraft, onRun }) {
   const file = files[Math.min(active, files.length - 1)];
   const code = file ? file.code : "";
   const language = languageFor(file?.path);
@@ -79,9 +152,14 @@ export function CodeView({ files, active, onActive, streaming }) {
               aria-current=${i === active ? "true" : undefined} onClick=${() => onActive(i)}
               title=${f.path}>
               <${File} size=${14} /><span>${f.path}</span>
+              ${drafts && drafts[f.path] !== undefined && drafts[f.path] !== f.code
+                && html`<span class="edited-dot" aria-label="edited" title="Edited">•</span>`}
             </button>`)}
         </nav>`}
-      <div class="code-scroll" ref=${scroller} tabindex="0" aria-label=${`Code of ${file.path}`}
+      ${drafts ? html`<${CodeEditor} key=${file.path} file=${file}
+        text=${drafts[file.path] ?? file.code} onChange=${(text) => onDraft(file.path, text)}
+        onRun=${onRun} />`
+      : html`<div class="code-scroll" ref=${scroller} tabindex="0" aria-label=${`Code of ${file.path}`}
         onScroll=${(e) => {
           const el = e.currentTarget;
           follow.current = el.scrollHeight - el.scrollTop - el.clientHeight < 32;
@@ -90,6 +168,6 @@ export function CodeView({ files, active, onActive, streaming }) {
           class=${`hljs${language ? ` language-${language}` : ""}`} data-testid="code-view"
           data-state=${streaming ? "streaming" : "final"} data-path=${file.path}
           dangerouslySetInnerHTML=${{ __html: highlighted }} /></pre>
-      </div>
+      </div>`}
     </div>`;
 }

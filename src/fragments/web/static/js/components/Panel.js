@@ -1,8 +1,8 @@
 // The right-hand panel: Code and Preview tabs for the selected fragment.
 import { html, useEffect, useState } from "../lib/html.js";
-import { CodeActions, CodeView, fragmentFiles } from "./CodeView.js";
+import { CodeActions, CodeView, editedFragment, fragmentFiles } from "./CodeView.js";
 import { copyText } from "../lib/clipboard.js";
-import { Check, Close, Code, Copy, External, Play, Refresh } from "./icons.js";
+import { Check, Close, Code, Copy, External, Pencil, Play, Refresh } from "./icons.js";
 import { Preview } from "./Preview.js";
 
 const TABS = [
@@ -50,11 +50,39 @@ const PANE = { flex: "1", minHeight: "0", display: "flex", flexDirection: "colum
 // The preview under the code tab: its page keeps loading (laid out, not display:none) unseen.
 const BEHIND = { position: "absolute", inset: "0", opacity: "0", pointerEvents: "none" };
 
-export function Panel({ message, tab, onTab, onClose, onRerun }) {
+/** The bar above the editor: what is being edited, Run (save as a version and run), Cancel. */
+function EditBar({ changed, saving, onRun, onCancel }) {
+  return html`
+    <div class="edit-bar" data-testid="edit-bar">
+      <${Pencil} size=${14} />
+      <span>${changed ? "Edited: run it to save a new version." : "Editing: change the code, then run it."}</span>
+      <span class="spacer" />
+      <button type="button" class="btn btn-small" data-testid="cancel-edit" disabled=${saving}
+        onClick=${onCancel}>Cancel</button>
+      <button type="button" class="btn btn-small btn-primary" data-testid="run-edit"
+        disabled=${!changed || saving} onClick=${onRun}
+        title="Save the edited code as a new version and run it (Ctrl+Enter)">
+        ${saving ? html`<span class="spinner" />` : html`<${Play} size=${14} />`} Run
+      </button>
+    </div>`;
+}
+
+export function Panel({ message, tab, onTab, onClose, onRerun, onSaveEdit }) {
   const fragment = message?.object;
   const files = fragmentFiles(fragment);
   const [active, setActive] = useState(0);
   const [reloadKey, setReloadKey] = useState(0);
+  // Edit mode: `drafts` maps a file path to its edited text (null when not editing). Kept per
+  // message, so looking at another fragment and coming back loses no unsaved edit.
+  const [draftsByMessage, setDraftsByMessage] = useState({});
+  const drafts = draftsByMessage[message?.id] ?? null;
+  const setDrafts = (next) => {
+    const id = message?.id;
+    setDraftsByMessage((all) => ({
+      ...all, [id]: typeof next === "function" ? next(all[id] ?? null) : next,
+    }));
+  };
+  const [saving, setSaving] = useState(false);
   useEffect(() => setActive(0), [message?.id]);
   const file = files[Math.min(active, files.length - 1)];
   const streaming = Boolean(message?.streaming && !message?.final);
@@ -63,6 +91,18 @@ export function Panel({ message, tab, onTab, onClose, onRerun }) {
   const running = sandbox?.status === "running";
   // A page prepared while the model writes loads even while the code tab is shown.
   const keepPreview = Boolean(message?.prepared?.url) && (!sandbox || running);
+  const canEdit = Boolean(onSaveEdit && message?.final && !streaming && files.length > 0);
+  const changed = Boolean(drafts) && files.some((f) => drafts[f.path] !== undefined
+    && drafts[f.path] !== f.code);
+  const runEdit = async () => {
+    setSaving(true);
+    try {
+      // On failure the drafts stay, so nothing typed is lost; the App shows why.
+      if (await onSaveEdit(message, editedFragment(fragment, drafts))) setDrafts(null);
+    } finally {
+      setSaving(false);
+    }
+  };
 
   return html`
     <section class="panel" aria-label="Fragment" data-testid="panel">
@@ -74,7 +114,12 @@ export function Panel({ message, tab, onTab, onClose, onRerun }) {
             : html`<span class="fragment-name">${fragment?.title || ""}</span>`}
         </div>
         <div class="panel-actions">
-          ${tab === "code" && html`<${CodeActions} file=${file} />`}
+          ${tab === "code" && canEdit && !drafts && html`
+            <button type="button" class="btn btn-icon" data-testid="edit-code"
+              aria-label="Edit the code" title="Edit the code"
+              onClick=${() => setDrafts({})}><${Pencil} /></button>`}
+          ${tab === "code" && html`<${CodeActions} file=${file && drafts?.[file.path] !== undefined
+            ? { ...file, code: drafts[file.path] } : file} />`}
           ${tab === "preview" && url && html`
             <a class="btn btn-icon" href=${url} target="_blank" rel="noopener noreferrer"
               aria-label="Open the preview in a new tab" title="Open in a new tab"
@@ -92,10 +137,14 @@ export function Panel({ message, tab, onTab, onClose, onRerun }) {
       </div>
       ${tab === "preview" && url && html`
         <${UrlBar} url=${url} />`}
+      ${tab === "code" && drafts && html`<${EditBar} changed=${changed} saving=${saving}
+        onRun=${runEdit} onCancel=${() => setDrafts(null)} />`}
       <div class="panel-body" id="panel-body" role="tabpanel" aria-labelledby=${`tab-${tab}`}
         style=${{ position: "relative" }}>
         ${tab === "code" && html`<${CodeView} files=${files} active=${active}
-          onActive=${setActive} streaming=${streaming} />`}
+          onActive=${setActive} streaming=${streaming} drafts=${drafts}
+          onDraft=${(path, text) => setDrafts((d) => ({ ...d, [path]: text }))}
+          onRun=${() => changed && !saving && runEdit()} />`}
         ${(tab === "preview" || keepPreview) && html`<div
           class=${tab === "preview" ? "preview-pane" : "preview-pane behind"}
           style=${tab === "preview" ? PANE : { ...PANE, ...BEHIND }}

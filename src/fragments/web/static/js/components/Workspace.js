@@ -67,6 +67,8 @@ function VersionsMenu({ load, onRestore, disabled }) {
               <span class="version-label">
                 v${v.version} ${v.title}
                 ${v.source === "restore" && html`<span class="muted small"> (restored v${v.restored_from})</span>`}
+                ${v.source === "user" && html`<span class="muted small" data-testid="edited-by-you">
+                  (edited by you${v.edited_from ? ` from v${v.edited_from}` : ""})</span>`}
                 ${!v.in_chat && html`<span class="muted small"> (undone)</span>`}
               </span>
               ${v.current

@@ -42,3 +42,5 @@ export const File = icon(html`
 export const Sparkle = icon(html`
   <path d="M12 3l1.8 5.2L19 10l-5.2 1.8L12 17l-1.8-5.2L5 10l5.2-1.8z" />
   <path d="M19 16l.7 2 2 .7-2 .7-.7 2-.7-2-2-.7 2-.7z" />`);
+export const Pencil = icon(html`
+  <path d="M4 20h4L19 9a2.1 2.1 0 0 0-4-4L4 16v4z" /><path d="M13.5 6.5l4 4" />`);

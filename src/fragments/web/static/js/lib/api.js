@@ -206,6 +206,8 @@ export const undoLast = (id, fragmentId) =>
   call("POST", `${conv(id)}/undo`, fragmentId ? { fragment_id: fragmentId } : {});
 export const restoreVersion = (id, fragmentId) =>
   call("POST", `${conv(id)}/versions/${encodeURIComponent(fragmentId)}/restore`, {});
+/** Store code edited by hand as the conversation's new current version. */
+export const saveHandEdit = (id, body) => call("POST", `${conv(id)}/versions`, body);
 export const listFiles = (id) => getJSON(`${conv(id)}/files`);
 export const deleteFile = (id, name) =>
   call("DELETE", `${conv(id)}/files/${encodeURIComponent(name)}`);
