@@ -175,7 +175,7 @@ async def _spread(count: int) -> None:
             node.wait(timeout=60)
         await _drop(prefix)
     ok = [d for d in done if isinstance(d, tuple)]
-    failed = Counter(type(d).__name__ for d in done if not isinstance(d, tuple))
+    failed = Counter(f"{type(d).__name__}: {d}" for d in done if not isinstance(d, tuple))
     times = [t for t, _ in ok]
     spread = Counter(node for _, node in ok)
     p95 = percentile(times, 95)

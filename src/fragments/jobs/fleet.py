@@ -35,6 +35,7 @@ from fragments.jobs.connection import (
 from fragments.jobs.events import RedisJobEvents, follow
 from fragments.jobs.queue import Job, JobQueue
 from fragments.jobs.registry import FleetRegistry, NodeInfo
+from fragments.jobs.stats import export_queue_metrics
 from fragments.ports import DataFile, RemotePreview
 from fragments.sandbox.service import (
     PhaseCallback,
@@ -238,6 +239,10 @@ class FleetSandboxService:
             return "expired"  # lost with its node
         headers = (*self._preview_headers, (PREVIEW_HEADER, f"{port}-{sandbox_id}"))
         return RemotePreview(node.url, headers)
+
+    async def export_queue_metrics(self) -> None:
+        """Record the queue's gauges for /metrics (see jobs/stats.py)."""
+        await export_queue_metrics(self.redis, self.keys)
 
     async def aclose(self) -> None:
         # The nodes own the sandboxes: an API process stopping leaves them running.
