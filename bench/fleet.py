@@ -103,7 +103,8 @@ def _start_node(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         # BENCH_NODE_LOGS=info (or warning) shows the nodes' logs.
         [*command, "--log-level", os.environ.get("BENCH_NODE_LOGS", "warning")],
         env=env,
-        stdout=subprocess.DEVNULL,
+        # The nodes' JSON logs go to stdout.
+        stdout=None if os.environ.get("BENCH_NODE_LOGS") else subprocess.DEVNULL,
         stderr=None if os.environ.get("BENCH_NODE_LOGS") else subprocess.DEVNULL,
     )
 

@@ -18,8 +18,8 @@ from fragments.config import Settings
 from fragments.jobs.keys import FleetKeys
 from fragments.jobs.queue import Job, JobQueue
 from fragments.jobs.registry import FleetRegistry, NodeInfo
-from fragments.resilience import KEY_PREFIX, BreakerConfig, BreakerRegistry
 from fragments.redis_client import SharedRedis
+from fragments.resilience import KEY_PREFIX, BreakerConfig, BreakerRegistry
 from tests.apps import app_client, client_state
 from tests.chat.conftest import chat_body, parse_sse
 from tests.fakes import ErrorReply, FakeOpenAI
