@@ -84,6 +84,12 @@ class LocalSandboxService:
         )
         self._setup_lock = asyncio.Lock()
         self._acquire_lock = asyncio.Lock()
+        # Cold starts are CPU-bound (a kernel and its pre-imports, a dev server): a burst of
+        # them started all at once slows every one past its start timeout, and the failed
+        # starts then open the creation breaker. Past one per CPU they wait their turn instead.
+        self._starts = asyncio.Semaphore(
+            settings.sandbox_concurrent_starts or max(1, os.cpu_count() or 1)
+        )
         self.envs = TemplateEnvs(settings)
         self.registry = SandboxRegistry(settings.sandbox_lifetime_seconds)
         self.slots = SlotLocks(
@@ -256,7 +262,7 @@ class LocalSandboxService:
         retries counts (an app crashing on its own code does not); while the breaker is open
         no launch is tried and the caller's fallback answers at once."""
         try:
-            async with self.breaker.guard(is_failure=_launch_failed):
+            async with self._starts, self.breaker.guard(is_failure=_launch_failed):
                 await start_with_retries(sandbox, self.settings)
         except BreakerOpen as exc:
             raise SandboxStartError(
