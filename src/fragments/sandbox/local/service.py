@@ -90,6 +90,9 @@ class LocalSandboxService:
         self._starts = asyncio.Semaphore(
             settings.sandbox_concurrent_starts or max(1, os.cpu_count() or 1)
         )
+        # Starts under way now, and starts waiting for their turn (read by tests and logs).
+        self.starting = 0
+        self.waiting_to_start = 0
         self.envs = TemplateEnvs(settings)
         self.registry = SandboxRegistry(settings.sandbox_lifetime_seconds)
         self.slots = SlotLocks(
@@ -262,8 +265,18 @@ class LocalSandboxService:
         retries counts (an app crashing on its own code does not); while the breaker is open
         no launch is tried and the caller's fallback answers at once."""
         try:
-            async with self._starts, self.breaker.guard(is_failure=_launch_failed):
-                await start_with_retries(sandbox, self.settings)
+            self.waiting_to_start += 1
+            try:
+                await self._starts.acquire()
+            finally:
+                self.waiting_to_start -= 1
+            self.starting += 1
+            try:
+                async with self.breaker.guard(is_failure=_launch_failed):
+                    await start_with_retries(sandbox, self.settings)
+            finally:
+                self.starting -= 1
+                self._starts.release()
         except BreakerOpen as exc:
             raise SandboxStartError(
                 "Sandboxes cannot be started right now (recent starts failed); "
