@@ -170,10 +170,15 @@ class NodeWorker:
             await self.queue.touch(self.id, list(self.running.values()))
 
     async def reclaim(self) -> None:
-        """Take over what dead consumers left: idle pending entries of the shared stream, and
-        a gone node's stream (its pending entries once idle, its undelivered ones at once)."""
+        """Take over what dead consumers left: idle pending entries of the shared stream and of
+        its own, and a gone node's stream (its pending entries once idle, its undelivered ones
+        at once)."""
         idle = self.settings.job_reclaim_idle_seconds
         claimed = await self.queue.reclaim(self.keys.new_sandboxes, self.id, idle)
+        # Its own stream too: an entry it is running is heart-beaten, so one idle this long was
+        # dropped by a job that lost Redis mid-way (left pending, see `handle`) and would
+        # otherwise wait on a live node's stream forever.
+        claimed += await self.queue.reclaim(self.keys.node_jobs(self.id), self.id, idle)
         _live, gone = await self.registry.nodes()
         for node_id in gone:
             if node_id == self.id:
