@@ -196,8 +196,7 @@ def run(runs: int = 30, new: int = 100) -> None:
     print(
         "\n(fleet) the queue hop on a warm kernel, and "
         f"{new} new sandboxes (code-interpreter-v1) across 2 nodes (real Redis; 2 vCPUs shared "
-        "by everything: a cold kernel costs ~0.5-1 CPU-second, so the CPUs, not the queue, set "
-        "the pace)"
+        "by everything: cold kernels are CPU work, so the CPUs, not the queue, set the pace)"
     )
     asyncio.run(_hop(runs))
     asyncio.run(_spread(new))
