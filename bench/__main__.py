@@ -22,14 +22,21 @@ def main() -> None:
             "cost",
             "failover",
             "observability",
+            "fleet",
         ],
         help="which benchmarks: overhead, sandbox, templates, capacity, cost, failover, "
-        "observability (egress, tracing, fleet: on request)",
+        "observability, fleet (egress, tracing: on request)",
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
     parser.add_argument(
         "--templates", nargs="*", default=None, help="template ids for templates (default: all)"
+    )
+    parser.add_argument(
+        "--streams", type=int, default=1000, help="concurrent chat streams for fleet"
+    )
+    parser.add_argument(
+        "--sandboxes", type=int, default=100, help="concurrent new sandboxes for fleet"
     )
     args = parser.parse_args()
     from bench import chat_stream
@@ -66,9 +73,10 @@ def main() -> None:
 
         tracing.tracing()
     if "fleet" in args.parts:
-        from bench import fleet
+        from bench import fleet, fleet_chat
 
-        fleet.run()
+        fleet_chat.run(args.streams)
+        fleet.run(new=args.sandboxes)
     if "egress" in args.parts:
         from bench import egress
 

@@ -142,6 +142,11 @@ def create_app(
         metrics.monthly_budget(settings.monthly_llm_budget_usd)
         pool_slots = getattr(service, "pool_slots", None)
         unwatch = metrics.watch_pool(pool_slots) if callable(pool_slots) else None
+        unwatch_async = [metrics.watch_async(breakers.export_metrics)]
+        # The fleet's queue (FleetSandboxService): its streams' depths and dead letters.
+        queue_gauges = getattr(service, "export_queue_metrics", None)
+        if callable(queue_gauges):
+            unwatch_async.append(metrics.watch_async(queue_gauges))
         try:
             guard = once_guard(shared, settings.data_dir)
             async with (
@@ -153,6 +158,8 @@ def create_app(
         finally:
             if unwatch is not None:
                 unwatch()
+            for stop in unwatch_async:
+                stop()
             # Everything the State holds is closed here, and only here.
             await health.aclose()
             await model.aclose()

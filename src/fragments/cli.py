@@ -168,9 +168,21 @@ def templates_build(
         str | None, typer.Argument(help="Template id; all buildable when omitted.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            help="Build on every live `fragments node` of the fleet (over FRAGMENTS_REDIS_URL) "
+            "instead of this machine."
+        ),
+    ] = False,
 ) -> None:
     """Build template environments once, into the sandbox cache folder."""
     from fragments.config import Settings
+
+    if fleet:
+        from fragments.jobs.build_cli import build_on_fleet
+
+        raise typer.Exit(build_on_fleet(Settings(), name, force=force))
     from fragments.sandbox.local.build_cli import build_templates_cli
 
     raise typer.Exit(build_templates_cli(Settings(), name, force=force))

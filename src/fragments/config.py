@@ -230,6 +230,9 @@ class Settings(BaseSettings):
     sandbox_uid_base: int = 100_000
     sandbox_max_count: int = 32
     sandbox_start_timeout_seconds: float = 30.0
+    # Sandboxes starting at once in this process (0: one per CPU). Starts are CPU-bound: a
+    # burst started all together only slows every start past its timeout.
+    sandbox_concurrent_starts: int = Field(0, ge=0)
     sandbox_interrupt_grace_seconds: float = 3.0
     sandbox_seccomp: bool = True
     # Installing a fragment's additional_dependencies (confined, wheels only) may take this long.

@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 
 from fragments.config import Settings
 from fragments.errors import FragmentsError
+from fragments.observability import metrics
 from fragments.redis_client import RedisOutage, SharedRedis
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -424,3 +425,9 @@ class BreakerRegistry:
             BreakerStatus(name=name, state=await self._breakers[name].state())
             for name in self.names
         ]
+
+    async def export_metrics(self) -> None:
+        """Record every breaker's state as every instance sees it (read at scrape time, so a
+        breaker another instance tripped shows here too)."""
+        for status in await self.snapshot():
+            metrics.breaker_state(status["name"], status["state"])

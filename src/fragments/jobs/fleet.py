@@ -12,9 +12,10 @@ FRAGMENTS_JOB_WAIT_SECONDS. Redis unreachable: 503 `fleet_unavailable`; no live 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,7 @@ from fragments.jobs.connection import (
 from fragments.jobs.events import RedisJobEvents, follow
 from fragments.jobs.queue import Job, JobQueue
 from fragments.jobs.registry import FleetRegistry, NodeInfo
+from fragments.jobs.stats import export_queue_metrics
 from fragments.ports import DataFile, RemotePreview
 from fragments.sandbox.service import (
     PhaseCallback,
@@ -47,6 +49,8 @@ from fragments.templates import Template
 
 log = structlog.get_logger(__name__)
 
+# Hears a node's build steps: (node id, {"phase": "building", "step", "done", "total"}).
+BuildPhase = Callable[[str, dict[str, Any]], Awaitable[None]]
 _PHASES = frozenset({"acquiring", "installing", "starting", "running"})
 # Control jobs (kill, extend) answer quickly or not at all.
 _CONTROL_WAIT_SECONDS = 15.0
@@ -192,6 +196,36 @@ class FleetSandboxService:
             str(prepared["sandbox_id"]), str(prepared["template"]), prepared.get("url")
         )
 
+    async def build_template(
+        self, template_id: str, *, force: bool = False, on_phase: BuildPhase | None = None
+    ) -> list[dict[str, Any]]:
+        """Build a template's environment on every live node (each keeps its own): a `build`
+        job on each node's stream, their `building` phases passed to `on_phase(node id, phase
+        data)`. One entry per node: its result (`template`, `node`, `path`, `built`), or its
+        error (`node`, `error`, `detail`)."""
+        async with self._fleet():
+            nodes = await self._live_nodes()
+            jobs = [Job("build", template=template_id, force=force) for _ in nodes]
+            for node, job in zip(nodes, jobs, strict=True):
+                await self.queue.submit(self.keys.node_jobs(node.id), job)
+
+            async def outcome(node: NodeInfo, job: Job) -> dict[str, Any]:
+                async for event in follow(
+                    self.events, job.id, within=self.settings.job_wait_seconds
+                ):
+                    if event.type == "phase":
+                        if on_phase is not None:
+                            await on_phase(node.id, event.data)
+                    elif event.type == "result":
+                        return event.data
+                    else:
+                        return {"node": node.id, **event.data}
+                return {"node": node.id, "error": "internal", "detail": "No result came."}
+
+            return list(
+                await asyncio.gather(*(outcome(n, j) for n, j in zip(nodes, jobs, strict=True)))
+            )
+
     async def _control(self, job: Job) -> dict[str, Any] | None:
         """Send a kill or extend to the node holding the sandbox; None if it is gone."""
         async with self._fleet():
@@ -238,6 +272,10 @@ class FleetSandboxService:
             return "expired"  # lost with its node
         headers = (*self._preview_headers, (PREVIEW_HEADER, f"{port}-{sandbox_id}"))
         return RemotePreview(node.url, headers)
+
+    async def export_queue_metrics(self) -> None:
+        """Record the queue's gauges for /metrics (see jobs/stats.py)."""
+        await export_queue_metrics(self.redis, self.keys)
 
     async def aclose(self) -> None:
         # The nodes own the sandboxes: an API process stopping leaves them running.

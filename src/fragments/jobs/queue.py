@@ -38,7 +38,7 @@ from fragments.jobs.replies import streams as reply_streams
 
 log = structlog.get_logger(__name__)
 
-JobKind = Literal["run", "prepare", "kill", "extend"]
+JobKind = Literal["run", "prepare", "kill", "extend", "build"]
 _KINDS = frozenset(get_args(JobKind))
 
 # KEYS[1] stream; ARGV: max length, job JSON, group. The group is made at the start of the
@@ -64,8 +64,9 @@ def new_job_id() -> str:
 @dataclass(frozen=True, slots=True)
 class Job:
     """One unit of sandbox work. `owner` is the conversation (its sandbox); `fragment` the
-    fragment to run (`run`); `template` what to prepare (`prepare`); `sandbox_id` and `seconds`
-    for `kill` and `extend`."""
+    fragment to run (`run`, whose dependency installs are part of it); `template` what to
+    prepare (`prepare`) or build on the node (`build`, rebuilt when `force`); `sandbox_id` and
+    `seconds` for `kill` and `extend`."""
 
     kind: JobKind
     id: str = field(default_factory=new_job_id)
@@ -77,6 +78,7 @@ class Job:
     seconds: float = 0.0
     # The conversation's data files for a run: [name, base64 of the bytes] pairs.
     data_files: list[list[str]] = field(default_factory=list)
+    force: bool = False
 
     def dump(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

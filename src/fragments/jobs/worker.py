@@ -23,10 +23,12 @@ from fragments.jobs.connection import fleet_keys
 from fragments.jobs.events import EventType, RedisJobEvents
 from fragments.jobs.queue import Delivery, Job, JobQueue
 from fragments.jobs.registry import FleetRegistry, NodeInfo, Placement
+from fragments.sandbox.local.build import TemplateBuildError
+from fragments.sandbox.local.envs import runnable
 from fragments.sandbox.local.service import LocalSandboxService
 from fragments.sandbox.runs import result_body
 from fragments.sandbox.service import Phase
-from fragments.sandbox.templates import get_template
+from fragments.sandbox.templates import TEMPLATES, get_template
 from fragments.schemas import Fragment, InterpreterResult, Notice, WebResult
 
 log = structlog.get_logger(__name__)
@@ -168,10 +170,15 @@ class NodeWorker:
             await self.queue.touch(self.id, list(self.running.values()))
 
     async def reclaim(self) -> None:
-        """Take over what dead consumers left: idle pending entries of the shared stream, and
-        a gone node's stream (its pending entries once idle, its undelivered ones at once)."""
+        """Take over what dead consumers left: idle pending entries of the shared stream and of
+        its own, and a gone node's stream (its pending entries once idle, its undelivered ones
+        at once)."""
         idle = self.settings.job_reclaim_idle_seconds
         claimed = await self.queue.reclaim(self.keys.new_sandboxes, self.id, idle)
+        # Its own stream too: an entry it is running is heart-beaten, so one idle this long was
+        # dropped by a job that lost Redis mid-way (left pending, see `handle`) and would
+        # otherwise wait on a live node's stream forever.
+        claimed += await self.queue.reclaim(self.keys.node_jobs(self.id), self.id, idle)
         _live, gone = await self.registry.nodes()
         for node_id in gone:
             if node_id == self.id:
@@ -238,6 +245,8 @@ class NodeWorker:
                 return "result", await self._execute(job)
             if job.kind == "prepare":
                 return "result", await self._prepare(job)
+            if job.kind == "build":
+                return "result", await self._build(job)
             if job.kind == "kill":
                 return "result", {"ok": await self.service.kill(job.sandbox_id)}
             granted = await self.service.extend(job.sandbox_id, job.seconds)
@@ -288,6 +297,40 @@ class NodeWorker:
         if restarted(previous, job, self.id, result.sandbox_id):
             result = result.model_copy(update={"notice": RESTARTED})
         return result_body(result)
+
+    async def _build(self, job: Job) -> dict[str, Any]:
+        """Build a template's environment on this node (what `fragments templates build` does
+        on one machine), each step published as a `building` phase with its progress."""
+        template = TEMPLATES.get(job.template)
+        if template is None or not runnable(template):
+            raise FragmentsError(
+                f"'{job.template}' is not a template local sandboxes can build; "
+                f"known: {', '.join(t for t, v in TEMPLATES.items() if runnable(v))}.",
+                code="unknown_template",
+                status_code=400,
+            )
+        loop = asyncio.get_running_loop()
+
+        def progress(step: str, done: int, total: int) -> None:
+            # Called from the build's thread: the event is published on the node's loop.
+            event = {"phase": "building", "step": step, "done": done, "total": total}
+            asyncio.run_coroutine_threadsafe(self._phase(job.id, event), loop)
+
+        try:
+            env, built = await self.service.envs.build_now(
+                template, force=job.force, progress=progress
+            )
+        except TemplateBuildError as exc:
+            raise FragmentsError(
+                f"The {template.id} environment could not be built on node {self.id}: {exc}",
+                code="build_failed",
+                status_code=500,
+            ) from exc
+        return {"template": template.id, "node": self.id, "path": str(env.path), "built": built}
+
+    async def _phase(self, job_id: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.events.publish(job_id, "phase", data)
 
     async def _prepare(self, job: Job) -> dict[str, Any]:
         assert job.owner is not None

@@ -67,6 +67,7 @@ def metrics_router(settings: Settings) -> APIRouter:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         metrics.refresh()
+        await metrics.refresh_async()
         return Response(generate_latest(metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return router
@@ -91,6 +92,7 @@ async def gauges_kept_fresh() -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             metrics.refresh()
+            await metrics.refresh_async()
             await asyncio.sleep(REFRESH_SECONDS)
 
     task = asyncio.create_task(loop())

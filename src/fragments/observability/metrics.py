@@ -16,9 +16,10 @@ look-up and a lock each.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from prometheus_client import (
     REGISTRY,
@@ -118,6 +119,11 @@ QUEUE_OLDEST = Gauge(
     "fragments_queue_oldest_job_seconds",
     "Age of the oldest job waiting on a queue stream.",
     ["stream"],
+    multiprocess_mode="mostrecent",
+)
+QUEUE_DEAD_LETTERS = Gauge(
+    "fragments_queue_dead_letters",
+    "Jobs in the dead-letter stream (given up after FRAGMENTS_JOB_MAX_ATTEMPTS deliveries).",
     multiprocess_mode="mostrecent",
 )
 BREAKER_STATE = Gauge(
@@ -231,6 +237,22 @@ def queue_depth(stream: str, depth: int, oldest_seconds: float) -> None:
     QUEUE_OLDEST.labels(stream).set(oldest_seconds)
 
 
+_queue_labels: set[str] = set()
+
+
+def queue_streams(streams: Mapping[str, tuple[int, float]], dead_letters: int) -> None:
+    """Every job stream's (waiting jobs, oldest job's age), and the dead letters; a stream
+    seen before and gone now (a retired node's) reads 0 rather than its last value."""
+    if not enabled:
+        return
+    for stream in _queue_labels - streams.keys():
+        queue_depth(stream, 0, 0.0)
+    for stream, (depth, oldest) in streams.items():
+        queue_depth(stream, depth, oldest)
+    _queue_labels.update(streams)
+    QUEUE_DEAD_LETTERS.set(dead_letters)
+
+
 def monthly_budget(usd: float) -> None:
     """The month's model budget in US dollars (0 = none)."""
     LLM_MONTHLY_BUDGET.set(usd)
@@ -295,6 +317,38 @@ def refresh() -> None:
     for key, value in slots.items():
         POOL_SLOTS.labels(*key).set(value)
     _pool_labels.update(slots)
+
+
+# Gauges whose sources answer over the network (Redis: the job queue, shared breakers): an
+# async function that reads them and records them with the functions above, awaited at
+# scrape time (and every few seconds by each worker; see exposition.gauges_kept_fresh).
+AsyncReader = Callable[[], Awaitable[None]]
+_async_readers: list[AsyncReader] = []
+# A slow source must not hold the scrape: its gauges keep their last values instead.
+ASYNC_READ_TIMEOUT_SECONDS = 2.0
+
+
+def watch_async(reader: AsyncReader) -> Callable[[], None]:
+    """Await `reader` at every async refresh; returns the function to stop."""
+    _async_readers.append(reader)
+
+    def stop() -> None:
+        if reader in _async_readers:
+            _async_readers.remove(reader)
+
+    return stop
+
+
+async def refresh_async() -> None:
+    """Bring the gauges read from network sources up to date; never raises."""
+    if not enabled:
+        return
+    for reader in list(_async_readers):
+        try:
+            async with asyncio.timeout(ASYNC_READ_TIMEOUT_SECONDS):
+                await reader()
+        except Exception:  # a scrape must not fail because one source did
+            continue
 
 
 # ---- exposition ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import structlog
 
 from fragments.config import Settings
 from fragments.sandbox.local.build import (
+    Progress,
     TemplateBuildError,
     TemplateEnv,
     build_template,
@@ -46,13 +47,36 @@ class TemplateEnvs:
             return None if path is None else TemplateEnv(template, path)
         return find_env(self.settings, template)
 
-    def build(self, template: Template) -> TemplateEnv:
+    def build(
+        self, template: Template, *, force: bool = False, progress: Progress | None = None
+    ) -> TemplateEnv:
+        """Build the template's environment (blocking: call it in a thread) unless a complete
+        one exists or `force`; `progress` hears each step."""
         if runtime_of(template).build == "node":
             path = build_node_template(
-                self.settings, template.id, gid=self.node_gid, group_writable=True
+                self.settings,
+                template.id,
+                progress,
+                gid=self.node_gid,
+                group_writable=True,
+                force=force,
             )
             return TemplateEnv(template, path)
-        return build_template(self.settings, template.id)
+        return build_template(self.settings, template.id, force=force, progress=progress)
+
+    async def build_now(
+        self, template: Template, *, force: bool = False, progress: Progress | None = None
+    ) -> tuple[TemplateEnv, bool]:
+        """Build the template's environment now, one build at a time (a node's `build` job):
+        (the environment, whether it was built rather than found). TemplateBuildError when
+        it cannot be built."""
+        async with self._build_lock:
+            env = self.find(template)
+            if env is not None and not force:
+                return env, False
+            log.info("sandbox_template_build", template=template.id, force=force)
+            built = await asyncio.to_thread(self.build, template, force=force, progress=progress)
+            return built, True
 
     async def ensure(self, template: Template, phase: PhaseCallback) -> TemplateEnv:
         """The template's environment, built first (phase "installing") when missing."""

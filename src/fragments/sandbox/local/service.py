@@ -84,6 +84,15 @@ class LocalSandboxService:
         )
         self._setup_lock = asyncio.Lock()
         self._acquire_lock = asyncio.Lock()
+        # Cold starts are CPU-bound (a kernel and its pre-imports, a dev server): a burst of
+        # them started all at once slows every one past its start timeout, and the failed
+        # starts then open the creation breaker. Past one per CPU they wait their turn instead.
+        self._starts = asyncio.Semaphore(
+            settings.sandbox_concurrent_starts or max(1, os.cpu_count() or 1)
+        )
+        # Starts under way now, and starts waiting for their turn (read by tests and logs).
+        self.starting = 0
+        self.waiting_to_start = 0
         self.envs = TemplateEnvs(settings)
         self.registry = SandboxRegistry(settings.sandbox_lifetime_seconds)
         self.slots = SlotLocks(
@@ -256,8 +265,18 @@ class LocalSandboxService:
         retries counts (an app crashing on its own code does not); while the breaker is open
         no launch is tried and the caller's fallback answers at once."""
         try:
-            async with self.breaker.guard(is_failure=_launch_failed):
-                await start_with_retries(sandbox, self.settings)
+            self.waiting_to_start += 1
+            try:
+                await self._starts.acquire()
+            finally:
+                self.waiting_to_start -= 1
+            self.starting += 1
+            try:
+                async with self.breaker.guard(is_failure=_launch_failed):
+                    await start_with_retries(sandbox, self.settings)
+            finally:
+                self.starting -= 1
+                self._starts.release()
         except BreakerOpen as exc:
             raise SandboxStartError(
                 "Sandboxes cannot be started right now (recent starts failed); "
