@@ -82,3 +82,35 @@ def test_phases_come_over_the_websocket_and_survive_a_reload(
         assert errors == []
     finally:
         context.close()
+
+
+def test_without_the_websocket_the_run_falls_back_to_sse(
+    browser: Any,  # noqa: F811
+    app_url: str,  # noqa: F811
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    from playwright.sync_api import expect
+
+    fake_openai.reset()
+    fragment = {**FRAGMENT, "title": "No socket", "code": "print('over sse')"}
+    fake_openai.script(FragmentReply(fragment, chunk_size=200, delay=0.01))
+    errors: list[str] = []
+    context, page = probed_page(browser, errors)
+    accepts: list[str] = []
+    # A proxy that refuses WebSockets: every attempt at /api/ws is closed at once.
+    page.route_web_socket("**/api/ws", lambda ws: ws.close())
+    page.on(
+        "request",
+        lambda r: (
+            accepts.append(r.headers.get("accept", "")) if r.url.endswith("/api/sandbox") else None
+        ),
+    )
+    try:
+        open_app(page, app_url, openai_model_id(app_url))
+        send_prompt(page, "A cell without a socket")
+        expect(page.get_by_text("over sse")).to_be_visible(timeout=90_000)
+        assert accepts == ["text/event-stream"], accepts
+        assert page.evaluate("sessionStorage.getItem('fragments.sandboxJob')") is None
+        assert errors == []
+    finally:
+        context.close()
