@@ -186,8 +186,8 @@ class JobBoard(Protocol):
         ...
 
     def detach(self, work: Coroutine[Any, Any, _T]) -> Awaitable[_T]:
-        """Run `work` to its end even if the request that started it goes away; awaiting what
-        this answers waits for it without cancelling it."""
+        """Run `work` to its end even if the request that started it goes away. Wait for it
+        through `asyncio.shield`, so a cancelled waiter (a client gone) does not cancel it."""
         ...
 
     async def aclose(self) -> None:

@@ -185,7 +185,9 @@ class Board:
         task = asyncio.create_task(work)
         self._work.add(task)
         task.add_done_callback(self._done)
-        return asyncio.shield(task)
+        # The task itself: a shield made here but never awaited (a 202, an SSE answer) would
+        # hold the work's exception unretrieved. Waiters shield it themselves.
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._work.discard(task)
