@@ -252,3 +252,24 @@ async def test_malformed_frames_get_clear_errors(served: Served) -> None:
         assert (await frame(ws))["error"] == "invalid_message"
         await ws.send(json.dumps({"type": "ping"}))
         assert await frame(ws) == {"type": "pong"}
+
+
+async def test_a_prepare_is_a_job_too(served: Served) -> None:
+    token = await a_token(served)
+    made = await served.http.post(
+        "/api/conversations", json={"title": "prepared"}, headers=bearer(token)
+    )
+    assert made.status_code == 201, made.text
+    prepared = await served.http.post(
+        "/api/sandbox/prepare",
+        json={"template": INTERPRETER, "conversation_id": made.json()["id"]},
+        headers=bearer(token),
+    )
+    assert prepared.status_code == 200, prepared.text
+    job_id = prepared.headers["x-job-id"]
+    async with await signed_in(served, token) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "job_id": job_id}))
+        frames = await until_end(ws, job_id)
+    assert frames[0]["phase"] == "queued"
+    assert frames[-1]["type"] == "result"
+    assert frames[-1]["prepared"] == prepared.json()
