@@ -196,8 +196,8 @@ class LiveSocket:
             await self.error(
                 "sandbox_unavailable", "The sandbox did not answer in time.", job_id=job_id
             )
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the socket closed while sending: `serve` ends too
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the socket closed while sending (uvicorn's ClientDisconnected is an OSError)
         except Exception:
             log.warning("live_follow_failed", job_id=job_id, exc_info=True)
             with contextlib.suppress(Exception):
