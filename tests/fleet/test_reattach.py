@@ -122,3 +122,37 @@ async def test_a_client_reattaches_through_another_api_process_after_a_kill_9(
         refused = await frame(foreign)
     assert refused["error"] == "not_found"
     assert "stdout" not in refused
+
+
+async def test_every_worker_of_serve_workers_2_serves_the_jobs_socket(tmp_path: Path) -> None:
+    """`fragments serve --workers 2` with Redis: whichever worker a socket lands on (the kernel
+    spreads the connections), it follows a job another worker may have started."""
+    prefix = f"test-ws-workers-{secrets.token_hex(4)}:"
+    fleet = Fleet(tmp_path, fleet_env(tmp_path, prefix))
+    try:
+        app = fleet.start("serve", "--workers", "2", embedded=True)
+        async with httpx.AsyncClient(base_url=app.url, timeout=60) as client:
+            account = await sign_up(client, "ws-workers")
+            code = "import time\ntime.sleep(1)\nprint('from a worker')"
+            started = await client.post(
+                "/api/sandbox",
+                json={"fragment": {"template": INTERPRETER, "code": code}},
+                headers={**account.headers, "Prefer": "respond-async"},
+            )
+        assert started.status_code == 202, started.text
+        job_id = started.json()["job_id"]
+
+        async def follow_once() -> dict[str, Any]:
+            async with await signed_in(app, account.access_token) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "job_id": job_id}))
+                while True:
+                    got = await frame(ws)
+                    if got["type"] != "phase":
+                        return got
+
+        ends = await asyncio.gather(*(follow_once() for _ in range(6)))
+        assert {e["type"] for e in ends} == {"result"}, ends
+        assert {"".join(e["stdout"]) for e in ends} == {"from a worker\n"}
+    finally:
+        fleet.stop()
+        await _drop_keys(prefix)

@@ -2,12 +2,13 @@
 stream, and the runs and prepares that outlive the HTTP request that started them.
 
 Three set-ups, chosen by `job_board`:
-- fleet (FRAGMENTS_EMBEDDED_NODE=false): owners and events in Redis, on the fleet's client; the
-  nodes publish a job's phases and result there themselves, so any API process can follow a
-  job another one submitted, even once that one is gone;
-- embedded with Redis (`fragments serve --workers N`): Redis too, so a WebSocket served by
-  another worker process finds the job; a job whose Redis writes fail carries on in memory, so
-  a Redis outage never fails an embedded run;
+- fleet (FRAGMENTS_EMBEDDED_NODE=false, and the workers of `serve --workers N`): owners and
+  events in Redis, on the fleet's client; the nodes publish a job's phases and result there
+  themselves, so any API process can follow a job another one submitted, even once that one is
+  gone;
+- embedded with Redis: Redis too, so a WebSocket served by another process finds the job; a
+  job whose Redis writes fail carries on in memory, so a Redis outage never fails an embedded
+  run;
 - embedded without Redis (the one-process default): memory only.
 """
 
