@@ -38,6 +38,10 @@ _T = TypeVar("_T")
 _REDIS_DOWN = (RedisError, OSError)
 # How long detached work may go on once the app is stopping (then it is cancelled).
 _SHUTDOWN_GRACE_SECONDS = 5.0
+# Jobs kept in one process's memory. A result can weigh a few hundred KB (charts), so the cap is
+# what bounds the memory: enough to re-attach after a reload, not an archive (results are
+# stored with their fragments).
+MEMORY_JOBS = 500
 
 
 class JobOwners(Protocol):
@@ -229,11 +233,11 @@ def job_board(settings: Settings, sandboxes: SandboxService) -> JobBoard:
     if isinstance(sandboxes, FleetSandboxService):
         return FleetBoard(sandboxes.events, RedisJobOwners(sandboxes.redis, sandboxes.keys, ttl))
     if not settings.redis_url:
-        return Board(MemoryJobEvents(), MemoryJobOwners())
+        return Board(MemoryJobEvents(MEMORY_JOBS), MemoryJobOwners(MEMORY_JOBS))
     redis, keys = fleet_redis(settings), fleet_keys(settings)
     return Board(
         RedisJobEvents(redis, keys, ttl),
         RedisJobOwners(redis, keys, ttl),
-        fallback=(MemoryJobEvents(), MemoryJobOwners()),
+        fallback=(MemoryJobEvents(MEMORY_JOBS), MemoryJobOwners(MEMORY_JOBS)),
         redis=redis,
     )
