@@ -20,6 +20,7 @@ from fragments.http_limits import (
     SecurityHeadersMiddleware,
     frame_sources,
 )
+from fragments.jobs.board import job_board
 from fragments.llm.breaker_gate import BreakerGate
 from fragments.llm.catalogue import load_catalogue
 from fragments.llm.failover import FailoverStreamer
@@ -116,6 +117,7 @@ def create_app(
         else:
             service = await create_sandbox_service(settings, breakers, shared)
         health = HealthBoard(settings, shared)
+        jobs = job_board(settings, service)
         if llm is None:
             streamer = DirectStreamer(settings)
             streamer.start_warm_up()
@@ -137,6 +139,7 @@ def create_app(
             response_store=make_store(settings, shared),
             breakers=breakers,
             health=health,
+            jobs=jobs,
             analytics=Analytics.from_settings(settings),
         )
         metrics.monthly_budget(settings.monthly_llm_budget_usd)
@@ -161,6 +164,7 @@ def create_app(
             for stop in unwatch_async:
                 stop()
             # Everything the State holds is closed here, and only here.
+            await jobs.aclose()  # first: detached runs still use the sandboxes and the database
             await health.aclose()
             await model.aclose()
             if shared is not None:
@@ -247,6 +251,7 @@ def create_app(
     from fragments.conversations.workspace_routes import workspace_routers
     from fragments.quota.router import router as quota_router
     from fragments.sandbox.router import router as sandbox_router
+    from fragments.sandbox.ws import router as live_router
     from fragments.status import router as status_router
 
     app.include_router(auth_router)
@@ -261,6 +266,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(quota_router)
     app.include_router(sandbox_router)
+    app.include_router(live_router)
     app.include_router(status_router)
     app.include_router(metrics_router(settings))
     app.include_router(admin_router)

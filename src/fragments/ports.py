@@ -4,10 +4,10 @@ protocol. The model layer's seam, `ModelStreamer`, lives with its types in `llm.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from fragments.schemas import Fragment, InterpreterResult, WebResult
 from fragments.templates import Template
@@ -17,6 +17,9 @@ Phase = Literal["acquiring", "installing", "starting", "running"]
 # sandbox's working folder before the fragment runs.
 DataFile = tuple[str, bytes]
 PhaseCallback = Callable[[Phase], Awaitable[None]]
+# What a job's event stream carries: its phases, then its result or its error (the last one).
+JobEventType = Literal["phase", "result", "error"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +105,91 @@ class ResponseStore(Protocol):
     async def get(self, key: str) -> str | None: ...
 
     async def set(self, key: str, value: str, ttl: float) -> None: ...
+
+
+@runtime_checkable
+class JobPublisher(Protocol):
+    """A sandbox service whose runs and prepares are jobs that publish their own phases and
+    result on the job's event stream (the fleet's nodes, through Redis): given the caller's job
+    id, it runs under it, so whoever follows that id sees the node's events, even once the API
+    process that submitted the job is gone."""
+
+    async def execute_job(
+        self,
+        job_id: str,
+        fragment: Fragment,
+        *,
+        owner: str | None,
+        restart: bool = False,
+        on_phase: PhaseCallback | None = None,
+        data_files: tuple[DataFile, ...] = (),
+    ) -> InterpreterResult | WebResult:
+        """`execute`, as the job `job_id`."""
+        ...
+
+    async def prepare_job(
+        self, job_id: str, template: Template, owner: str
+    ) -> PreparedSandbox | None:
+        """`prepare`, as the job `job_id`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobOwner:
+    """Who started a job: only this user, acting for this team, may follow it."""
+
+    user_id: str
+    team_id: str | None
+
+
+class JobEventView(Protocol):
+    """One event of a job (`fragments.jobs.events.JobEvent`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def type(self) -> JobEventType: ...
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+    @property
+    def terminal(self) -> bool: ...
+
+
+class JobBoard(Protocol):
+    """The API tier's jobs (sandbox runs and prepares): their owners, their event streams
+    (replayable from any event id: see `fragments.jobs.events`), and the work that outlives the
+    request that started it. In memory for one process; in Redis for a fleet, where any API
+    process can follow a job another one started."""
+
+    async def open(self, job_id: str, owner: JobOwner | None) -> None:
+        """Record a new job's owner (None: an anonymous caller, whom nobody may follow) and
+        publish its first phase, `queued`."""
+        ...
+
+    async def owner(self, job_id: str) -> JobOwner | None:
+        """The job's owner; None when there is no such job (or it has expired)."""
+        ...
+
+    async def publish(self, job_id: str, type: JobEventType, data: dict[str, Any]) -> str:
+        """Append an event to the job's stream; its id."""
+        ...
+
+    async def read(self, job_id: str, after: str, wait: float) -> Sequence[JobEventView]:
+        """The job's events after `after`, waiting up to `wait` seconds for one if none yet."""
+        ...
+
+    async def finished(self, job_id: str) -> bool:
+        """Whether the job has its terminal event (its result or its error)."""
+        ...
+
+    def detach(self, work: Coroutine[Any, Any, _T]) -> Awaitable[_T]:
+        """Run `work` to its end even if the request that started it goes away. Wait for it
+        through `asyncio.shield`, so a cancelled waiter (a client gone) does not cancel it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the detached work (at shutdown) and release the board's connections."""
+        ...

@@ -15,7 +15,7 @@ from fragments.config import Settings
 from fragments.llm.health import HealthBoard
 from fragments.llm.types import ModelStreamer
 from fragments.observability.analytics import Analytics
-from fragments.ports import ResponseStore, SandboxService
+from fragments.ports import JobBoard, ResponseStore, SandboxService
 from fragments.quota.budget import UsageCache
 from fragments.quota.credits import SharedPrepareCredits
 from fragments.quota.limits import ChatLimiter
@@ -40,6 +40,8 @@ class State:
     breakers: BreakerRegistry
     # The providers' shared health checks (run in the background by the lifespan).
     health: HealthBoard
+    # Sandbox runs and prepares as jobs: owners, replayable events, work outliving requests.
+    jobs: JobBoard
     # Product analytics (PostHog); a no-op unless POSTHOG_API_KEY is set.
     analytics: Analytics = field(default_factory=Analytics)
 

@@ -21,7 +21,7 @@ from fragments.auth.tokens import (
 )
 from fragments.observability.context import note_caller
 from fragments.principal import ANONYMOUS, Principal
-from fragments.state import get_db, get_state
+from fragments.state import State, get_db, get_state
 from fragments.store.db import Database
 from fragments.store.errors import DB_DOWN, DatabaseUnavailable
 from fragments.store.models import ApiToken, AuthSession, Membership, Team, User
@@ -92,14 +92,18 @@ async def resolve_principal(request: Request) -> Principal:
 
 
 async def _resolve(request: Request) -> Principal:
-    state = get_state(request)
+    return await principal_for_token(get_state(request), _bearer(request))
+
+
+async def principal_for_token(state: State, token: str | None) -> Principal:
+    """The caller a token names, checked as for every request (a WebSocket's token arrives in
+    its first message, not in a header: `/api/ws`). No token: anonymous, if guests are allowed."""
     settings = state.settings
-    token = _bearer(request)
     if token is None:
         if settings.guests_allowed:
             return ANONYMOUS
         raise Unauthorized("Sign in to continue.", "unauthorized")
-    db = get_db(request)
+    db = state.db
     if token.startswith(API_TOKEN_PREFIX):
         try:
             return await _api_token(db, token)

@@ -34,7 +34,7 @@ from fragments.jobs.connection import (
     node_key,
 )
 from fragments.jobs.events import RedisJobEvents, follow
-from fragments.jobs.queue import Job, JobQueue
+from fragments.jobs.queue import Job, JobQueue, new_job_id
 from fragments.jobs.registry import FleetRegistry, NodeInfo
 from fragments.jobs.stats import export_queue_metrics
 from fragments.ports import DataFile, RemotePreview
@@ -166,9 +166,31 @@ class FleetSandboxService:
         data_files: tuple[DataFile, ...] = (),
     ) -> InterpreterResult | WebResult:
         """Run a fragment on the node holding the owner's sandbox, or on a new one."""
+        return await self.execute_job(
+            new_job_id(),
+            fragment,
+            owner=owner,
+            restart=restart,
+            on_phase=on_phase,
+            data_files=data_files,
+        )
+
+    async def execute_job(
+        self,
+        job_id: str,
+        fragment: Fragment,
+        *,
+        owner: str | None,
+        restart: bool = False,
+        on_phase: PhaseCallback | None = None,
+        data_files: tuple[DataFile, ...] = (),
+    ) -> InterpreterResult | WebResult:
+        """`execute` as the job `job_id`: the node publishes its phases and result on that
+        job's event stream, which any API process can follow (`fragments.ports.JobPublisher`)."""
         prepare_program(fragment)  # caller mistakes are answered here, not by a node
         job = Job(
             "run",
+            id=job_id,
             owner=owner,
             fragment=fragment.model_dump(mode="json"),
             restart=restart,
@@ -185,7 +207,13 @@ class FleetSandboxService:
         return InterpreterResult.model_validate(data)
 
     async def prepare(self, template: Template, owner: str) -> PreparedSandbox | None:
-        job = Job("prepare", owner=owner, template=template.id)
+        return await self.prepare_job(new_job_id(), template, owner)
+
+    async def prepare_job(
+        self, job_id: str, template: Template, owner: str
+    ) -> PreparedSandbox | None:
+        """`prepare` as the job `job_id` (see `execute_job`)."""
+        job = Job("prepare", id=job_id, owner=owner, template=template.id)
         async with self._fleet():
             stream = await self._stream_for(owner, template.id, False)
             data = await self._submit_and_wait(stream, job, None, self.settings.job_wait_seconds)

@@ -43,6 +43,16 @@ def _wants_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
+def _wants_async(request: Request) -> bool:
+    """RFC 7240's `Prefer: respond-async` (among other preferences, any case)."""
+    preferences = request.headers.get("prefer", "").lower().replace(";", ",").split(",")
+    return "respond-async" in (p.strip() for p in preferences)
+
+
+# The job a run or prepare runs as (its events: `/api/ws`).
+JOB_ID_HEADER = "X-Job-Id"
+
+
 @router.post(
     "/api/sandbox",
     response_model=None,
@@ -61,11 +71,21 @@ async def run_sandbox(
     body: Annotated[SandboxRequest | None, Body()] = None,
 ) -> Response:
     """Run a fragment in the caller's sandbox (a conversation keeps its sandbox). Only the
-    owner of a conversation or stored fragment runs it; the result is stored with it."""
+    owner of a conversation or stored fragment runs it; the result is stored with it.
+
+    Every run is a job: its id is in the `X-Job-Id` header of every answer, and the run goes
+    on when the client goes away; `/api/ws` follows it (docs/websocket.md). With `Prefer:
+    respond-async` the answer is `202 {"job_id"}` at once, for a client that follows the job
+    over the WebSocket."""
     run = await start_run(request, state, who, _check_body(body))
+    started = run.start()
+    headers = {**run.headers, JOB_ID_HEADER: run.job_id}
+    if _wants_async(request):
+        headers["Preference-Applied"] = "respond-async"
+        return JSONResponse({"job_id": run.job_id}, status_code=202, headers=headers)
     if _wants_stream(request):
-        return EventSourceResponse(run.events(), ping=15, headers=run.headers)
-    return JSONResponse(await run.result(), headers=run.headers)
+        return EventSourceResponse(run.events(), ping=15, headers=headers)
+    return JSONResponse(await run.result(started), headers=headers)
 
 
 @router.post(
@@ -92,7 +112,9 @@ async def prepare_sandbox(
         raise BadRequest(
             "Send the 'conversation_id' whose sandbox to prepare.", code="missing_conversation"
         )
-    prepared, headers = await prepare(request, state, who, body.template, body.conversation_id)
+    done = await prepare(request, state, who, body.template, body.conversation_id)
+    headers = {**done.headers, JOB_ID_HEADER: done.job_id}
+    prepared = done.sandbox
     if prepared is None:
         return Response(status_code=204, headers=headers)
     public = PreparedSandboxPublic(

@@ -4,10 +4,9 @@ run, record the time, store the result. The router parses and answers with what 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,9 +16,11 @@ from sse_starlette import ServerSentEvent
 
 from fragments.errors import FragmentsError
 from fragments.observability import tracing
+from fragments.ports import JobBoard, JobEventType, JobOwner, JobPublisher
 from fragments.principal import Principal
 from fragments.quota.limits import enforce_sandbox
 from fragments.sandbox.access import RunAccess, authorize_run, save_run
+from fragments.sandbox.live import follow_job, new_job_id, public_error
 from fragments.sandbox.service import Phase, PhaseCallback, PreparedSandbox, prepare_program
 from fragments.sandbox.telemetry import RunClock, run_ended
 from fragments.sandbox.templates import get_template
@@ -47,7 +48,8 @@ def result_body(result: InterpreterResult | WebResult) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Run:
-    """A run that passed its checks and was counted: run it with `result` or `events`."""
+    """A run that passed its checks and was counted, as the job `job_id` on the State's job
+    board: `start` it, then await its result or follow its `events`."""
 
     state: State
     db: Database
@@ -56,42 +58,61 @@ class Run:
     fragment: Fragment
     restart: bool
     headers: dict[str, str]
+    job_id: str
 
-    async def result(self) -> dict[str, Any]:
-        """Run it and answer the result's JSON, stored with its fragment."""
-        return await self._execute(None)
+    def start(self) -> Awaitable[dict[str, Any]]:
+        """Run it detached from the request: a client that goes away (a reload, a closed tab)
+        leaves it running, and its result is the job's last event. Await the answer through
+        `asyncio.shield` (or `result`): a cancelled request must not cancel the run."""
+        return self.state.jobs.detach(self._as_job())
+
+    async def result(self, started: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """The started run's result JSON (stored with its fragment), or its FragmentsError."""
+        return await asyncio.shield(started)
 
     async def events(self) -> AsyncIterator[ServerSentEvent]:
-        """Run it as `phase` events, then `result` (or `error`)."""
-        queue: asyncio.Queue[ServerSentEvent] = asyncio.Queue()
+        """The started run as `phase` events, then `result` (or `error`), read from its job's
+        event stream."""
+        within = self.state.settings.job_wait_seconds + _FOLLOW_MARGIN_SECONDS
+        try:
+            async for event in follow_job(self.state.jobs, self.job_id, within=within):
+                if event.type == "phase":
+                    phase = event.data.get("phase")
+                    if phase in _SSE_PHASES:  # `queued` is the WebSocket's, new to SSE clients
+                        yield ServerSentEvent(data=json.dumps({"phase": phase}), event="phase")
+                elif event.type == "result":
+                    yield ServerSentEvent(data=json.dumps(event.data), event="result")
+                else:
+                    yield ServerSentEvent(data=json.dumps(public_error(event.data)), event="error")
+        except TimeoutError:
+            yield _error("sandbox_unavailable", "The sandbox did not answer in time.")
+
+    async def _as_job(self) -> dict[str, Any]:
+        """The run, publishing its phases and its end on the job's stream (unless the backend's
+        nodes publish them there themselves)."""
+        board, job_id = self.state.jobs, self.job_id
+        published_by_node = isinstance(self.state.sandboxes, JobPublisher)
 
         async def on_phase(phase: Phase) -> None:
-            await queue.put(ServerSentEvent(data=json.dumps({"phase": phase}), event="phase"))
-
-        async def run() -> None:
             try:
-                event = ServerSentEvent(
-                    data=json.dumps(await self._execute(on_phase)), event="result"
-                )
-            except FragmentsError as exc:
-                event = _error(exc.code, exc.detail)
-            except Exception:
-                log.exception("sandbox_run_failed")
-                event = _error("internal", _INTERNAL)
-            await queue.put(event)
+                await board.publish(job_id, "phase", {"phase": phase})
+            except Exception:  # a lost phase is not worth failing the run
+                log.warning("sandbox_phase_not_published", job_id=job_id, exc_info=True)
 
-        task = asyncio.create_task(run())
         try:
-            while True:
-                event = await queue.get()
-                yield event
-                if event.event in ("result", "error"):
-                    break
-        finally:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            payload = await self._execute(None if published_by_node else on_phase)
+        except FragmentsError as exc:
+            await self._conclude("error", {"error": exc.code, "detail": exc.detail})
+            raise
+        except Exception:
+            log.exception("sandbox_run_failed", job_id=job_id)
+            await self._conclude("error", {"error": "internal", "detail": _INTERNAL})
+            raise
+        await self._conclude("result", payload)
+        return payload
+
+    async def _conclude(self, type: JobEventType, data: dict[str, Any]) -> None:
+        await _conclude(self.state.jobs, self.job_id, type, data)
 
     async def _execute(self, on_phase: PhaseCallback | None) -> dict[str, Any]:
         began = time.monotonic()
@@ -105,13 +126,23 @@ class Run:
             stages = tracing.Stages(run_span, _PHASE_SPANS)
             phases = clock.track(_traced_phases(stages, on_phase))
             try:
-                result = await service.execute(
-                    fragment,
-                    owner=owner,
-                    restart=self.restart,
-                    on_phase=phases,
-                    data_files=self.access.data_files,
-                )
+                if isinstance(service, JobPublisher):
+                    result = await service.execute_job(
+                        self.job_id,
+                        fragment,
+                        owner=owner,
+                        restart=self.restart,
+                        on_phase=phases,
+                        data_files=self.access.data_files,
+                    )
+                else:
+                    result = await service.execute(
+                        fragment,
+                        owner=owner,
+                        restart=self.restart,
+                        on_phase=phases,
+                        data_files=self.access.data_files,
+                    )
             except BaseException as exc:
                 stages.close(error=type(exc).__name__)
                 if isinstance(exc, Exception):  # a cancelled run is not a failure
@@ -144,6 +175,9 @@ class Run:
 
 
 RunOutcome = Literal["ok", "error", "no_preview"]
+_SSE_PHASES = frozenset({"acquiring", "installing", "starting", "running"})
+# How much longer than a fleet job's own wait a follower waits for its end.
+_FOLLOW_MARGIN_SECONDS = 60.0
 _PHASE_SPANS = {
     "acquiring": "sandbox.acquire",
     "installing": "sandbox.install",
@@ -201,29 +235,86 @@ async def start_run(request: Request, state: State, who: Principal, body: Sandbo
         prepaid = owner is not None and await credits.use(owner, fragment.template)
         if not prepaid:
             headers = await enforce_sandbox(request, state.settings, db, who, state.limiter)
-    return Run(state, db, who, access, fragment, body.restart, headers)
+    job_id = new_job_id()
+    await state.jobs.open(job_id, job_owner(who))
+    return Run(state, db, who, access, fragment, body.restart, headers, job_id)
+
+
+def job_owner(who: Principal) -> JobOwner | None:
+    """Who may follow the caller's jobs: the same user acting for the same team; nobody for
+    an anonymous caller (no token: nothing to prove it is the same caller again)."""
+    return None if who.user_id is None else JobOwner(who.user_id, who.team_id)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepare's answer: the sandbox (None: this backend cannot prepare the template), the
+    rate-limit headers, and the job it ran as."""
+
+    sandbox: PreparedSandbox | None
+    headers: dict[str, str]
+    job_id: str
 
 
 async def prepare(
     request: Request, state: State, who: Principal, template_id: str, conversation_id: str
-) -> tuple[PreparedSandbox | None, dict[str, str]]:
+) -> Prepared:
     """Take or start the conversation's sandbox for a template (its owner only; 404
     otherwise), counted as a run that the conversation's next run of it then does not repeat.
-    None when the backend cannot prepare the template; with the rate-limit headers."""
+    It runs as a job detached from the request (a long start outlives it); its result event
+    is `{prepared: {sandbox_id, template, url} | null}`."""
     template = get_template(template_id)
     db = get_db(request)
     access = await authorize_run(
         db, who, conversation_id=conversation_id, fragment_id=None, need_fragment=False
     )
-    assert access.owner is not None
+    owner = access.owner
+    assert owner is not None
     headers: dict[str, str] = {}
     credits = state.prepare_credits if state.settings.rate_limits else None
     # A repeated prepare is free: it answers the sandbox the first one paid for, and grants
     # nothing (the run may spend that credit meanwhile: a second grant would be a free run).
-    paying = credits is not None and not await credits.holds(access.owner, template.id)
+    paying = credits is not None and not await credits.holds(owner, template.id)
     if paying:
         headers = await enforce_sandbox(request, state.settings, db, who, state.limiter)
-    prepared = await state.sandboxes.prepare(template, access.owner)
-    if paying and credits is not None:
-        await credits.grant(access.owner, template.id)
-    return prepared, headers
+    job_id = new_job_id()
+    board = state.jobs
+    await board.open(job_id, job_owner(who))
+
+    async def as_job() -> PreparedSandbox | None:
+        service = state.sandboxes
+        try:
+            if isinstance(service, JobPublisher):
+                prepared = await service.prepare_job(job_id, template, owner)
+            else:
+                prepared = await service.prepare(template, owner)
+            if paying and credits is not None:
+                await credits.grant(owner, template.id)
+        except FragmentsError as exc:
+            await _conclude(board, job_id, "error", {"error": exc.code, "detail": exc.detail})
+            raise
+        except Exception:
+            log.exception("sandbox_prepare_failed", job_id=job_id)
+            await _conclude(board, job_id, "error", {"error": "internal", "detail": _INTERNAL})
+            raise
+        public = None
+        if prepared is not None:
+            public = {
+                "sandbox_id": prepared.sandbox_id,
+                "template": prepared.template,
+                "url": prepared.url,
+            }
+        await _conclude(board, job_id, "result", {"prepared": public})
+        return prepared
+
+    sandbox = await asyncio.shield(board.detach(as_job()))
+    return Prepared(sandbox, headers, job_id)
+
+
+async def _conclude(board: JobBoard, job_id: str, type: JobEventType, data: dict[str, Any]) -> None:
+    """A job's last event, unless a node published it already."""
+    try:
+        if not await board.finished(job_id):
+            await board.publish(job_id, type, data)
+    except Exception:
+        log.warning("sandbox_job_end_not_published", job_id=job_id, exc_info=True)

@@ -19,7 +19,6 @@ import {
   publish,
   resendTurn,
   restoreVersion,
-  runSandbox,
   saveHandEdit,
   signUp,
   startGuest,
@@ -37,6 +36,7 @@ import {
   useRef,
   useState,
 } from "../lib/html.js";
+import { loadSandboxJob, reattachSandbox, runSandboxLive } from "../lib/live.js";
 import { loadPrefs, requestConfig, savePrefs } from "../lib/prefs.js";
 import {
   loadCurrentConversation,
@@ -270,7 +270,8 @@ export function App() {
     if (left.length < pending.length) refreshHistory();
   }, [refreshHistory]);
 
-  const startSandbox = useCallback(async (messageId, fragment, { fragmentId, restart } = {}) => {
+  // `attach`: a job remembered before a reload, followed again instead of a new run.
+  const startSandbox = useCallback(async (messageId, fragment, { fragmentId, restart, attach } = {}) => {
     const gen = generation.current;
     sandboxAborts.current.get(messageId)?.abort();
     const controller = new AbortController();
@@ -281,14 +282,17 @@ export function App() {
     if (fragmentId) body.fragment_id = fragmentId;
     if (restart) body.restart = true;
     try {
-      const result = await runSandbox(body, {
+      const live = {
         signal: controller.signal,
         onPhase: (phase) => {
           if (gen === generation.current) {
             patch(messageId, (m) => ({ ...m, sandbox: { ...m.sandbox, phase } }));
           }
         },
-      });
+      };
+      const result = await (attach
+        ? reattachSandbox(attach, body, live)
+        : runSandboxLive(body, live));
       if (gen === generation.current) patch(messageId, { sandbox: { status: "done", result } });
     } catch (e) {
       if (e.name === "AbortError" || gen !== generation.current) return;
@@ -609,7 +613,10 @@ export function App() {
       setSelectedId(last.id);
       setTab("preview");
       // The old sandbox may have expired: run the fragment again to restore the preview.
-      if (detail.owned) startSandbox(last.id, last.object, { fragmentId: last.fragmentId });
+      // A run still going when the page was reloaded is followed again, not repeated.
+      const running = loadSandboxJob();
+      const attach = running?.conversationId === detail.id ? running : undefined;
+      if (detail.owned) startSandbox(last.id, last.object, { fragmentId: last.fragmentId, attach });
       else patch(last.id, { sandbox: null });
     }
   }, [newChat, setMessages, startSandbox, patch]);

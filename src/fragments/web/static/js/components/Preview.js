@@ -5,6 +5,7 @@ import { isPlotlyFigure, loadPlotly } from "../lib/plotly.js";
 import { Alert } from "./icons.js";
 
 const PHASES = {
+  queued: "Waiting for a sandbox",
   acquiring: "Getting a sandbox",
   installing: "Installing dependencies",
   starting: "Starting the app",

@@ -147,6 +147,32 @@ export async function runSandbox(body, { signal, onPhase }) {
 }
 
 /**
+ * POST /api/sandbox with `Prefer: respond-async`: {jobId} at once, the run going on as a job
+ * followed over /api/ws (lib/live.js); {result} from a server that answered with the result.
+ */
+export async function startSandboxJob(body, { signal } = {}) {
+  let response;
+  try {
+    response = await authFetch("/api/sandbox", {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        Prefer: "respond-async",
+      },
+      body: JSON.stringify(body),
+      signal,
+    });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError("Could not reach the server. Check that it is running and try again.");
+  }
+  if (!response.ok) throw await errorFrom(response);
+  const data = await response.json();
+  return response.status === 202 && data?.job_id ? { jobId: data.job_id } : { result: data };
+}
+
+/**
  * POST /api/sandbox/prepare: the conversation's sandbox for `template`, made ready while the
  * model still writes the fragment: {sandbox_id, template, url}, or null (204) when the backend
  * does not prepare that template. Rejects with ApiError like the other calls.
