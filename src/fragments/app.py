@@ -24,6 +24,7 @@ from fragments.llm.breaker_gate import BreakerGate
 from fragments.llm.catalogue import load_catalogue
 from fragments.llm.failover import FailoverStreamer
 from fragments.llm.health import HealthBoard
+from fragments.llm.morph import MORPH_BREAKER, MorphClient
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
@@ -125,6 +126,10 @@ def create_app(
             model: ModelStreamer = FailoverStreamer(streamer, settings, gate=gate)
         else:
             model = llm
+        morph = MorphClient.from_settings(settings)
+        if morph is not None:
+            # Made now, so /api/status and /metrics list it before the first edit.
+            breakers.breaker(MORPH_BREAKER)
         app.state.fragments = State(
             settings=settings,
             db=db,
@@ -138,6 +143,7 @@ def create_app(
             breakers=breakers,
             health=health,
             analytics=Analytics.from_settings(settings),
+            morph=morph,
         )
         metrics.monthly_budget(settings.monthly_llm_budget_usd)
         pool_slots = getattr(service, "pool_slots", None)
@@ -156,6 +162,8 @@ def create_app(
             # Everything the State holds is closed here, and only here.
             await health.aclose()
             await model.aclose()
+            if morph is not None:
+                await morph.aclose()
             if shared is not None:
                 await shared.aclose()
             await preview.aclose()
