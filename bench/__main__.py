@@ -22,9 +22,10 @@ def main() -> None:
             "cost",
             "failover",
             "observability",
+            "edits",
         ],
         help="which benchmarks: overhead, sandbox, templates, capacity, cost, failover, "
-        "observability (egress, tracing, fleet: on request)",
+        "observability, edits (egress, tracing, fleet: on request)",
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
@@ -61,6 +62,10 @@ def main() -> None:
         from bench import observability
 
         observability.run()
+    if "edits" in args.parts:
+        from bench import edits
+
+        edits.run()
     if "tracing" in args.parts:
         from bench import tracing
 
