@@ -130,6 +130,7 @@ def create_app(
         if morph is not None:
             # Made now, so /api/status and /metrics list it before the first edit.
             breakers.breaker(MORPH_BREAKER)
+            metrics.breaker_state(MORPH_BREAKER, await breakers.breaker(MORPH_BREAKER).state())
         app.state.fragments = State(
             settings=settings,
             db=db,

@@ -239,7 +239,7 @@ async def test_a_rewrite_that_sends_blocks_again_is_a_clear_error(
 
 
 async def test_morph_breaker_opens_after_repeated_failures(
-    client: httpx.AsyncClient, fake_openai: FakeOpenAI, fake_morph: FakeMorph
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI, fake_morph: FakeMorph, auth_mode: AuthMode
 ) -> None:
     status = (await client.get("/api/status")).json()
     assert {"name": "edit:morph", "state": "closed"} in status["breakers"]
@@ -254,6 +254,9 @@ async def test_morph_breaker_opens_after_repeated_failures(
     assert len(fake_morph.requests) == 2
     status = (await client.get("/api/status")).json()
     assert {"name": "edit:morph", "state": "open"} in status["breakers"]
+    if auth_mode == "guests":  # /metrics is open in development, token-only in production
+        scrape = (await client.get("/metrics")).text
+        assert 'fragments_breaker_state{name="edit:morph"} 2.0' in scrape
 
 
 async def test_a_callers_own_key_never_reaches_morph(

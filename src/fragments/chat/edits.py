@@ -45,6 +45,7 @@ from fragments.llm.types import (
     ModelStreamer,
     StreamResult,
 )
+from fragments.observability import metrics
 from fragments.resilience import BreakerOpen, BreakerRegistry, CircuitBreaker
 from fragments.schemas import Fragment
 
@@ -267,7 +268,9 @@ class EditingStreamer:
             return None
         except MorphError as exc:
             log.warning("edit_morph_failed", error=str(exc))
+            metrics.breaker_state(MORPH_BREAKER, await plan.breaker.state())
             return None
+        metrics.breaker_state(MORPH_BREAKER, await plan.breaker.state())
         # Morph's tokens are charged to it, beside the model's answer.
         sink.abandoned(Attempt(MORPH_PROVIDER, plan.morph.model, merged.usage, merged.cost_usd))
         if not contains_replacements(merged.code, blocks):
