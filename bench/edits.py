@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 from pydantic import SecretStr
-
-from fragments.config import Settings
 from tests.apps import app_client
 from tests.fakes import SAMPLE_FRAGMENT, FakeAnthropic, FragmentReply
 from tests.fakes.morph import FakeMorph
+
+from fragments.config import Settings
 
 MODEL = ("anthropic", "claude-sonnet-5-5")
 Session = Literal["rewrite", "patch (local apply)", "patch (Morph)"]
@@ -50,8 +49,10 @@ EDITS: list[tuple[str, str, str]] = [
     ),
     (
         "Cap the rate at 12%",
-        '    rate = st.slider("Yearly interest rate (%)", min_value=0.0, max_value=15.0, value=4.5)',
-        '    rate = st.slider("Yearly interest rate (%)", min_value=0.0, max_value=12.0, value=4.5)',
+        '    rate = st.slider("Yearly interest rate (%)", min_value=0.0, max_value=15.0, '
+        "value=4.5)",
+        '    rate = st.slider("Yearly interest rate (%)", min_value=0.0, max_value=12.0, '
+        "value=4.5)",
     ),
     (
         "Let me pick the start year",

@@ -188,16 +188,13 @@ async def test_whitespace_tolerant_blocks_apply(
 ) -> None:
     fake_morph.script(MorphReply(status=503))
     # The model lost the sidebar's indentation.
-    search = 'header("Loan")\nprincipal = st.number_input("Amount", min_value=1000.0, value=250000.0, step=1000.0)'
-    search = 'st.header("Loan")\n' + search.split("\n", 1)[1]
-    replace = 'st.header("Mortgage")\nprincipal = st.number_input("Amount", min_value=1000.0, value=300000.0, step=1000.0)'
+    amount = 'principal = st.number_input("Amount", min_value=1000.0, value={}, step=1000.0)'
+    search = f'st.header("Loan")\n{amount.format("250000.0")}'
+    replace = f'st.header("Mortgage")\n{amount.format("300000.0")}'
     fake_openai.script(FragmentReply(edit_answer(blocks(search, replace))))
     _, events = await post_chat(client, edit_body())
     code = final(events)["code"]
-    assert (
-        '    st.header("Mortgage")\n    principal = st.number_input("Amount", min_value=1000.0, value=300000.0'
-        in code
-    )
+    assert f'    st.header("Mortgage")\n    {amount.format("300000.0")}\n' in code
     assert usage_of(events)["edit"] == "search_replace"
 
 

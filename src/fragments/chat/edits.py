@@ -18,6 +18,7 @@ the merged fragment then goes out as the last partial and as the `fragment` even
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -46,6 +47,7 @@ from fragments.llm.types import (
     StreamResult,
 )
 from fragments.observability import metrics
+from fragments.observability.context import current_tier
 from fragments.resilience import BreakerOpen, BreakerRegistry, CircuitBreaker
 from fragments.schemas import Fragment
 
@@ -256,6 +258,7 @@ class EditingStreamer:
             return None
         base = plan.base
         instruction = (edited.commentary or plan.request).strip()[:1000]
+        began = time.monotonic()
         try:
             async with plan.breaker.guard():
                 merged = await plan.morph.merge(
@@ -271,8 +274,21 @@ class EditingStreamer:
             metrics.breaker_state(MORPH_BREAKER, await plan.breaker.state())
             return None
         metrics.breaker_state(MORPH_BREAKER, await plan.breaker.state())
-        # Morph's tokens are charged to it, beside the model's answer.
-        sink.abandoned(Attempt(MORPH_PROVIDER, plan.morph.model, merged.usage, merged.cost_usd))
+        # Morph's tokens are charged to it, beside the model's answer, and counted in the
+        # model metrics (cost alerts include it). Its failures are not: they show as the
+        # breaker and the logs, and do not fail the answer.
+        usage = merged.usage
+        sink.abandoned(Attempt(MORPH_PROVIDER, plan.morph.model, usage, merged.cost_usd))
+        metrics.llm_answer(
+            MORPH_PROVIDER,
+            plan.morph.model,
+            outcome="ok",
+            tier=current_tier(),
+            first_token_seconds=None,
+            answer_seconds=time.monotonic() - began,
+            tokens={"input": usage.input_tokens, "output": usage.output_tokens},
+            cost_usd=merged.cost_usd,
+        )
         if not contains_replacements(merged.code, blocks):
             # Morph answered, so it is up (no breaker failure); its merge is just not used.
             log.warning("edit_morph_rejected", blocks=len(blocks))
