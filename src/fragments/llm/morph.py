@@ -53,11 +53,13 @@ class MorphClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MorphClient | None:
-        """The platform's Morph client; None when `MORPH_API_KEY` is not set."""
-        if settings.morph_api_key is None:
+        """The platform's Morph client; None when `MORPH_API_KEY` is not set (or empty, as
+        deploy files leave it)."""
+        key = settings.morph_api_key.get_secret_value() if settings.morph_api_key else ""
+        if not key:
             return None
         return cls(
-            api_key=settings.morph_api_key.get_secret_value(),
+            api_key=key,
             base_url=settings.morph_base_url,
             model=settings.morph_model,
             timeout=settings.morph_timeout_seconds,
