@@ -17,6 +17,7 @@ from fragments.config import Settings
 from fragments.llm.pricing import cost_usd
 from fragments.llm.types import Usage
 from tests.chat.conftest import Event, app_client, chat_body, names, post_chat
+from tests.chat.test_rate_limits import _wait_redis, private_redis
 from tests.fakes import SAMPLE_FRAGMENT, FakeOpenAI, FragmentReply
 from tests.fakes.morph import FakeMorph, MorphReply
 from tests.modes import AuthMode
@@ -320,3 +321,53 @@ async def test_without_morph_the_breaker_is_not_listed(
     assert usage_of(events)["edit"] == "search_replace"
     # The prompt the model saw is the stored JSON of an edit answer.
     assert json.loads(fake_openai.last_request.raw)["model"] == "gpt-4.1"
+
+
+@pytest.mark.auth_modes("guests")
+async def test_the_morph_breaker_is_shared_through_redis(
+    edit_settings: Settings, fake_openai: FakeOpenAI, fake_morph: FakeMorph
+) -> None:
+    """Two app instances on one (private) Redis: Morph failing for one opens the breaker for
+    both, so the other applies its edits locally without calling Morph."""
+    with private_redis() as (port, _proc):
+        await _wait_redis(port)
+        settings = edit_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+        async with app_client(settings) as first, app_client(settings) as second:
+            fake_morph.script(MorphReply(status=500), MorphReply(status=500))
+            for _ in range(2):
+                fake_openai.script(FragmentReply(TITLE_EDIT))
+                _, events = await post_chat(first, edit_body())
+                assert usage_of(events)["edit"] == "search_replace"
+            assert len(fake_morph.requests) == 2
+
+            fake_openai.script(FragmentReply(TITLE_EDIT))
+            _, events = await post_chat(second, edit_body())
+            assert final(events)["code"] == EXPECTED
+            assert usage_of(events)["edit"] == "search_replace"
+            assert len(fake_morph.requests) == 2
+            status = (await second.get("/api/status")).json()
+            assert {"name": "edit:morph", "state": "open"} in status["breakers"]
+
+
+@pytest.mark.auth_modes("production")
+async def test_an_edit_of_the_stored_conversation_is_stored_merged(
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI, fake_morph: FakeMorph
+) -> None:
+    """The client sends only the new message and the conversation id: the edit applies to
+    the stored fragment, and the stored new version is the merged program, not the blocks."""
+    fake_openai.script(FragmentReply())
+    _, events = await post_chat(client, chat_body())
+    conversation_id = events[-1].data["conversation_id"]
+
+    fake_openai.script(FragmentReply(TITLE_EDIT))
+    _, events = await post_chat(
+        client, chat_body("Call it Mortgage calculator", conversation_id=conversation_id)
+    )
+    assert final(events)["code"] == EXPECTED
+    assert usage_of(events)["edit"] == "morph"
+    assert fake_morph.parts()["code"] == BASE_CODE
+
+    stored = (await client.get(f"/api/conversations/{conversation_id}")).json()
+    fragments = [m["object"] for m in stored["messages"] if m.get("object")]
+    assert fragments[-1]["code"] == EXPECTED
+    assert all("<<<<<<<" not in f["code"] for f in fragments)
