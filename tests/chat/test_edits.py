@@ -18,6 +18,8 @@ from fragments.llm.pricing import cost_usd
 from fragments.llm.types import Usage
 from tests.chat.conftest import Event, app_client, chat_body, names, post_chat
 from tests.chat.test_rate_limits import _wait_redis, private_redis
+from tests.conftest import Backend, database_settings
+from tests.databases import PgDatabase
 from tests.fakes import SAMPLE_FRAGMENT, FakeOpenAI, FragmentReply
 from tests.fakes.morph import FakeMorph, MorphReply
 from tests.modes import AuthMode
@@ -371,3 +373,25 @@ async def test_an_edit_of_the_stored_conversation_is_stored_merged(
     fragments = [m["object"] for m in stored["messages"] if m.get("object")]
     assert fragments[-1]["code"] == EXPECTED
     assert all("<<<<<<<" not in f["code"] for f in fragments)
+
+
+@pytest.mark.auth_modes("production")
+async def test_morph_usage_is_recorded_on_each_database(
+    edit_settings: Settings,
+    fake_openai: FakeOpenAI,
+    fake_morph: FakeMorph,
+    backend: Backend,
+    pg_database: PgDatabase | None,
+) -> None:
+    settings = edit_settings.model_copy(update=database_settings(backend, pg_database))
+    async with app_client(settings) as c:
+        fake_openai.script(FragmentReply(TITLE_EDIT))
+        _, events = await post_chat(c, edit_body())
+        assert usage_of(events)["edit"] == "morph"
+        report = (await c.get("/api/usage?days=1")).json()
+    models = {item["model"]: item for item in report["items"]}
+    assert set(models) == {"openai/gpt-4.1", "morph/morph-v3-large"}
+    assert models["morph/morph-v3-large"]["cost_usd"] > 0
+    assert report["total"]["cost_usd"] == pytest.approx(
+        models["openai/gpt-4.1"]["cost_usd"] + models["morph/morph-v3-large"]["cost_usd"]
+    )
