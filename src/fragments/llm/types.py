@@ -132,8 +132,8 @@ class Fallback:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """An attempt a failover chain gave up after it consumed tokens: what it cost, charged to
-    the model that consumed them."""
+    """An attempt a failover chain gave up after it consumed tokens (or an edit that did not
+    apply, or Morph's merge of one): what it cost, charged to the model that consumed them."""
 
     provider: str
     model: str
@@ -163,7 +163,8 @@ class AnswerSink(Protocol):
         """Drop everything received so far: another attempt restarts the answer."""
 
     def abandoned(self, attempt: Attempt) -> None:
-        """An attempt that consumed tokens was given up for another model: record its usage."""
+        """An attempt that consumed tokens was given up for another model, or a helper call
+        made for the answer (Morph merging an edit): record its usage beside the answer's."""
 
 
 class ModelStreamer(Protocol):
