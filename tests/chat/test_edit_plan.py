@@ -73,7 +73,10 @@ def test_what_is_not_patched() -> None:
     )
     short = BASE.model_copy(update={"code": "print(1)\n"})
     assert plan_edit(patch, None, call(), request="r", morph=None, breakers=None) is None
-    assert plan_edit(patch, multi, call(), request="r", morph=None, breakers=None) is None
+    # A multi-file fragment is patched too, its size the sum of its files.
+    assert plan_edit(patch, multi, call(), request="r", morph=None, breakers=None) is not None
+    empty = multi.model_copy(update={"files": [FileEntry(file_path="a.py")]})
+    assert plan_edit(patch, empty, call(), request="r", morph=None, breakers=None) is None
     assert (
         plan_edit(
             settings(edit_mode="rewrite"), BASE, call(), request="r", morph=None, breakers=None

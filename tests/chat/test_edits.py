@@ -395,3 +395,93 @@ async def test_morph_usage_is_recorded_on_each_database(
     assert report["total"]["cost_usd"] == pytest.approx(
         models["openai/gpt-4.1"]["cost_usd"] + models["morph/morph-v3-large"]["cost_usd"]
     )
+
+
+PAGE = "\n".join(
+    [
+        'import { Button } from "../components/Button";',
+        "",
+        "export default function Home() {",
+        "  return (",
+        '    <main className="p-8">',
+        '      <h1 className="text-2xl">Todo list</h1>',
+        "      <Button />",
+        "    </main>",
+        "  );",
+        "}",
+        "",
+    ]
+    + [f"// padding line {i} so the app is long enough to patch" for i in range(30)]
+)
+BUTTON = 'export function Button() {\n  return <button className="btn">Add</button>;\n}\n'
+MULTI = {
+    "commentary": "A todo list.",
+    "template": "nextjs-developer",
+    "title": "Todo list",
+    "description": "A todo list.",
+    "additional_dependencies": [],
+    "has_additional_dependencies": False,
+    "install_dependencies_command": "",
+    "port": 3000,
+    "file_path": "",
+    "files": [
+        {"file_path": "pages/index.tsx", "file_content": PAGE},
+        {"file_path": "components/Button.tsx", "file_content": BUTTON},
+    ],
+    "code": "",
+}
+
+
+@pytest.mark.auth_modes("guests")
+async def test_a_multi_file_fragment_is_patched_file_by_file(
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI, fake_morph: FakeMorph
+) -> None:
+    body = edit_body()
+    body["messages"][1]["object"] = MULTI
+    heading = '    <main className="p-8">\n      <h1 className="text-2xl">{}</h1>\n      <Button />'
+    edit = (
+        "pages/index.tsx\n"
+        + blocks(heading.format("Todo list"), heading.format("Shopping list"))
+        + "components/Button.tsx\n"
+        + blocks(
+            BUTTON.strip(),
+            BUTTON.strip().replace('<button className="btn">Add</button>', "<Add />"),
+        )
+        + "components/Add.tsx\n"
+        + blocks("", "export const Add = () => <button>Add item</button>;")
+    )
+    answer = {**MULTI, "commentary": "Shopping list.", "files": [], "code": edit}
+    fake_openai.script(FragmentReply(answer, chunk_size=16))
+    _, events = await post_chat(client, body)
+
+    fragment = final(events)
+    files = {f["file_path"]: f["file_content"] for f in fragment["files"]}
+    assert list(files) == ["pages/index.tsx", "components/Button.tsx", "components/Add.tsx"]
+    assert files["pages/index.tsx"] == PAGE.replace("Todo list", "Shopping list")
+    assert files["components/Button.tsx"] == BUTTON.replace(
+        '<button className="btn">Add</button>', "<Add />"
+    )
+    assert files["components/Add.tsx"] == "export const Add = () => <button>Add item</button>;\n"
+    assert fragment["code"] == ""
+    # Morph merged each existing file (one call each); the new file needed no merge.
+    assert [fake_morph.parts(i)["code"] for i in range(len(fake_morph.requests))] == [PAGE, BUTTON]
+    assert fake_morph.parts(0)["update"].startswith("// ... existing code ...\n")
+    assert usage_of(events)["edit"] == "morph"
+    # Partials kept showing the current files while the blocks streamed.
+    for partial in (e.data for e in events if e.name == "partial"):
+        assert all("<<<<<<<" not in f["file_content"] for f in partial["files"])
+    assert "path alone on the line before each block" in system_of(fake_openai)
+
+
+@pytest.mark.auth_modes("guests")
+async def test_a_block_for_a_missing_file_gets_a_rewrite(
+    client: httpx.AsyncClient, fake_openai: FakeOpenAI, fake_morph: FakeMorph
+) -> None:
+    body = edit_body()
+    body["messages"][1]["object"] = MULTI
+    edit = "pages/other.tsx\n" + blocks("something", "else")
+    fake_openai.script(FragmentReply({**MULTI, "files": [], "code": edit}), FragmentReply(MULTI))
+    _, events = await post_chat(client, body)
+    assert "reset" in names(events)
+    assert usage_of(events)["edit"] == "rewrite"
+    assert fake_morph.requests == []

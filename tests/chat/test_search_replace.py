@@ -178,3 +178,29 @@ def test_pathological_repetition_stays_linear() -> None:
     with pytest.raises(PatchError) as caught:
         apply_blocks(code, [Block(search, "c = 3")])
     assert caught.value.reason == "no_match"
+
+
+def test_a_path_alone_on_the_line_before_a_block_names_its_file() -> None:
+    edit = (
+        "**pages/index.tsx**\n"
+        + block("a", "b")
+        + "Then the new component:\n"
+        + block("", "export const X = 1")
+        + "components/Button.tsx\n\n"
+        + block("", "export const B = 2")
+        + block("c", "d")
+    )
+    assert [b.path for b in parse_blocks(edit)] == [
+        "pages/index.tsx",
+        None,
+        "components/Button.tsx",
+        None,
+    ]
+
+
+def test_an_edit_may_open_with_the_path_of_its_file() -> None:
+    assert looks_like_edit("pages/index.tsx\n<<<<<<< SEARCH\na")
+    assert looks_like_edit("pages/index.tsx")  # still streaming
+    assert looks_like_edit("pages/index.tsx\n<<<")
+    assert not looks_like_edit("pages/index.tsx\nimport React from 'react'")
+    assert not looks_like_edit("import os\n<<<<<<< SEARCH")

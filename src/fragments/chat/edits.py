@@ -49,7 +49,7 @@ from fragments.llm.types import (
 from fragments.observability import metrics
 from fragments.observability.context import current_tier
 from fragments.resilience import BreakerOpen, BreakerRegistry, CircuitBreaker
-from fragments.schemas import Fragment
+from fragments.schemas import FileEntry, Fragment
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +69,11 @@ the lines that take their place
 in both SEARCH and REPLACE. One block per place, in file order.
 - Fill every other field as usual (template, title, file_path, dependencies).
 - To change most of the program, write it whole instead."""
+
+# Added for a fragment of several files (`files`).
+MULTI_FILE_RULE = """
+- Put the file's path alone on the line before each block; for a new file, an empty SEARCH
+and its whole content as REPLACE. Leave files empty."""
 
 REWRITE_NOTE = """
 Your last edit could not be applied to the current code: write the complete program in code
@@ -105,11 +110,12 @@ def plan_edit(
     breakers: BreakerRegistry | None,
 ) -> EditPlan | None:
     """How this turn edits the conversation's latest fragment; None: the model writes it whole
-    (a new app, rewrite mode, a multi-file fragment, or short code in auto mode)."""
+    (a new app, rewrite mode, or short code in auto mode)."""
     mode = settings.edit_mode
-    if latest is None or mode == "rewrite" or latest.files or not latest.code.strip():
+    if latest is None or mode == "rewrite":
         return None
-    if mode == "auto" and len(latest.code) < AUTO_MIN_CHARS:
+    size = sum(len(f.file_content) for f in latest.files) if latest.files else len(latest.code)
+    if size == 0 or (mode == "auto" and size < AUTO_MIN_CHARS):
         return None
     # Morph is paid by the platform: a caller's own key or server gets local application only.
     use_morph = morph is not None and billed_to(call) == "platform"
@@ -122,9 +128,10 @@ def plan_edit(
     )
 
 
-def edit_call(call: ModelCall) -> ModelCall:
+def edit_call(call: ModelCall, plan: EditPlan) -> ModelCall:
     """`call` asking for search/replace blocks."""
-    return dataclasses.replace(call, system=call.system + EDIT_RULES)
+    rules = EDIT_RULES + (MULTI_FILE_RULE if plan.base.files else "")
+    return dataclasses.replace(call, system=call.system + rules)
 
 
 def lazy_snippet(blocks: list[Block], file_path: str) -> str:
@@ -137,9 +144,12 @@ def lazy_snippet(blocks: list[Block], file_path: str) -> str:
     return "\n".join(parts)
 
 
-def merged_fragment(base: Fragment, edited: Fragment, code: str) -> Fragment:
-    """The edit's fields with the merged code; what an edit left empty keeps the base's."""
-    fragment = edited.model_copy(update={"code": code, "files": []})
+def merged_fragment(
+    base: Fragment, edited: Fragment, code: str, files: list[FileEntry] | None = None
+) -> Fragment:
+    """The edit's fields with the merged code (or files); what an edit left empty keeps the
+    base's."""
+    fragment = edited.model_copy(update={"code": code, "files": files or []})
     for name in ("template", "title", "description", "file_path"):
         if not getattr(fragment, name):
             setattr(fragment, name, getattr(base, name))
@@ -159,6 +169,8 @@ def partial_code(base: Fragment, fragment: Fragment) -> None:
         fragment.code = base.code
         if not fragment.file_path:
             fragment.file_path = base.file_path
+        if not fragment.files:
+            fragment.files = base.files
 
 
 class _Copy:
@@ -206,7 +218,7 @@ class EditingStreamer:
             return result  # finalize says why it is not a fragment
         if not looks_like_edit(edited.code):
             return dataclasses.replace(result, edit="model_rewrite")
-        merged = await self._merge(edited, sink)
+        merged = await self._merge(edited, sink, morph=True)
         if merged is not None:
             fragment, outcome = merged
             return dataclasses.replace(result, text=fragment.model_dump_json(), edit=outcome)
@@ -219,52 +231,73 @@ class EditingStreamer:
         written = parse_fragment(again.text())
         if written is not None and looks_like_edit(written.code):
             # Told to write it whole, the model sent blocks again: they may still apply here.
-            try:
-                applied = apply_blocks(self.plan.base.code, parse_blocks(written.code))
-            except PatchError as exc:
+            merged = await self._merge(written, sink, morph=False)
+            if merged is None:
                 raise LLMError(
                     "invalid_output",
                     "The model's edit could not be applied to the current code; try rephrasing "
                     "the request.",
-                ) from exc
-            fragment = merged_fragment(self.plan.base, written, applied.code)
+                )
+            fragment = merged[0]
             return dataclasses.replace(result, text=fragment.model_dump_json(), edit="rewrite")
         return dataclasses.replace(result, edit="rewrite")
 
     async def _merge(
-        self, edited: Fragment, sink: AnswerSink
+        self, edited: Fragment, sink: AnswerSink, *, morph: bool
     ) -> tuple[Fragment, EditOutcome] | None:
+        """The edited fragment with every block merged, and by whom; None when they do not
+        apply."""
         base = self.plan.base
         try:
             blocks = parse_blocks(edited.code)
+            targets = _targets(base, blocks)
         except PatchError as exc:
             log.info("edit_not_applied", reason=exc.reason, block=exc.block)
             return None
-        merged = await self._morph(edited, blocks, sink)
-        if merged is not None:
-            return merged_fragment(base, edited, merged), "morph"
-        try:
-            applied = apply_blocks(base.code, blocks)
-        except PatchError as exc:
-            log.info("edit_not_applied", reason=exc.reason, block=exc.block, blocks=len(blocks))
-            return None
-        log.info("edit_applied", by="search_replace", blocks=len(blocks), tolerant=applied.tolerant)
-        return merged_fragment(base, edited, applied.code), "search_replace"
+        merged: dict[str, str] = {}
+        by_morph = existing = 0
+        for path, (current, wanted) in targets.items():
+            if current is None:
+                merged[path] = _new_file(wanted)
+                continue
+            existing += 1
+            text = await self._morph(edited, path, current, wanted, sink) if morph else None
+            if text is not None:
+                by_morph += 1
+            else:
+                try:
+                    text = apply_blocks(current, wanted).code
+                except PatchError as exc:
+                    log.info(
+                        "edit_not_applied", reason=exc.reason, block=exc.block, blocks=len(blocks)
+                    )
+                    return None
+            merged[path] = text
+        outcome: EditOutcome = "morph" if by_morph and by_morph == existing else "search_replace"
+        log.info("edit_applied", by=outcome, blocks=len(blocks), files=len(merged))
+        if not base.files:
+            return merged_fragment(base, edited, next(iter(merged.values()))), outcome
+        files = [
+            FileEntry(file_path=f.file_path, file_content=merged.pop(f.file_path, f.file_content))
+            for f in base.files
+        ]
+        files += [FileEntry(file_path=p, file_content=c) for p, c in merged.items()]
+        return merged_fragment(base, edited, "", files), outcome
 
-    async def _morph(self, edited: Fragment, blocks: list[Block], sink: AnswerSink) -> str | None:
-        """Morph's merge, or None (not configured, breaker open, failed, or untrustworthy)."""
+    async def _morph(
+        self, edited: Fragment, path: str, code: str, blocks: list[Block], sink: AnswerSink
+    ) -> str | None:
+        """Morph's merge of one file, or None (not configured, breaker open, failed, or
+        untrustworthy)."""
         plan = self.plan
         if plan.morph is None or plan.breaker is None:
             return None
-        base = plan.base
         instruction = (edited.commentary or plan.request).strip()[:1000]
         began = time.monotonic()
         try:
             async with plan.breaker.guard():
                 merged = await plan.morph.merge(
-                    instruction=instruction,
-                    code=base.code,
-                    update=lazy_snippet(blocks, edited.file_path or base.file_path),
+                    instruction=instruction, code=code, update=lazy_snippet(blocks, path)
                 )
         except BreakerOpen as exc:
             log.info("edit_morph_skipped", retry_after=round(exc.retry_after, 1))
@@ -293,8 +326,31 @@ class EditingStreamer:
             # Morph answered, so it is up (no breaker failure); its merge is just not used.
             log.warning("edit_morph_rejected", blocks=len(blocks))
             return None
-        log.info("edit_applied", by="morph", blocks=len(blocks))
         return merged.code
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _targets(base: Fragment, blocks: list[Block]) -> dict[str, tuple[str | None, list[Block]]]:
+    """The blocks by the file they edit, with its current content (None: a new file). A
+    single-file fragment takes every block; in a multi-file one a block names its file (or
+    the only one), and a file that does not exist yet is written by empty SEARCHes only."""
+    if not base.files:
+        return {base.file_path or "main": (base.code, blocks)}
+    contents = {f.file_path: f.file_content for f in base.files}
+    only = base.files[0].file_path if len(base.files) == 1 else None
+    targets: dict[str, tuple[str | None, list[Block]]] = {}
+    for number, block in enumerate(blocks, start=1):
+        path = block.path or only
+        if path is None:
+            raise PatchError("format", number, f"Block {number} does not name its file.")
+        if path not in contents and block.search.strip():
+            raise PatchError("no_match", number, f"Block {number} edits a file that is not there.")
+        targets.setdefault(path, (contents.get(path), []))[1].append(block)
+    return targets
+
+
+def _new_file(blocks: list[Block]) -> str:
+    """A new file's content: its blocks' replacements, in order."""
+    return "\n".join(block.replace for block in blocks).strip("\n") + "\n"

@@ -35,6 +35,11 @@ MAX_CODE_CHARS = 2_000_000
 _SEARCH = re.compile(r"^<{5,9} ?SEARCH[ \t]*$")
 _DIVIDER = re.compile(r"^={5,9}[ \t]*$")
 _REPLACE = re.compile(r"^>{5,9} ?REPLACE[ \t]*$")
+# A file path alone on the line before a block, as models write it: `app/page.tsx`,
+# **app/page.tsx**, FILE: app/page.tsx, --- app/page.tsx.
+_PATH = re.compile(
+    r"^(?:FILE:|File:|---)?\s*[`*]*(?P<path>[\w.@()\[\]-]+(?:/[\w.@()\[\]-]+)*)[`*:]*$"
+)
 # What an answer that is an edit starts with (also while it is still streaming).
 EDIT_OPENING = "<<<<<<< SEARCH"
 
@@ -55,6 +60,8 @@ class PatchError(ValueError):
 class Block:
     search: str
     replace: str
+    # The file it edits, when the line before its SEARCH named one (multi-file fragments).
+    path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +74,20 @@ class Applied:
 
 def looks_like_edit(code: str) -> bool:
     """The `code` field holds search/replace blocks (or the start of one, while streaming)
-    rather than a program."""
-    head = code[:64].lstrip()
+    rather than a program: it opens with a SEARCH marker, or with a file path and then one."""
+    head = code[:400].lstrip()
     if not head:
         return False
-    first = head.split("\n", 1)[0].rstrip()
-    return EDIT_OPENING.startswith(first) or _SEARCH.match(first) is not None
+    lines = head.split("\n", 2)
+    first = lines[0].rstrip()
+    if EDIT_OPENING.startswith(first) or _SEARCH.match(first) is not None:
+        return True
+    if path_named(first) is None:
+        return False
+    if len(lines) == 1:
+        return True  # a path still streaming: what follows tells
+    second = lines[1].strip()
+    return EDIT_OPENING.startswith(second) or _SEARCH.match(second) is not None
 
 
 def parse_blocks(text: str) -> list[Block]:
@@ -83,10 +98,15 @@ def parse_blocks(text: str) -> list[Block]:
     blocks: list[Block] = []
     search: list[str] | None = None
     replace: list[str] | None = None
+    path: str | None = None
+    before = ""
     for line in text.replace("\r\n", "\n").split("\n"):
         if search is None:
             if _SEARCH.match(line):
                 search = []
+                path = path_named(before)
+            elif line.strip():
+                before = line
             continue
         if replace is None:
             if _DIVIDER.match(line):
@@ -97,7 +117,8 @@ def parse_blocks(text: str) -> list[Block]:
                 search.append(line)
             continue
         if _REPLACE.match(line):
-            blocks.append(Block("\n".join(search), "\n".join(replace)))
+            blocks.append(Block("\n".join(search), "\n".join(replace), path))
+            before = ""
             if len(blocks) > MAX_BLOCKS:
                 raise PatchError("too_large", 0, f"The edit has more than {MAX_BLOCKS} blocks.")
             search = replace = None
@@ -108,6 +129,14 @@ def parse_blocks(text: str) -> list[Block]:
     if not blocks:
         raise PatchError("format", 0, "The edit has no SEARCH/REPLACE block.")
     return blocks
+
+
+def path_named(line: str) -> str | None:
+    """The file path a line names on its own, or None (prose, code, nothing)."""
+    found = _PATH.match(line.strip()) if len(line) <= 300 else None
+    if found is None or "." not in found["path"].rsplit("/", 1)[-1]:
+        return None
+    return found["path"]
 
 
 def apply_blocks(code: str, blocks: list[Block]) -> Applied:

@@ -97,7 +97,7 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
         breakers=state.breakers,
     )
     if edit is not None:
-        call = edit_call(call)
+        call = edit_call(call, edit)
     ledger = Ledger(
         request,
         state,
