@@ -1,7 +1,8 @@
 """Edits as patches: when a fragment exists, the model writes only what changes.
 
 The answer keeps the fragment's JSON shape (same tool schema, same UI); in an edit, its `code`
-holds search/replace blocks (see `search_replace.py`) instead of the whole program. Once the
+holds search/replace blocks (see `search_replace.py`) instead of the whole program (for a
+multi-file fragment, each block after the path of its file). Once the
 answer is complete they are merged into the current code:
 
 1. by Morph (`llm/morph.py`), for platform-paid requests when `MORPH_API_KEY` is set, behind
