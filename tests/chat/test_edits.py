@@ -176,6 +176,20 @@ async def test_morph_failure_falls_back_to_local_blocks(
     assert len(fake_openai.requests) == 1
 
 
+@pytest.mark.auth_modes("guests")
+async def test_a_slow_morph_times_out_into_the_local_apply(
+    edit_settings: Settings, fake_openai: FakeOpenAI, fake_morph: FakeMorph
+) -> None:
+    settings = edit_settings.model_copy(update={"morph_timeout_seconds": 0.3})
+    async with app_client(settings) as c:
+        fake_morph.script(MorphReply(delay=2.0))
+        fake_openai.script(FragmentReply(TITLE_EDIT))
+        _, events = await post_chat(c, edit_body())
+    assert len(fake_morph.requests) == 1
+    assert final(events)["code"] == EXPECTED
+    assert usage_of(events)["edit"] == "search_replace"
+
+
 async def test_a_merge_that_lost_the_edit_is_not_trusted(
     client: httpx.AsyncClient, fake_openai: FakeOpenAI, fake_morph: FakeMorph
 ) -> None:

@@ -15,6 +15,7 @@ given text instead (a bad merge).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import re
@@ -35,6 +36,8 @@ class MorphReply:
     # None: merge the update into the code; a str: answer with it as the merged code.
     content: str | None = None
     usage: bool = True
+    # Seconds to wait before answering (a slow or stalled Morph).
+    delay: float = 0.0
 
 
 def lazy_merge(code: str, update: str) -> str:
@@ -143,6 +146,8 @@ class FakeMorph:
             await _reply(send, 404, {"error": {"message": "not found", "type": "invalid_request"}})
             return
         reply = self._next()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         if reply.status != 200:
             error = {"error": {"message": "fake morph failure", "type": "server_error"}}
             await _reply(send, reply.status, error)
