@@ -22,10 +22,12 @@ def main() -> None:
             "cost",
             "failover",
             "observability",
+            "edits",
             "fleet",
+            "job_board",
         ],
         help="which benchmarks: overhead, sandbox, templates, capacity, cost, failover, "
-        "observability, fleet (egress, tracing: on request)",
+        "observability, edits, fleet, job_board (egress, tracing: on request)",
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per figure for templates")
     parser.add_argument("--workers", type=int, default=2, help="service workers for capacity")
@@ -68,6 +70,10 @@ def main() -> None:
         from bench import observability
 
         observability.run()
+    if "edits" in args.parts:
+        from bench import edits
+
+        edits.run()
     if "tracing" in args.parts:
         from bench import tracing
 
@@ -77,6 +83,12 @@ def main() -> None:
 
         fleet_chat.run(args.streams)
         fleet.run(new=args.sandboxes)
+    if "job_board" in args.parts:
+        import asyncio
+
+        from bench import job_board
+
+        asyncio.run(job_board.main())
     if "egress" in args.parts:
         from bench import egress
 

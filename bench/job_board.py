@@ -5,7 +5,7 @@ p95 over 200 jobs, measured in one run:
 
     .venv/bin/python -m bench.job_board
 
-(Standalone, so it is not yet one of `python -m bench`'s parts.)"""
+(Also `python -m bench job_board`, one of `make bench`'s parts.)"""
 
 from __future__ import annotations
 

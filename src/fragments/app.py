@@ -25,6 +25,7 @@ from fragments.llm.breaker_gate import BreakerGate
 from fragments.llm.catalogue import load_catalogue
 from fragments.llm.failover import FailoverStreamer
 from fragments.llm.health import HealthBoard
+from fragments.llm.morph import MORPH_BREAKER, MorphClient
 from fragments.llm.public import ModelPublic
 from fragments.llm.streamer import DirectStreamer
 from fragments.llm.types import ModelStreamer
@@ -127,6 +128,11 @@ def create_app(
             model: ModelStreamer = FailoverStreamer(streamer, settings, gate=gate)
         else:
             model = llm
+        morph = MorphClient.from_settings(settings)
+        if morph is not None:
+            # Made now, so /api/status and /metrics list it before the first edit.
+            breakers.breaker(MORPH_BREAKER)
+            metrics.breaker_state(MORPH_BREAKER, await breakers.breaker(MORPH_BREAKER).state())
         app.state.fragments = State(
             settings=settings,
             db=db,
@@ -141,6 +147,7 @@ def create_app(
             health=health,
             jobs=jobs,
             analytics=Analytics.from_settings(settings),
+            morph=morph,
         )
         metrics.monthly_budget(settings.monthly_llm_budget_usd)
         pool_slots = getattr(service, "pool_slots", None)
@@ -167,6 +174,8 @@ def create_app(
             await jobs.aclose()  # first: detached runs still use the sandboxes and the database
             await health.aclose()
             await model.aclose()
+            if morph is not None:
+                await morph.aclose()
             if shared is not None:
                 await shared.aclose()
             await preview.aclose()

@@ -158,6 +158,15 @@ class Settings(BaseSettings):
         "gemini-2.5-pro": "gemini-2.5-flash",
         "mistral-large-latest": "codestral-latest",
     }
+    # Edits of an existing fragment: "patch" asks the model for search/replace blocks (applied by
+    # Morph when MORPH_API_KEY is set, else locally), "rewrite" for the whole program every time,
+    # "auto" patches code long enough for a patch to be cheaper (see docs/edits.md).
+    edit_mode: Literal["auto", "patch", "rewrite"] = "auto"
+    # Morph's fast apply (OpenAI-compatible), used for platform-paid edits only.
+    morph_api_key: SecretStr | None = Field(None, validation_alias=_env("MORPH_API_KEY"))
+    morph_base_url: str = "https://api.morphllm.com/v1"
+    morph_model: str = "morph-v3-large"
+    morph_timeout_seconds: float = Field(20.0, gt=0)
     # Chat requests a rolling 24 hours (limits library; Redis when configured, else memory):
     # guests by IP, signed-in users by their team's tier (enterprise: the team's
     # limits.chat_per_day, else this default), and requests with the caller's own key or server.

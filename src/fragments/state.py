@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from fragments.config import Settings
 from fragments.llm.health import HealthBoard
+from fragments.llm.morph import MorphClient
 from fragments.llm.types import ModelStreamer
 from fragments.observability.analytics import Analytics
 from fragments.ports import JobBoard, ResponseStore, SandboxService
@@ -44,6 +45,8 @@ class State:
     jobs: JobBoard
     # Product analytics (PostHog); a no-op unless POSTHOG_API_KEY is set.
     analytics: Analytics = field(default_factory=Analytics)
+    # Morph's fast apply for edits; None unless MORPH_API_KEY is set.
+    morph: MorphClient | None = None
 
 
 def get_state(request: Request) -> State:

@@ -41,6 +41,10 @@ Protocols (every fake serves all three; the class only picks `base_url`):
   input_json_delta/text_delta, content_block_stop, message_delta with usage, message_stop).
 - Gemini `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` (text parts, usageMetadata).
 
+`FakeMorph` (tests/fakes/morph.py) is Morph's apply API (OpenAI chat completions, not streamed):
+it merges the `<update>` snippet into the `<code>` at its anchor lines, or answers as scripted
+(`MorphReply(status=500)`, `MorphReply(content="...")`), and records requests.
+
 `ServerThread(asgi_app)` runs any ASGI app the same way (e.g. the Fragments app for streaming
 tests). `SAMPLE_FRAGMENT` / `SAMPLE_JSON` is the ~3.2 KB fragment sent by default (133 chunks
 of 24 characters).
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
         StreamError,
     )
     from tests.fakes.gemini import FakeGemini
+    from tests.fakes.morph import FakeMorph, MorphReply
     from tests.fakes.openai import FakeOpenAI
     from tests.fakes.sample import SAMPLE_FRAGMENT, SAMPLE_JSON
     from tests.fakes.server import ServerThread
@@ -81,6 +86,8 @@ _WHERE = {
     "Reply": "base",
     "StreamError": "base",
     "FakeGemini": "gemini",
+    "FakeMorph": "morph",
+    "MorphReply": "morph",
     "FakeOpenAI": "openai",
     "SAMPLE_FRAGMENT": "sample",
     "SAMPLE_JSON": "sample",
@@ -101,9 +108,11 @@ __all__ = [
     "ErrorReply",
     "FakeAnthropic",
     "FakeGemini",
+    "FakeMorph",
     "FakeOpenAI",
     "FakeProvider",
     "FragmentReply",
+    "MorphReply",
     "RecordedRequest",
     "Reply",
     "ServerThread",

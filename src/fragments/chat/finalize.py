@@ -27,6 +27,14 @@ def _parse(text: str) -> Fragment:
         return Fragment.model_validate_json(text[start : end + 1])
 
 
+def parse_fragment(text: str) -> Fragment | None:
+    """The answer read as a fragment (no checks of its content), or None when it is not one."""
+    try:
+        return _parse(text)
+    except ValidationError:
+        return None
+
+
 def finalize(text: str, result: StreamResult, pinned: Template | None) -> Fragment:
     """The validated fragment, or `LLMError("invalid_output")` with a sentence saying why."""
     try:

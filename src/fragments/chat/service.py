@@ -16,6 +16,7 @@ import structlog
 from fastapi import Request
 
 from fragments.chat.accounting import billed_to, record_usage
+from fragments.chat.edits import EditingStreamer, EditPlan, edit_call, plan_edit
 from fragments.chat.fallbacks import fallback_steps
 from fragments.chat.history import windowed
 from fragments.chat.prompt import describe_data_files, system_prompt, to_turns
@@ -86,6 +87,17 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
     )
     if files:
         call = dataclasses.replace(call, system=f"{call.system}\n{files}")
+    # An edit of the current fragment is asked for as search/replace blocks (chat/edits.py).
+    edit = plan_edit(
+        settings,
+        window.latest,
+        call,
+        request=message_text(body.messages[-1]),
+        morph=state.morph,
+        breakers=state.breakers,
+    )
+    if edit is not None:
+        call = edit_call(call, edit)
     ledger = Ledger(
         request,
         state,
@@ -97,7 +109,7 @@ async def answer(request: Request, state: State, body: ChatRequest, who: Princip
         model=f"{model.provider_id}/{model.id}",
         paid_by=billed_to(call),
     )
-    events = stream(state, streamer, body, checked, call, turn, ledger)
+    events = stream(state, streamer, body, checked, call, turn, ledger, edit)
     return ChatReply(events, headers)
 
 
@@ -230,6 +242,7 @@ def stream(
     call: ModelCall,
     turn: ChatTurn,
     ledger: Ledger,
+    edit: EditPlan | None = None,
 ) -> AsyncIterator[bytes]:
     """The answer's SSE events; the ledger persists it (or charges a cut) at the end."""
     settings = state.settings
@@ -237,6 +250,9 @@ def stream(
         streamer = cached(
             state.response_store, settings, streamer, regenerate=body.config.regenerate
         )
+    if edit is not None:
+        # Outside the cache: a cached edit is merged again into the current code.
+        streamer = EditingStreamer(streamer, edit)
     # An anonymous guest's turn is not stored (save_chat_turn and record_usage do nothing for
     # it), but its tokens still count against its IP's guest budget.
     accounted = turn.persist or ledger.guest_from is not None
@@ -249,6 +265,7 @@ def stream(
         save=ledger.save if accounted else None,
         charge=ledger.charge if accounted else None,
         answered=ledger.answered,
+        base=edit.base if edit is not None else None,
     )
 
 

@@ -20,6 +20,7 @@ import anyio
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
+from fragments.chat.edits import partial_code
 from fragments.chat.finalize import finalize
 from fragments.chat.telemetry import answer_ended
 from fragments.llm.errors import LLMError
@@ -179,8 +180,11 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def partial_snapshot(text: str, pinned: Template | None) -> bytes | None:
-    """The partial Fragment as JSON, or None while the text cannot be read as one yet."""
+def partial_snapshot(
+    text: str, pinned: Template | None, base: Fragment | None = None
+) -> bytes | None:
+    """The partial Fragment as JSON, or None while the text cannot be read as one yet. `base`:
+    the fragment an edit changes, whose code the partials show while the edit streams."""
     start = text.find("{")
     if start < 0:
         return None
@@ -192,6 +196,8 @@ def partial_snapshot(text: str, pinned: Template | None) -> bytes | None:
         return None
     if pinned is not None:
         fragment.template = pinned.id
+    if base is not None:
+        partial_code(base, fragment)
     return _FRAGMENT.dump_json(fragment)
 
 
@@ -244,10 +250,11 @@ async def chat_events(
     save: SaveTurn | None = None,
     charge: ChargeCut | None = None,
     answered: OnAnswered | None = None,
+    base: Fragment | None = None,
 ) -> AsyncIterator[bytes]:
     """Every SSE event of one answer, ending with `done` or `error`. An answer cut off after
     it started streaming (the provider's stream broke, or the client left) is `charge`d with
-    its estimated usage."""
+    its estimated usage. `base`: the fragment this answer edits (see `chat/edits.py`)."""
     loop = asyncio.get_running_loop()
     # A caller's own key never reaches a log line (a provider's error may quote it).
     note_secret(call.api_key)
@@ -291,7 +298,7 @@ async def chat_events(
                 text = answer.text()
                 if len(text) != last_len:
                     last_len = len(text)
-                    snapshot = partial_snapshot(text, pinned)
+                    snapshot = partial_snapshot(text, pinned, base)
                     if snapshot is not None and snapshot != last_sent:
                         last_sent = snapshot
                         partials += 1
@@ -305,7 +312,8 @@ async def chat_events(
         _end_llm_span(llm_span, task)
         try:
             result: StreamResult = task.result()
-            fragment = finalize(answer.text(), result, pinned)
+            text = result.text if result.text is not None else answer.text()
+            fragment = finalize(text, result, pinned)
         except LLMError as exc:
             cut_call = answer.answering_call(call)
             cut = cut_usage(cut_call, len(answer.text()), exc.usage) if exc.after_content else None
@@ -328,7 +336,11 @@ async def chat_events(
             yield sse_json("error", {"error": "internal", "detail": _INTERNAL})
             return
         usage = result.usage
-        fragment_bytes = sse("fragment", _FRAGMENT.dump_json(fragment))
+        fragment_json = _FRAGMENT.dump_json(fragment)
+        fragment_bytes = sse("fragment", fragment_json)
+        if result.text is not None:
+            # A merged edit: the last partial is the whole new code, as after any answer.
+            fragment_bytes = sse("partial", fragment_json) + fragment_bytes
         if save is not None:
             # The fragment goes out first: the user sees it while the turn is stored.
             yield fragment_bytes
@@ -339,13 +351,15 @@ async def chat_events(
                 fragment_id, saved = await asyncio.shield(saving)
         else:
             fragment_id, saved = uuid.uuid4().hex, False
-        usage_data = {
+        usage_data: dict[str, Any] = {
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "cache_read_tokens": usage.cache_read_tokens,
             "cache_write_tokens": usage.cache_write_tokens,
             "cost_usd": result.cost_usd,
         }
+        if result.edit is not None:
+            usage_data["edit"] = result.edit
         done_data = {"conversation_id": conversation_id, "fragment_id": fragment_id, "saved": saved}
         yield (fragment_bytes + sse_json("usage", usage_data) + sse_json("done", done_data))
         # A cached answer called no model: it is logged, not counted as a model answer.

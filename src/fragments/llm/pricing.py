@@ -21,6 +21,9 @@ _PRICES: dict[str, tuple[float, float, float, float]] = {
     "gemini-2.5-flash": (0.30, 2.50, 0.075, 0.30),
     "deepseek-chat": (0.27, 1.10, 0.07, 0.27),
     "deepseek-reasoner": (0.55, 2.19, 0.14, 0.55),
+    # Morph's apply models (edits merged into the current code; no prompt caching).
+    "morph-v3-large": (0.90, 1.90, 0.90, 0.90),
+    "morph-v3-fast": (0.80, 1.20, 0.80, 0.80),
 }
 
 

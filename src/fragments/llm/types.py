@@ -24,6 +24,10 @@ ProviderId = Literal[
     "ollama",
 ]
 Role = Literal["user", "assistant"]
+# morph: Morph merged the model's edit; search_replace: applied here; rewrite: the edit did not
+# apply and the model wrote the whole program again; model_rewrite: asked for an edit, the model
+# wrote the whole program anyway.
+EditOutcome = Literal["morph", "search_replace", "rewrite", "model_rewrite"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,11 @@ class StreamResult:
     # True when the answer was cut by the output token limit.
     truncated: bool = False
     cost_usd: float = 0.0
+    # Set by a wrapper that changed the answer after it streamed (an edit merged into the current
+    # code): the final answer's JSON text, used instead of what the sink received.
+    text: str | None = None
+    # How an edit of the current fragment was carried out (see chat/edits.py); None otherwise.
+    edit: EditOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +132,8 @@ class Fallback:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """An attempt a failover chain gave up after it consumed tokens: what it cost, charged to
-    the model that consumed them."""
+    """An attempt a failover chain gave up after it consumed tokens (or an edit that did not
+    apply, or Morph's merge of one): what it cost, charged to the model that consumed them."""
 
     provider: str
     model: str
@@ -154,7 +163,8 @@ class AnswerSink(Protocol):
         """Drop everything received so far: another attempt restarts the answer."""
 
     def abandoned(self, attempt: Attempt) -> None:
-        """An attempt that consumed tokens was given up for another model: record its usage."""
+        """An attempt that consumed tokens was given up for another model, or a helper call
+        made for the answer (Morph merging an edit): record its usage beside the answer's."""
 
 
 class ModelStreamer(Protocol):
