@@ -203,6 +203,8 @@ async def test_a_chat_is_one_trace_of_its_stages(
     stored = [s for s in descendants(spans, persist) if is_sql(s)]
     if auth_mode == "production":
         assert stored, [s.name for s in descendants(spans, persist)]
+    # The statements are spans, each pool checkout (`Engine.connect`) is not.
+    assert not [s.name for s in spans if s.name == "connect"]
     assert llm.end_time is not None
     assert persist.start_time is not None
     assert llm.end_time <= persist.start_time

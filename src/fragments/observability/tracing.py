@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -147,14 +148,10 @@ def url_without_secrets(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-@contextmanager
-def client_span(method: str, url: str) -> Iterator[Span]:
-    """An HTTP client span (semantic conventions' names) for a transport no instrumentation
-    knows; set `http.response.status_code` on it once the head arrives."""
-    tracer = _tracer
-    if tracer is None:
-        yield INVALID_SPAN
-        return
+@lru_cache(maxsize=64)
+def _client_attributes(method: str, url: str) -> Mapping[str, AttributeValue]:
+    # A process calls a handful of provider URLs: parse and scrub each once, not on every call
+    # (the SDK copies the attributes into the span, so one mapping serves them all).
     parts = urlsplit(url)
     attributes: dict[str, AttributeValue] = {
         "http.request.method": method,
@@ -163,6 +160,18 @@ def client_span(method: str, url: str) -> Iterator[Span]:
     }
     if parts.port is not None:
         attributes["server.port"] = parts.port
+    return attributes
+
+
+@contextmanager
+def client_span(method: str, url: str) -> Iterator[Span]:
+    """An HTTP client span (semantic conventions' names) for a transport no instrumentation
+    knows; set `http.response.status_code` on it once the head arrives."""
+    tracer = _tracer
+    if tracer is None:
+        yield INVALID_SPAN
+        return
+    attributes = _client_attributes(method, url)
     with tracer.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as s:
         yield s
 
@@ -253,6 +262,14 @@ class Tracing:
             engine=engine.sync_engine, tracer_provider=self.provider, skip_dep_check=True
         )
         self._undo.append(instrumentor.uninstrument)
+        # It also wraps `Engine.connect` with a `connect` span of its own, for every session: a
+        # checkout from the pool, not a connection made (five of a chat's spans, each exported,
+        # and none of them telling more than the statements beneath it). Its uninstrument
+        # unwraps it again harmlessly.
+        from opentelemetry.instrumentation.utils import unwrap
+        from sqlalchemy.engine import Engine
+
+        unwrap(Engine, "connect")
 
     def shutdown(self) -> None:
         """Undo the instrumentation, stop recording and export what is left."""
