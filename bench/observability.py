@@ -111,8 +111,11 @@ def run() -> None:
             asyncio.run(_answers(port, body, 20))  # warm-up, not measured
         cpu: dict[str, list[float]] = {name: [] for name in services}
         answers = dict.fromkeys(services, 0)
-        for _ in range(ROUNDS):
-            for name, (port, proc) in services.items():
+        names = list(services)
+        for number in range(ROUNDS):
+            # Each round starts with another service: none always runs first (or last).
+            for name in names[number % len(names) :] + names[: number % len(names)]:
+                port, proc = services[name]
                 per_answer, ok = _cpu_per_answer(port, proc, body)
                 cpu[name].append(per_answer)
                 answers[name] += ok
