@@ -35,7 +35,7 @@ from fragments.observability.error_reports import start_error_reports, stop_erro
 from fragments.observability.exposition import gauges_kept_fresh, metrics_router
 from fragments.observability.logs import configure_logging, register_secrets
 from fragments.observability.requests import RequestObservabilityMiddleware
-from fragments.observability.tracing import Tracing, start_tracing
+from fragments.observability.tracing import Tracing, server_telemetry, start_tracing
 from fragments.once import once_guard
 from fragments.ports import SandboxService
 from fragments.quota.budget import UsageCache
@@ -194,10 +194,9 @@ def create_app(
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,
+        telemetry=server_telemetry(tracing),
     )
     install_error_handlers(app)
-    if tracing is not None:
-        tracing.instrument_app(app)
 
     # Previews are one origin per sandbox under the preview (or E2B's) domain.
     app.add_middleware(SecurityHeadersMiddleware, frame_src=frame_sources(settings))

@@ -203,6 +203,8 @@ async def test_a_chat_is_one_trace_of_its_stages(
     stored = [s for s in descendants(spans, persist) if is_sql(s)]
     if auth_mode == "production":
         assert stored, [s.name for s in descendants(spans, persist)]
+    # The statements are spans, each pool checkout (`Engine.connect`) is not.
+    assert not [s.name for s in spans if s.name == "connect"]
     assert llm.end_time is not None
     assert persist.start_time is not None
     assert llm.end_time <= persist.start_time
@@ -416,3 +418,27 @@ def test_off_nothing_is_even_imported(data_dir: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == '["ProxyTracerProvider"]'
+
+
+async def test_probes_have_no_trace_unless_the_variable_says(
+    settings: Settings, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probes, scrapes and static files are left out by default; the standard variable
+    (regular expressions searched in the path) replaces that list."""
+    exporter = InMemorySpanExporter()
+    traced = traced_settings(settings, fake_openai)
+    async with traced_client(traced, exporter, "guests") as client:
+        exporter.clear()
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/api/models")).status_code == 200
+    names = [s.name for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert names == ["GET /api/models"]
+
+    monkeypatch.setenv("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/api/models$")
+    exporter = InMemorySpanExporter()
+    async with traced_client(traced, exporter, "guests") as client:
+        exporter.clear()
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/api/models")).status_code == 200
+    names = [s.name for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert names == ["GET /healthz"]
