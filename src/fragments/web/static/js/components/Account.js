@@ -55,6 +55,10 @@ export function AuthDialog({ mode, onMode, onClose, onSubmit, onForgot }) {
     if (!el) return;
     if (mode && !el.open) el.showModal();
     if (!mode && el.open) closeDialog(el);
+    // The password goes when the dialog closes, not when a submit's promise settles: that can
+    // settle after the dialog was opened again and typed into (a sign-up that ends a guest
+    // session still reloads the account after showing "check your mail").
+    if (!mode) setPassword("");
     setError("");
   }, [mode]);
 
@@ -64,7 +68,6 @@ export function AuthDialog({ mode, onMode, onClose, onSubmit, onForgot }) {
     setError("");
     try {
       await onSubmit(mode, email, password);
-      setPassword("");
     } catch (err) {
       setError(err.detail || err.message || "That did not work.");
     } finally {
