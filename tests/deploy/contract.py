@@ -30,6 +30,7 @@ GAUGES = {
     "fragments_pool_slots",
     "fragments_queue_depth",
     "fragments_queue_oldest_job_seconds",
+    "fragments_queue_dead_letters",
     "fragments_breaker_state",
     "fragments_active_users",
 }
