@@ -157,6 +157,15 @@ def test_edit_by_hand_run_and_the_next_turn_keeps_the_edit(
         expect(editor).to_have_attribute("data-state", "ready")
         assert editor_text(page).strip() == EDITED
 
+        # A reload before running loses nothing typed either: the conversation reopens with the
+        # editor on the unsaved edit (kept in the tab's storage).
+        page.reload()
+        expect(page.get_by_test_id("stdout")).to_contain_text("from the model", timeout=90_000)
+        page.get_by_test_id("tab-code").click()
+        expect(editor).to_have_attribute("data-state", "ready", timeout=15_000)
+        assert editor_text(page).strip() == EDITED
+        expect(page.get_by_test_id("run-edit")).to_be_enabled()
+
         # Run (Ctrl+Enter in the editor, as the Run button): the edit is saved as a new version
         # and the sandbox runs it.
         page.locator('[data-testid="code-editor"] .cm-content').click()
@@ -168,6 +177,8 @@ def test_edit_by_hand_run_and_the_next_turn_keeps_the_edit(
         )
         page.get_by_test_id("tab-code").click()
         assert page.get_by_test_id("code-view").text_content() == EDITED
+        # Saved, the draft is gone from the tab's storage: a reload shows the new version.
+        assert page.evaluate("sessionStorage.getItem('fragments.drafts.v1')") in (None, "{}")
         page.get_by_test_id("versions-button").click()
         edited = page.locator('[data-testid="version-item"][data-version="2"]')
         expect(edited).to_contain_text("edited by you from v1")

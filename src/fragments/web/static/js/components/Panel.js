@@ -2,6 +2,7 @@
 import { html, useEffect, useState } from "../lib/html.js";
 import { CodeActions, CodeView, editedFragment, fragmentFiles } from "./CodeView.js";
 import { copyText } from "../lib/clipboard.js";
+import { loadDrafts, saveDrafts } from "../lib/drafts.js";
 import { Check, Close, Code, Copy, External, Pencil, Play, Refresh } from "./icons.js";
 import { Preview } from "./Preview.js";
 
@@ -73,14 +74,21 @@ export function Panel({ message, tab, onTab, onClose, onRerun, onSaveEdit }) {
   const [active, setActive] = useState(0);
   const [reloadKey, setReloadKey] = useState(0);
   // Edit mode: `drafts` maps a file path to its edited text (null when not editing). Kept per
-  // message, so looking at another fragment and coming back loses no unsaved edit.
+  // message, so looking at another fragment and coming back loses no unsaved edit, and in the
+  // tab's storage by version, so a reload or a closed panel loses none either.
   const [draftsByMessage, setDraftsByMessage] = useState({});
-  const drafts = draftsByMessage[message?.id] ?? null;
+  const drafts = message?.id in draftsByMessage
+    ? draftsByMessage[message.id]
+    : loadDrafts(message?.fragmentId);
   const setDrafts = (next) => {
     const id = message?.id;
-    setDraftsByMessage((all) => ({
-      ...all, [id]: typeof next === "function" ? next(all[id] ?? null) : next,
-    }));
+    const fragmentId = message?.fragmentId;
+    setDraftsByMessage((all) => {
+      const current = id in all ? all[id] : loadDrafts(fragmentId);
+      const value = typeof next === "function" ? next(current ?? null) : next;
+      saveDrafts(fragmentId, value);
+      return { ...all, [id]: value };
+    });
   };
   const [saving, setSaving] = useState(false);
   useEffect(() => setActive(0), [message?.id]);
