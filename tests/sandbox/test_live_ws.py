@@ -273,3 +273,29 @@ async def test_a_prepare_is_a_job_too(served: Served) -> None:
     assert frames[0]["phase"] == "queued"
     assert frames[-1]["type"] == "result"
     assert frames[-1]["prepared"] == prepared.json()
+
+
+async def test_a_socket_does_not_outlive_its_sign_out(served: Served) -> None:
+    """The token is checked again at every subscribe: signed out (the session revoked), the
+    open socket is refused and closed with 4401 instead of following jobs on."""
+    token = await a_token(served, "leaving")
+    started = await served.http.post(
+        "/api/sandbox",
+        json=run_body("print('mine')"),
+        headers={**bearer(token), "Prefer": "respond-async"},
+    )
+    job_id = started.json()["job_id"]
+    async with await signed_in(served, token) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "job_id": job_id}))
+        assert (await until_end(ws, job_id))[-1]["type"] == "result"
+        out = await served.http.post("/api/auth/logout", headers=bearer(token))
+        assert out.status_code == 204, out.text
+        await ws.send(json.dumps({"type": "subscribe", "job_id": job_id}))
+        refused = await frame(ws)
+        assert refused["type"] == "error"
+        assert refused["error"] == "invalid_token"
+        assert token not in json.dumps(refused)
+        with pytest.raises(ConnectionClosed) as closed:
+            await frame(ws)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4401

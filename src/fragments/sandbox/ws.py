@@ -10,7 +10,8 @@ neither. The token is never logged.
 Then `{"type": "subscribe", "job_id", "after"?}` replays the job's events after `after` (the
 last event id the client saw; all of them without it) and pushes the new ones until its result
 or error. Only the user who started the job, acting for the same team, may follow it: any other
-job id gets the same `not_found` error frame as an unknown one."""
+job id gets the same `not_found` error frame as an unknown one. Every subscribe checks the token
+again, so a socket does not outlive its sign-out, session or team membership."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class LiveSocket:
         self.websocket = websocket
         self.state = state
         self.who: Principal | None = None
+        self._token: str | None = None
         self.follows: dict[str, asyncio.Task[None]] = {}
         self._sending = asyncio.Lock()
 
@@ -118,7 +120,7 @@ class LiveSocket:
         if who.anonymous:
             # Anonymous callers' jobs have no owner anyone could prove to be again.
             return await self._refuse("unauthorized", "Sign in or start a guest session first.")
-        self.who = who
+        self.who, self._token = who, found
         await self.send({"type": "ready"})
         return True
 
@@ -126,6 +128,21 @@ class LiveSocket:
         await self.error(code, detail)
         await self.websocket.close(CLOSE_UNAUTHENTICATED, code)
         return False
+
+    async def still_signed_in(self) -> bool:
+        """Check the socket's token again, as every HTTP request is: a socket may outlive a
+        sign-out, a revoked session, a removal from the team or the token's expiry. A refused
+        token closes the socket with 4401 (the client signs in again on a new one)."""
+        try:
+            self.who = await principal_for_token(self.state, self._token)
+        except FragmentsError as exc:
+            if exc.status_code == 401:
+                await self._refuse(exc.code, exc.detail)
+                return False
+            # The database cannot tell (an API token while it is down): the caller it named at
+            # sign-in stands, as a JWT's does offline.
+            log.warning("live_token_recheck_failed", error=exc.code)
+        return True
 
     # ---- subscriptions -------------------------------------------------------------------
 
@@ -136,6 +153,8 @@ class LiveSocket:
                 continue
             kind = frame["type"]
             if kind == "subscribe":
+                if not await self.still_signed_in():
+                    return
                 await self.subscribe(frame)
             elif kind == "unsubscribe":
                 job_id = frame.get("job_id")

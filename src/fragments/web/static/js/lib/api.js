@@ -11,7 +11,7 @@ function authHeaders() {
 let refreshing = null;
 
 /** Swap the refresh token for a new pair (once at a time); false when it no longer works. */
-async function refreshTokens() {
+export async function refreshTokens() {
   const tokens = loadTokens();
   if (!tokens?.refresh_token) return false;
   refreshing ??= (async () => {

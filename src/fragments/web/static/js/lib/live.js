@@ -3,7 +3,7 @@
 // socket, and the job is remembered in sessionStorage so that a reload re-attaches to it (from
 // the last event seen) instead of running the fragment again. When the socket cannot open, the
 // run falls back to the SSE answer of POST /api/sandbox.
-import { ApiError, runSandbox, startSandboxJob } from "./api.js";
+import { ApiError, refreshTokens, runSandbox, startSandboxJob } from "./api.js";
 import { loadTokens } from "./session.js";
 
 const JOB = "fragments.sandboxJob";
@@ -136,6 +136,13 @@ async function follow(job, { signal, onPhase, socket = null }) {
       socket ??= await openSocket();
       return await followOn(socket, job, { signal, onPhase });
     } catch (error) {
+      // The access token expired while the job ran (the server checks it at every subscribe
+      // and on every new socket): swap it as any API call would, then open a socket again.
+      const stale = error instanceof ApiError && error.code === "token_expired";
+      if (stale && attempt < RETRIES && (await refreshTokens())) {
+        socket = null;
+        continue;
+      }
       if (!retryable(error) || attempt >= RETRIES) throw error;
       socket = null;
       await new Promise((done) => setTimeout(done, RETRY_DELAY_MS));
