@@ -2,18 +2,24 @@
 
 The providers' last health checks (`llm/health.py`: status, latency, when; never a key, a URL or
 an error text), every circuit breaker's state, and the sandbox backend: down while its creation
-breaker is open or its readiness check fails, degraded while the breaker is half-open.
+breaker is open or its readiness check fails, degraded while the breaker is half-open. An API
+process of a fleet adds the fleet's counts: live sandbox nodes and the jobs on its queue.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
+import structlog
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from fragments.jobs.stats import FleetSummary
 from fragments.resilience import BreakerState
 from fragments.state import StateDep
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter()
 
@@ -37,13 +43,20 @@ class SandboxHealthPublic(BaseModel):
     status: SandboxHealth
 
 
+class FleetPublic(BaseModel):
+    nodes: int
+    queued_jobs: int
+    oldest_job_seconds: float
+
+
 class StatusPublic(BaseModel):
     """Providers with a platform key (those checked at least once), breakers, the sandbox
-    backend."""
+    backend, and the fleet (null where the app runs its own sandboxes, or Redis is down)."""
 
     providers: list[ProviderHealthPublic]
     breakers: list[BreakerPublic]
     sandbox: SandboxHealthPublic
+    fleet: FleetPublic | None = None
 
 
 @router.get("/api/status", response_model=StatusPublic)
@@ -65,6 +78,7 @@ async def status(state: StateDep) -> StatusPublic:
         else:
             sandbox = "degraded" if sandbox_breaker == "half_open" else "up"
     return StatusPublic(
+        fleet=await _fleet(getattr(state.sandboxes, "fleet_summary", None)),
         providers=[
             ProviderHealthPublic(
                 provider=p.provider,
@@ -76,4 +90,21 @@ async def status(state: StateDep) -> StatusPublic:
         ],
         breakers=[BreakerPublic(name=b["name"], state=b["state"]) for b in breakers],
         sandbox=SandboxHealthPublic(backend=backend, status=sandbox),
+    )
+
+
+async def _fleet(read: Callable[[], Awaitable[FleetSummary]] | None) -> FleetPublic | None:
+    """The fleet's counts (FleetSandboxService only); None when there is no fleet or Redis does
+    not answer (the sandbox's status already says down then)."""
+    if read is None:
+        return None
+    try:
+        found = await read()
+    except Exception:
+        log.warning("status_fleet_failed", exc_info=True)
+        return None
+    return FleetPublic(
+        nodes=found.nodes,
+        queued_jobs=found.queued_jobs,
+        oldest_job_seconds=found.oldest_job_seconds,
     )

@@ -90,6 +90,7 @@ async def test_status_is_public_and_tells_no_secrets(
                     {"name": "sandbox:local", "state": "open"},
                 ]
                 assert body["sandbox"] == {"backend": "local", "status": "down"}
+                assert body["fleet"] is None  # this app runs its own sandboxes
                 for secret in (OPENAI_KEY, ANTHROPIC_KEY, "proxyuser", "proxypass", "127.0.0.1"):
                     assert secret not in response.text
                 assert "HTTP 529" not in response.text  # errors stay in the logs
@@ -109,5 +110,6 @@ async def test_a_failing_backend_check_is_down_without_its_reason(
                 "providers": [],  # no platform key: nothing is checked
                 "breakers": [],
                 "sandbox": {"backend": "local", "status": "down"},
+                "fleet": None,
             }
             assert "hunter2" not in response.text

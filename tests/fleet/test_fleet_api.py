@@ -82,6 +82,43 @@ async def test_a_full_queue_answers_503_with_retry_after(
         await redis.aclose()
 
 
+async def test_status_counts_the_fleets_nodes_and_queued_jobs(
+    db_settings: Settings, auth_mode: AuthMode, prefix: str
+) -> None:
+    settings = db_settings.model_copy(
+        update={
+            "embedded_node": False,
+            "redis_url": "redis://127.0.0.1:6379/0",
+            "fleet_prefix": prefix,
+            "rate_limits": False,
+        }
+    )
+    keys = FleetKeys(prefix)
+    redis = Redis(decode_responses=True)
+    registry = FleetRegistry(redis, keys, heartbeat_seconds=30)
+    try:
+        async for client in _client(settings, auth_mode):
+            empty = (await client.get("/api/status")).json()
+            assert empty["fleet"] == {"nodes": 0, "queued_jobs": 0, "oldest_job_seconds": 0.0}
+            assert empty["sandbox"]["status"] == "down"  # no node to run anything
+            for name in ("node-a", "node-b"):
+                await registry.heartbeat(
+                    NodeInfo(name, "http://127.0.0.1:1", {"code-interpreter-v1": 1})
+                )
+            for _ in range(3):
+                await redis.xadd(keys.new_sandboxes, {"job": "{}"})
+            await redis.xadd(keys.node_jobs("node-a"), {"job": "{}"})
+            busy = await client.get("/api/status", headers={"Authorization": ""})
+            assert busy.status_code == 200, busy.text
+            fleet = busy.json()["fleet"]
+            assert (fleet["nodes"], fleet["queued_jobs"]) == (2, 4)
+            assert fleet["oldest_job_seconds"] >= 0
+            assert busy.json()["sandbox"]["status"] == "up"
+            assert "node-a" not in busy.text and "127.0.0.1" not in busy.text
+    finally:
+        await redis.aclose()
+
+
 async def test_no_live_node_answers_503(
     db_settings: Settings, auth_mode: AuthMode, prefix: str
 ) -> None:

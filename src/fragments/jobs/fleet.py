@@ -36,7 +36,7 @@ from fragments.jobs.connection import (
 from fragments.jobs.events import RedisJobEvents, follow
 from fragments.jobs.queue import Job, JobQueue, new_job_id
 from fragments.jobs.registry import FleetRegistry, NodeInfo
-from fragments.jobs.stats import export_queue_metrics
+from fragments.jobs.stats import FleetSummary, export_queue_metrics, queue_stats, summarize
 from fragments.ports import DataFile, RemotePreview
 from fragments.sandbox.service import (
     PhaseCallback,
@@ -300,6 +300,11 @@ class FleetSandboxService:
             return "expired"  # lost with its node
         headers = (*self._preview_headers, (PREVIEW_HEADER, f"{port}-{sandbox_id}"))
         return RemotePreview(node.url, headers)
+
+    async def fleet_summary(self) -> FleetSummary:
+        """Live nodes and the queue's jobs, for `GET /api/status`."""
+        live, _gone = await self.registry.nodes()
+        return summarize(len(live), await queue_stats(self.redis, self.keys))
 
     async def export_queue_metrics(self) -> None:
         """Record the queue's gauges for /metrics (see jobs/stats.py)."""

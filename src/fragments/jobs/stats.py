@@ -57,6 +57,25 @@ async def queue_stats(redis: Redis, keys: FleetKeys) -> QueueStats:
     return QueueStats(found, int(replies[1]))
 
 
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """Counts only, for `GET /api/status`: live nodes and the jobs waiting or running."""
+
+    nodes: int
+    queued_jobs: int
+    oldest_job_seconds: float
+
+
+def summarize(live_nodes: int, stats: QueueStats) -> FleetSummary:
+    return FleetSummary(
+        nodes=live_nodes,
+        queued_jobs=sum(s.depth for s in stats.streams.values()),
+        oldest_job_seconds=round(
+            max((s.oldest_seconds for s in stats.streams.values()), default=0.0), 1
+        ),
+    )
+
+
 async def export_queue_metrics(redis: Redis, keys: FleetKeys) -> None:
     """Record the queue's gauges (streams' depths and oldest ages, dead letters)."""
     stats = await queue_stats(redis, keys)
