@@ -70,6 +70,11 @@ async def test_a_dropped_job_on_a_live_nodes_own_stream_runs_again(
         answered = [e.data async for e in follow(worker.events, dropped.id, within=10)]
         assert answered == [{"ok": False}]
         assert await worker.events.read(running.id) == []  # still its running task's
+        # The result is published before the entry is acknowledged: wait for the ack.
+        for _ in range(100):
+            if await worker.queue.depth(stream) == 1:
+                break
+            await asyncio.sleep(0.05)
         assert await worker.queue.depth(stream) == 1
         assert lost.job == dropped
     finally:
